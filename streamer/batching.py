@@ -1,0 +1,102 @@
+"""The inference stage: batches frames across sources and runs the model on them.
+
+One thread owns the ONNX Runtime session. A batch closes when it has `max_batch`
+frames, when `max_wait` has passed since its first frame, or when waiting longer would
+make its most urgent frame miss its deadline, whichever comes first. Just before the
+model runs, frames that can no longer finish in time are dropped; after it has run,
+no frame is dropped again (the compute is spent), frames past their deadline are only
+marked late.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from streamer.deadlines import InferenceEstimate, is_expired
+from streamer.messages import DropReason, Inferred, Prepared
+from streamer.models import Model
+from streamer.queues import POLL_S
+from streamer.runtime import Stage
+from streamer.stats import RunStats
+
+
+class InferenceStage(Stage[Prepared, Inferred]):
+    name = "infer"
+
+    def __init__(
+        self,
+        model: Model,
+        max_batch: int,
+        max_wait_ms: float,
+        estimate: InferenceEstimate,
+        stats: RunStats,
+    ) -> None:
+        self._model = model
+        self._max_batch = max_batch
+        self._max_wait_ns = int(max_wait_ms * 1e6)
+        self._estimate = estimate
+        self._stats = stats
+        self._pending: list[Prepared] = []
+        self._first_ns = 0
+
+    def _due_ns(self) -> int:
+        """When the pending batch must run at the latest."""
+        due = self._first_ns + self._max_wait_ns
+        deadlines = [p.frame.deadline_ns for p in self._pending if p.frame.deadline_ns is not None]
+        if deadlines:
+            due = min(due, min(deadlines) - self._estimate.expected_ns)
+        return due
+
+    def process(self, item: Prepared) -> Iterable[Inferred]:
+        now = time.monotonic_ns()
+        if is_expired(item.frame.deadline_ns, now, self._estimate.expected_ns):
+            self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
+            return ()
+        if not self._pending:
+            self._first_ns = now
+        self._pending.append(item)
+        if len(self._pending) >= self._max_batch or now >= self._due_ns():
+            return self._run()
+        return ()
+
+    def wait_s(self) -> float:
+        if not self._pending:
+            return POLL_S
+        return max(0.0, (self._due_ns() - time.monotonic_ns()) / 1e9)
+
+    def poll(self) -> Iterable[Inferred]:
+        if self._pending and time.monotonic_ns() >= self._due_ns():
+            return self._run()
+        return ()
+
+    def flush(self) -> Iterable[Inferred]:
+        return self._run() if self._pending else ()
+
+    def _run(self) -> list[Inferred]:
+        pending, self._pending = self._pending, []
+        now = time.monotonic_ns()
+        batch: list[Prepared] = []
+        for item in pending:
+            if is_expired(item.frame.deadline_ns, now, self._estimate.expected_ns):
+                self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
+            else:
+                batch.append(item)
+        # Frames of different sizes get different input shapes: one call per shape.
+        by_shape: dict[tuple[int, ...], list[Prepared]] = {}
+        for item in batch:
+            by_shape.setdefault(item.tensor.shape, []).append(item)
+        results: list[Inferred] = []
+        for group in by_shape.values():
+            started = time.monotonic_ns()
+            outputs = self._model.run(np.stack([p.tensor for p in group]))
+            finished = time.monotonic_ns()
+            self._estimate.record(finished - started)
+            for item, output in zip(group, outputs, strict=True):
+                deadline = item.frame.deadline_ns
+                results.append(
+                    Inferred(item, output, late=deadline is not None and finished > deadline)
+                )
+        return results

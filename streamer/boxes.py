@@ -1,0 +1,105 @@
+"""Pure box math: letterbox geometry and its inverse, IoU, class-aware NMS.
+
+Boxes are float arrays of shape (N, 4) holding x1, y1, x2, y2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamer.messages import Letterbox
+
+
+def dynamic_input_hw(src_hw: tuple[int, int], imgsz: int, stride: int) -> tuple[int, int]:
+    """The input size Ultralytics' predictor picks for a model with a dynamic input.
+
+    The frame is scaled so its long side is `imgsz`, and each side is padded only up to
+    the next multiple of `stride`, not to a square: a 720x1280 frame at 640 gives 384x640.
+
+    >>> dynamic_input_hw((720, 1280), 640, 32)
+    (384, 640)
+    """
+    h, w = src_hw
+    r = min(imgsz / h, imgsz / w)
+    new_h, new_w = round(h * r), round(w * r)
+    return new_h + (imgsz - new_h) % stride, new_w + (imgsz - new_w) % stride
+
+
+def letterbox_geometry(
+    src_hw: tuple[int, int], dst_hw: tuple[int, int], centered: bool
+) -> Letterbox:
+    """How to fit a frame of `src_hw` into `dst_hw` keeping its aspect ratio.
+
+    The resized frame is `round(w * r) x round(h * r)` with `r = min(dst/src)`; it is
+    placed in the centre (Ultralytics: the odd pixel of padding goes right and bottom)
+    or at the top-left corner (YOLOX).
+
+    >>> letterbox_geometry((720, 1280), (384, 640), centered=True)
+    Letterbox(scale_x=0.5, scale_y=0.5, pad_x=0, pad_y=12)
+    """
+    h, w = src_hw
+    dst_h, dst_w = dst_hw
+    r = min(dst_h / h, dst_w / w)
+    new_h, new_w = round(h * r), round(w * r)
+    pad_x = round((dst_w - new_w) / 2 - 0.1) if centered else 0
+    pad_y = round((dst_h - new_h) / 2 - 0.1) if centered else 0
+    return Letterbox(scale_x=new_w / w, scale_y=new_h / h, pad_x=pad_x, pad_y=pad_y)
+
+
+def unletterbox(xyxy: np.ndarray, lb: Letterbox, src_hw: tuple[int, int]) -> np.ndarray:
+    """Map boxes from model-input pixels back to source pixels, clipped to the frame."""
+    out = np.empty_like(xyxy, dtype=np.float32)
+    out[:, [0, 2]] = (xyxy[:, [0, 2]] - lb.pad_x) / lb.scale_x
+    out[:, [1, 3]] = (xyxy[:, [1, 3]] - lb.pad_y) / lb.scale_y
+    h, w = src_hw
+    np.clip(out[:, [0, 2]], 0, w, out=out[:, [0, 2]])
+    np.clip(out[:, [1, 3]], 0, h, out=out[:, [1, 3]])
+    return out
+
+
+def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    half = boxes[:, 2:4] / 2
+    return np.concatenate([boxes[:, 0:2] - half, boxes[:, 0:2] + half], axis=1)
+
+
+def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one box (4,) with each of `boxes` (N, 4)."""
+    ix1 = np.maximum(box[0], boxes[:, 0])
+    iy1 = np.maximum(box[1], boxes[:, 1])
+    ix2 = np.minimum(box[2], boxes[:, 2])
+    iy2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def nms(
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    iou_threshold: float,
+    max_detections: int,
+) -> np.ndarray:
+    """Class-aware greedy non-maximum suppression; the indices kept, best first.
+
+    Boxes of different classes never suppress each other: each class's boxes are
+    shifted by an offset larger than any coordinate, so one pass handles all classes.
+
+    >>> boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10]], np.float32)
+    >>> nms(boxes, np.array([0.9, 0.8, 0.7]), np.array([0, 0, 1]), 0.5, 100).tolist()
+    [0, 2]
+    """
+    if len(xyxy) == 0:
+        return np.empty((0,), np.int64)
+    offset = float(np.abs(xyxy).max()) + 1.0
+    shifted = xyxy + (class_ids.astype(np.float64) * offset)[:, None]
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < max_detections:
+        best = int(order[0])
+        keep.append(best)
+        rest = order[1:]
+        order = rest[iou_one_to_many(shifted[best], shifted[rest]) <= iou_threshold]
+    return np.asarray(keep, np.int64)

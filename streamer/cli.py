@@ -1,0 +1,323 @@
+"""The `streamer` command line (DESIGN.md section 8).
+
+Exit codes: 0 done; 2 bad usage, config, model, a missing file or an unreachable
+Redis at start (one line, no traceback); 1 failure while running; 130 interrupted
+(SIGINT or SIGTERM: sources stop, in-flight frames drain, events are flushed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+import redis
+
+from streamer import consumer, logs
+from streamer.config import load_config, with_overrides
+from streamer.errors import PipelineFailed, StreamerError
+from streamer.pipeline import Pipeline, check
+from streamer.urls import redact
+
+log = logging.getLogger("streamer")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DRAIN_TIMEOUT_S = 10.0  # after a stop request, how long in-flight frames may take to drain
+JOIN_TIMEOUT_S = 5.0
+REPORT_EVERY_S = 10.0
+
+
+def fail_usage(message: str) -> NoReturn:
+    click.echo(f"streamer: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def redis_url_for(flag: str | None, from_file: str | None) -> str:
+    """--redis-url, else $STREAMER_REDIS_URL, else the pipeline's sink.redis.url, else local."""
+    return flag or os.environ.get("STREAMER_REDIS_URL") or from_file or DEFAULT_REDIS_URL
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="streamer")
+def main(verbose: bool) -> None:
+    """Real-time video analytics: video sources -> ONNX detection -> events in Redis Streams."""
+    logs.setup(verbose)
+
+
+@main.command()
+@click.argument("pipeline_file", type=click.Path(path_type=Path))
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="URI|ID=URI",
+    help="Replace the sources with URI, or replace/add the source ID.",
+)
+@click.option("--model", type=click.Path(path_type=Path), help="Use this ONNX file instead.")
+@click.option(
+    "--redis-url",
+    envvar="STREAMER_REDIS_URL",
+    show_envvar=True,
+    help=f"Redis to write events to [default: pipeline's, else {DEFAULT_REDIS_URL}].",
+)
+@click.option(
+    "--realtime/--no-realtime",
+    default=None,
+    help="Pace files like cameras, or process every frame as fast as possible.",
+)
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop each source after N frames.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after SECONDS.")
+@click.option(
+    "--stats-json", type=click.Path(path_type=Path), help="Write run statistics here at exit."
+)
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port."
+)
+def run(
+    pipeline_file: Path,
+    sources: tuple[str, ...],
+    model: Path | None,
+    redis_url: str | None,
+    realtime: bool | None,
+    max_frames: int | None,
+    duration: float | None,
+    stats_json: Path | None,
+    metrics_port: int | None,
+) -> None:
+    """Run PIPELINE_FILE until its sources end, --duration passes, or a signal stops it."""
+    try:
+        config = with_overrides(
+            load_config(pipeline_file), sources=sources, model=model, realtime=realtime
+        )
+        url = redis_url_for(redis_url, config.sink.redis.url)
+        pipeline = Pipeline(config, url, max_frames=max_frames)
+        if metrics_port is not None:
+            from streamer.metrics import serve_metrics
+
+            serve_metrics(pipeline.stats, metrics_port)
+    except StreamerError as exc:
+        fail_usage(str(exc))
+    log.info("writing events to %s", redact(url))
+    code = _run_until_done(pipeline, duration)
+    snapshot = pipeline.stats.snapshot()
+    if stats_json is not None:
+        stats_json.write_text(json.dumps(snapshot, indent=2) + "\n")
+    log.info(
+        "done: %d frames processed, %d events delivered, %d lost, %.1f fps",
+        snapshot["frames"]["processed"],
+        snapshot["events"]["delivered"],
+        snapshot["events"]["lost"],
+        snapshot["fps"],
+    )
+    sys.exit(code)
+
+
+def _run_until_done(pipeline: Pipeline, duration: float | None) -> int:
+    signals: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals.append(signum)
+        if len(signals) == 1:
+            log.warning("%s: stopping sources and draining", signal.Signals(signum).name)
+            pipeline.stop()
+        else:
+            log.warning("second signal: stopping now")
+            pipeline.halt()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
+    stop_requested_at: float | None = None
+    next_report = started + REPORT_EVERY_S
+    pipeline.start()
+    try:
+        while pipeline.running():
+            time.sleep(0.1)
+            now = time.monotonic()
+            if duration is not None and now - started >= duration and stop_requested_at is None:
+                pipeline.stop()
+            if pipeline.supervisor.stop_sources.is_set() and stop_requested_at is None:
+                stop_requested_at = now
+            if stop_requested_at is not None and now - stop_requested_at > DRAIN_TIMEOUT_S:
+                log.warning("draining took over %.0f s; stopping now", DRAIN_TIMEOUT_S)
+                pipeline.halt()
+            if now >= next_report:
+                _report(pipeline.stats.snapshot())
+                next_report = now + REPORT_EVERY_S
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if not pipeline.join(JOIN_TIMEOUT_S):
+        log.error("threads still running at exit: %s", ", ".join(pipeline.supervisor.alive()))
+        return EXIT_FAILED
+    try:
+        pipeline.supervisor.raise_if_failed()
+    except PipelineFailed as exc:
+        click.echo(f"streamer: error: {exc}", err=True)
+        return EXIT_FAILED
+    if signals:
+        return EXIT_INTERRUPTED
+    if pipeline.failed_sources:
+        click.echo(
+            f"streamer: error: source(s) failed: {', '.join(pipeline.failed_sources)}", err=True
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _report(s: dict[str, Any]) -> None:
+    dropped = sum(s["frames"]["dropped"].values())
+    log.info(
+        "%d decoded, %d processed, %d dropped, %.1f fps, latency p50 %.0f ms p99 %.0f ms, "
+        "events %d delivered %d lost",
+        s["frames"]["decoded"],
+        s["frames"]["processed"],
+        dropped,
+        s["fps"],
+        s["latency_ms"]["p50"],
+        s["latency_ms"]["p99"],
+        s["events"]["delivered"],
+        s["events"]["lost"],
+    )
+
+
+@main.command()
+@click.argument("pipeline_files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(pipeline_files: tuple[Path, ...]) -> None:
+    """Check pipeline files: schema, model, class filter, video files (not Redis)."""
+    failed = False
+    for path in pipeline_files:
+        try:
+            config = load_config(path)
+            model = check(config)
+        except StreamerError as exc:
+            click.echo(f"streamer: error: {exc}", err=True)
+            failed = True
+            continue
+        click.echo(
+            f"{path}: ok ({len(config.sources)} source(s), {model.spec.family} model "
+            f"with {model.spec.num_classes} classes)"
+        )
+    sys.exit(EXIT_USAGE if failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("model_file", type=click.Path(path_type=Path))
+def inspect(model_file: Path) -> None:
+    """Show a model's inputs, outputs, recognised family and labels."""
+    from streamer.models import Model
+    from streamer.models.runtime import open_session
+
+    try:
+        session = open_session(model_file, ["cpu"], threads=1)
+        click.echo(f"model: {model_file}")
+        for i in session.get_inputs():
+            click.echo(f"input:  {i.name} {i.type} {i.shape}")
+        for o in session.get_outputs():
+            click.echo(f"output: {o.name} {o.type} {o.shape}")
+        model = Model.load(model_file, providers=("cpu",), threads=1)
+    except StreamerError as exc:
+        fail_usage(str(exc))
+    spec = model.spec
+    click.echo(f"family: {spec.family}")
+    shape = (
+        f"{spec.input_hw[0]}x{spec.input_hw[1]}"
+        if spec.input_hw
+        else f"dynamic (long side {spec.imgsz}, multiple of {spec.stride})"
+    )
+    click.echo(f"input size: {shape}; batch: {spec.batch or 'dynamic'}")
+    click.echo(
+        f"pre-processing: {'RGB' if spec.rgb else 'BGR'}, "
+        f"{'/255' if spec.scale != 1 else '0..255'}, "
+        f"{'centred' if spec.centered else 'top-left'} letterbox"
+    )
+    click.echo(f"labels ({spec.num_classes}): {', '.join(spec.labels)}")
+
+
+@main.group()
+def events() -> None:
+    """Read events from Redis."""
+
+
+@events.command("tail")
+@click.option(
+    "--redis-url",
+    envvar="STREAMER_REDIS_URL",
+    default=DEFAULT_REDIS_URL,
+    show_default=True,
+    show_envvar=True,
+)
+@click.option("--stream", help="Stream key [default: the only streamer:*:events stream].")
+@click.option("--count", type=click.IntRange(min=0), help="Show the last N events (or N new ones).")
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events.")
+@click.option("--group", help="Read as this consumer group (acknowledging each event).")
+@click.option(
+    "--consumer",
+    "consumer_name",
+    default="streamer-cli",
+    show_default=True,
+    help="Consumer name within --group.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each event's JSON on one line.")
+def events_tail(
+    redis_url: str,
+    stream: str | None,
+    count: int | None,
+    follow: bool,
+    group: str | None,
+    consumer_name: str,
+    as_json: bool,
+) -> None:
+    """Print events from a stream: the last ones, then new ones with --follow."""
+    from streamer.sink import connect
+
+    try:
+        client = connect(redis_url)
+        key = stream or _only_stream(client)
+        entries = (
+            consumer.read_group(client, key, group, consumer_name, count, follow)
+            if group
+            else consumer.tail(client, key, count, follow)
+        )
+        for entry in entries:
+            click.echo(json.dumps(entry.event) if as_json else _one_line(entry))
+    except StreamerError as exc:
+        fail_usage(str(exc))
+    except redis.RedisError as exc:
+        click.echo(f"streamer: error: {redact(redis_url)}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _only_stream(client: redis.Redis) -> str:
+    streams = consumer.find_streams(client)
+    if len(streams) == 1:
+        return streams[0]
+    if not streams:
+        raise StreamerError("no streamer:* stream in this Redis yet; name one with --stream")
+    raise StreamerError(f"several streams, choose one with --stream: {', '.join(streams)}")
+
+
+def _one_line(entry: consumer.StreamEntry) -> str:
+    e = entry.event
+    when = time.strftime("%H:%M:%S", time.localtime(e.get("emitted_at", 0)))
+    head = f"{entry.entry_id} {when} {e['source']} #{e['seq']} {e['type']}"
+    if e["type"] == "source_status":
+        return f"{head} {e['status']}" + (f" ({e['detail']})" if e.get("detail") else "")
+    if e["type"] == "detections":
+        frame = e["frame"]["index"]
+        boxes = ", ".join(
+            f"{o['label']} {o['confidence']:.2f} [{', '.join(f'{v:.0f}' for v in o['bbox'])}]"
+            for o in e["objects"]
+        )
+        return f"{head} frame {frame}: {boxes or 'nothing'}"
+    return f"{head} {json.dumps(e)}"

@@ -1,0 +1,263 @@
+"""The pipeline file: a typed schema closed to unknown keys, and its loader.
+
+`load_config(path)` reads the YAML, validates it and resolves relative paths against
+the file's folder. Every error is a `ConfigError` whose message names the file and
+the field (`pipelines/x.yaml: model.confidence: ...`). Command-line overrides are
+applied afterwards by `with_overrides`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
+
+from streamer.errors import ConfigError
+from streamer.queues import Overflow
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+EVENT_TYPES = ("detections",)  # object events need tracking, which comes with zones and lines
+Provider = Literal["tensorrt", "cuda", "cpu"]
+PROVIDER_NAMES: tuple[Provider, ...] = ("tensorrt", "cuda", "cpu")
+_URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Model):
+    id: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
+    """Unique within the file; used in events and stream keys."""
+    uri: Annotated[str, Field(min_length=1)]
+    """A video file path (relative to the pipeline file), or a URL such as rtsp://..."""
+    realtime: bool | None = None
+    """Pace the source like a camera. Default: live URLs yes, files no (process every frame)."""
+    max_latency_ms: Annotated[int, Field(gt=0)] | None = None
+    """Overrides realtime.max_latency_ms for this source."""
+
+    @property
+    def is_file(self) -> bool:
+        return not _URI_SCHEME.match(self.uri) or self.uri.startswith("file://")
+
+
+class BatchConfig(_Model):
+    max_size: Annotated[int, Field(ge=1, le=256)] = 4
+    """Most frames per inference call, across all sources."""
+    max_wait_ms: Annotated[float, Field(ge=0, le=10_000)] = 10.0
+    """Longest wait for a batch to fill after its first frame arrived."""
+
+
+class ModelConfig(_Model):
+    path: Path
+    """The ONNX file, relative to the pipeline file."""
+    format: Literal["auto", "yolov8", "yolo11", "yolox"] = "auto"
+    """The detector family; auto reads it from the model file."""
+    labels: list[str] | None = None
+    """Class names in class-id order; default: the model's metadata, or COCO for 80 classes."""
+    confidence: Annotated[float, Field(ge=0, le=1)] = 0.25
+    iou: Annotated[float, Field(ge=0, le=1)] = 0.45
+    """IoU above which NMS suppresses the weaker of two boxes of one class."""
+    classes: list[str] | None = None
+    """Keep only these labels (default: all)."""
+    max_detections: Annotated[int, Field(ge=1, le=10_000)] = 300
+    input_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] | None = None
+    """For models with a dynamic input: the long side frames are scaled to (default: the
+    model's metadata, else 640)."""
+    providers: list[Provider] = Field(default_factory=lambda: list(PROVIDER_NAMES), min_length=1)
+    """Execution providers to try, in order; CPU is always the last resort."""
+    threads: Annotated[int, Field(ge=1, le=256)] | None = None
+    """ONNX Runtime intra-op threads (default: one per core)."""
+    batch: BatchConfig = BatchConfig()
+
+    @property
+    def family(self) -> str:
+        return "yolov8" if self.format == "yolo11" else self.format
+
+
+class RealtimeConfig(_Model):
+    max_latency_ms: Annotated[int, Field(gt=0, le=600_000)] = 500
+    """Frame deadline budget: a frame that cannot become events within this is dropped."""
+
+
+class QueueConfig(_Model):
+    size: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    overflow: Overflow | None = None
+
+
+class QueuesConfig(_Model):
+    """The queue in front of each stage. Defaults depend on whether the sources are live."""
+
+    decoded: QueueConfig = QueueConfig()
+    prepared: QueueConfig = QueueConfig()
+    inferred: QueueConfig = QueueConfig()
+    events: QueueConfig = QueueConfig()
+
+
+class EventsConfig(_Model):
+    emit: list[str] = Field(default_factory=lambda: ["detections"])
+    """Event types to emit besides source_status, which is always emitted."""
+
+    @field_validator("emit")
+    @classmethod
+    def _known_types(cls, emit: list[str]) -> list[str]:
+        for name in emit:
+            if name not in EVENT_TYPES:
+                raise ValueError(
+                    f"{name!r} is not an event type this version emits "
+                    f"(available: {', '.join(EVENT_TYPES)})"
+                )
+        return emit
+
+
+class RedisSinkConfig(_Model):
+    url: str | None = None
+    """Default: $STREAMER_REDIS_URL, then redis://localhost:6379/0 (--redis-url wins)."""
+    stream: Annotated[str, Field(min_length=1)] = "streamer:{pipeline}:events"
+    """Stream key; {pipeline} and {source} are replaced."""
+    maxlen: Annotated[int, Field(ge=1)] = 100_000
+    """Approximate length the stream is trimmed to (XADD MAXLEN ~)."""
+
+    @field_validator("stream")
+    @classmethod
+    def _known_placeholders(cls, stream: str) -> str:
+        for name in re.findall(r"{([^}]*)}", stream):
+            if name not in ("pipeline", "source"):
+                raise ValueError(f"unknown placeholder {{{name}}}; use {{pipeline}} or {{source}}")
+        return stream
+
+
+class SinkConfig(_Model):
+    redis: RedisSinkConfig = RedisSinkConfig()
+
+
+class PipelineConfig(_Model):
+    name: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
+    sources: Annotated[list[SourceConfig], Field(min_length=1)]
+    model: ModelConfig
+    realtime: RealtimeConfig = RealtimeConfig()
+    queues: QueuesConfig = QueuesConfig()
+    events: EventsConfig = EventsConfig()
+    sink: SinkConfig = SinkConfig()
+
+    @model_validator(mode="after")
+    def _unique_source_ids(self) -> PipelineConfig:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.id in seen:
+                raise ValueError(f"source id {source.id!r} is used twice")
+            seen.add(source.id)
+        return self
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _one_line(error: ErrorDetails) -> str:
+    where = _location(tuple(error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if error["type"] == "missing":
+        return f"{where}: required"
+    message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    shown = "" if isinstance(value, (dict, list)) or value is None else f", got {value!r}"
+    return f"{where}: {message}{shown}" if where else f"{message}{shown}"
+
+
+def parse_config(data: Any, origin: str) -> PipelineConfig:
+    """Validate already-parsed YAML; `origin` names the file in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{origin}: a pipeline file must be a mapping of keys, got {type(data).__name__}"
+        )
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{origin}: {_one_line(errors[0])}{more}") from None
+
+
+def _resolve(path_text: str, base: Path) -> str:
+    path = Path(path_text.removeprefix("file://")).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def load_config(path: Path) -> PipelineConfig:
+    """Read and validate a pipeline file; relative paths are taken from its folder."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: pipeline file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    config = parse_config(data, str(path))
+    base = path.resolve().parent
+    sources = [
+        s.model_copy(update={"uri": _resolve(s.uri, base)}) if s.is_file else s
+        for s in config.sources
+    ]
+    model = config.model.model_copy(update={"path": Path(_resolve(str(config.model.path), base))})
+    return config.model_copy(update={"sources": sources, "model": model})
+
+
+def parse_source_option(value: str) -> tuple[str | None, str]:
+    """`--source URI` or `--source ID=URI` -> (id or None, uri)."""
+    head, sep, tail = value.partition("=")
+    if sep and re.match(ID_PATTERN, head) and not _URI_SCHEME.match(value):
+        return head, tail
+    return None, value
+
+
+def with_overrides(
+    config: PipelineConfig,
+    *,
+    sources: Sequence[str] = (),
+    model: Path | None = None,
+    realtime: bool | None = None,
+) -> PipelineConfig:
+    """Apply `streamer run`'s --source, --model and --realtime/--no-realtime."""
+    new_sources = list(config.sources)
+    for option in sources:
+        source_id, uri = parse_source_option(option)
+        if source_id is None:
+            if len(sources) > 1:
+                raise ConfigError(f"--source {option}: with several --source options, use ID=URI")
+            source_id = new_sources[0].id  # the one source keeps the pipeline's first id
+            new_sources = []
+        if not uri:
+            raise ConfigError(f"--source {option}: empty URI")
+        entry = SourceConfig(id=source_id, uri=uri)
+        if entry.is_file:
+            entry = entry.model_copy(update={"uri": _resolve(uri, Path.cwd())})
+        index = next((i for i, s in enumerate(new_sources) if s.id == source_id), None)
+        if index is None:
+            new_sources.append(entry)
+        else:
+            new_sources[index] = new_sources[index].model_copy(update={"uri": entry.uri})
+    if realtime is not None:
+        new_sources = [s.model_copy(update={"realtime": realtime}) for s in new_sources]
+    update: dict[str, Any] = {"sources": new_sources}
+    if model is not None:
+        # A different file: its family and labels are read from it, not from the pipeline.
+        update["model"] = config.model.model_copy(
+            update={"path": model.resolve(), "format": "auto", "labels": None}
+        )
+    return config.model_copy(update=update)

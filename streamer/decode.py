@@ -1,0 +1,217 @@
+"""Video sources: one thread per source decodes with PyAV and stamps each frame.
+
+Files are read as fast as the pipeline takes them (offline: every frame, no
+deadline) or paced at their own frame rate (realtime: like a camera, each frame
+stamped with its paced presentation time). Live URLs are opened with read timeouts
+and retried with backoff when they cannot be reached or stop sending.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+
+from streamer.config import SourceConfig
+from streamer.errors import SourceError
+from streamer.messages import DropReason, EndOfStream, Frame, SourceStatus
+from streamer.queues import POLL_S, StageQueue
+from streamer.runtime import Supervisor
+from streamer.stats import RunStats
+from streamer.urls import redact
+
+log = logging.getLogger(__name__)
+
+STAGE = "decode"
+# FFmpeg options for network streams: TCP for RTSP (no packet loss, works through
+# NAT), and a small probe so a stream opens in a fraction of a second.
+LIVE_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "32768"}
+OPEN_TIMEOUT_S = 5.0  # FFmpeg caps the TCP connect timeout near 5 s anyway (PyAV #1243)
+READ_TIMEOUT_S = 5.0
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 10.0
+MAX_PTS_STEP_S = 10.0  # a larger jump in timestamps is a discontinuity, not a pause
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """How one source runs, fixed when the pipeline is built."""
+
+    config: SourceConfig
+    realtime: bool
+    max_latency_ms: int
+    max_frames: int | None
+
+
+def probe_file(uri: str) -> None:
+    """Fail with SourceError when `uri` is not a readable video file."""
+    path = Path(uri)
+    if not path.is_file():
+        raise SourceError(f"{uri}: video file not found")
+    try:
+        with av.open(uri) as container:
+            if not container.streams.video:
+                raise SourceError(f"{uri}: no video track")
+    except av.error.FFmpegError as exc:
+        raise SourceError(f"{uri}: not a video file ({exc.strerror or exc})") from None
+
+
+def _open(plan: SourcePlan) -> Any:
+    if plan.config.is_file:
+        return av.open(plan.config.uri)
+    return av.open(plan.config.uri, options=LIVE_OPTIONS, timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S))
+
+
+class Pacer:
+    """Turns presentation times into paced monotonic stamps, robust to bad timestamps."""
+
+    def __init__(self, fallback_step_s: float) -> None:
+        self._fallback_step_s = fallback_step_s
+        self._start_ns: int | None = None
+        self._media_s = 0.0
+        self._last_pts_s: float | None = None
+
+    def stamp_ns(self, pts_s: float | None) -> int:
+        """When the frame with `pts_s` is due; timestamps that go backwards or jump
+        advance the clock by one frame instead."""
+        if self._start_ns is None:
+            self._start_ns = time.monotonic_ns()
+        elif pts_s is None or self._last_pts_s is None:
+            self._media_s += self._fallback_step_s
+        else:
+            step = pts_s - self._last_pts_s
+            self._media_s += step if 0 < step <= MAX_PTS_STEP_S else self._fallback_step_s
+        if pts_s is not None:
+            self._last_pts_s = pts_s
+        return self._start_ns + int(self._media_s * 1e9)
+
+
+class VideoSource:
+    """Decodes one source onto the `decoded` queue, then ends it in band."""
+
+    def __init__(
+        self,
+        plan: SourcePlan,
+        out: StageQueue[Frame],
+        stats: RunStats,
+        supervisor: Supervisor,
+    ) -> None:
+        self.plan = plan
+        self.id = plan.config.id
+        self._out = out
+        self._stats = stats
+        self._supervisor = supervisor
+        self._index = 0
+        self.failed = False
+
+    def run(self) -> None:
+        reason = "eof"
+        try:
+            if self.plan.config.is_file:
+                self._decode_once()
+            else:
+                self._decode_live()
+            if self._supervisor.stop_sources.is_set():
+                reason = "stopped"
+        except Exception as exc:  # noqa: BLE001 - a failing source ends only itself
+            self.failed = True
+            reason = "failed"
+            log.error("source %s (%s) failed: %s", self.id, redact(self.plan.config.uri), exc)
+        finally:
+            self._out.put_control(SourceStatus(self.id, "ended", time.time(), reason))
+            self._out.put_control(EndOfStream(self.id, reason))
+
+    def _should_stop(self) -> bool:
+        if self._supervisor.stop_sources.is_set():
+            return True
+        return self.plan.max_frames is not None and self._index >= self.plan.max_frames
+
+    def _decode_once(self) -> None:
+        with _open(self.plan) as container:
+            self._announce_connected()
+            for frame in self._frames(container):
+                if (
+                    not self._out.put(frame, self._supervisor.halt)
+                    and self._supervisor.halt.is_set()
+                ):
+                    return
+                if self._should_stop():
+                    return
+
+    def _decode_live(self) -> None:
+        delay_s = RETRY_INITIAL_S
+        url = redact(self.plan.config.uri)
+        while not self._should_stop():
+            try:
+                self._decode_once()
+                delay_s = RETRY_INITIAL_S
+                detail = "stream ended"
+            except (av.error.FFmpegError, OSError) as exc:
+                detail = str(exc)
+            if self._should_stop():
+                return
+            log.warning("source %s (%s): %s; retrying in %.1f s", self.id, url, detail, delay_s)
+            self._out.put_control(SourceStatus(self.id, "disconnected", time.time(), detail))
+            self._stats.source_reconnected(self.id)
+            if self._supervisor.stop_sources.wait(delay_s):
+                return
+            self._out.put_control(SourceStatus(self.id, "reconnecting", time.time(), None))
+            delay_s = min(delay_s * 2, RETRY_MAX_S)
+
+    def _announce_connected(self) -> None:
+        self._out.put_control(
+            SourceStatus(self.id, "connected", time.time(), redact(self.plan.config.uri))
+        )
+
+    def _frames(self, container: Any) -> Iterator[Frame]:
+        stream = container.streams.video[0]
+        # Frame threading decodes several frames at once: the most throughput, at the
+        # cost of a few frames of delay; only offline files can afford that delay.
+        offline = self.plan.config.is_file and not self.plan.realtime
+        stream.thread_type = "AUTO" if offline else "SLICE"
+        rate = stream.average_rate or stream.guessed_rate
+        pacer = Pacer(1.0 / float(rate) if rate else 1 / 25)
+        paced = self.plan.config.is_file and self.plan.realtime
+        budget_ns = self.plan.max_latency_ms * 1_000_000
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except av.error.InvalidDataError:
+                self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
+                continue
+            for av_frame in decoded:
+                pts_s = float(av_frame.time) if av_frame.time is not None else None
+                if paced:
+                    captured_ns = pacer.stamp_ns(pts_s)
+                    self._sleep_until(captured_ns)
+                else:
+                    captured_ns = time.monotonic_ns()
+                image = av_frame.to_ndarray(format="bgr24")
+                image.setflags(write=False)
+                frame = Frame(
+                    source_id=self.id,
+                    index=self._index,
+                    pts_s=pts_s,
+                    captured_ns=captured_ns,
+                    captured_at=time.time() - (time.monotonic_ns() - captured_ns) / 1e9,
+                    deadline_ns=captured_ns + budget_ns if self.plan.realtime else None,
+                    image=image,
+                )
+                self._index += 1
+                self._stats.frame_decoded(self.id)
+                yield frame
+                if self._should_stop() or self._supervisor.halt.is_set():
+                    return
+
+    def _sleep_until(self, due_ns: int) -> None:
+        while not self._supervisor.stop_sources.is_set():
+            remaining_s = (due_ns - time.monotonic_ns()) / 1e9
+            if remaining_s <= 0:
+                return
+            time.sleep(min(remaining_s, POLL_S))

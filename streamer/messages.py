@@ -1,0 +1,134 @@
+"""Frozen messages that travel between the pipeline's threads.
+
+Data items (`Frame`, `Prepared`, `Inferred`, `Event`) can be dropped by a leaky queue;
+control items (`SourceStatus`, `EndOfStream`) never are, and travel in order with the
+frames of their source so that per-source event order holds end to end.
+
+Times: `*_ns` fields are `time.monotonic_ns()` values, used for deadlines and latency;
+`*_at` fields are wall-clock seconds since the epoch, used only in events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+
+class DropReason(str, Enum):
+    QUEUE_FULL = "queue_full"  # a leaky queue evicted or refused the frame
+    DEADLINE = "deadline"  # the frame could no longer finish before its deadline
+    DECODE_ERROR = "decode_error"  # the decoder could not produce the frame
+    SHUTDOWN = "shutdown"  # still queued when the pipeline had to stop without draining
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded picture, made by a source and never changed afterwards."""
+
+    source_id: str
+    index: int  # 0-based position among the frames decoded from this source in this run
+    pts_s: float | None  # presentation time in the stream, seconds
+    captured_ns: int  # arrival (or paced presentation) time, monotonic
+    captured_at: float  # the same instant on the wall clock
+    deadline_ns: int | None  # None: offline, never dropped for lateness
+    image: np.ndarray  # H x W x 3 uint8 BGR, read-only
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a frame was fitted into the model input: input = frame * scale + pad."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: int
+    pad_y: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A frame made ready for the model: one CHW float32 tensor."""
+
+    frame: Frame
+    tensor: np.ndarray  # 3 x H x W float32, the model's layout and scale
+    letterbox: Letterbox
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Boxes of one frame as parallel arrays, in source pixels (x1, y1, x2, y2)."""
+
+    xyxy: np.ndarray  # (N, 4) float32
+    confidence: np.ndarray  # (N,) float32
+    class_id: np.ndarray  # (N,) int64
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        if self.xyxy.shape != (n, 4):
+            raise ValueError(f"xyxy must have shape (N, 4), got {self.xyxy.shape}")
+        if self.confidence.shape != (n,) or self.class_id.shape != (n,):
+            raise ValueError(
+                f"confidence and class_id must have shape ({n},), "
+                f"got {self.confidence.shape} and {self.class_id.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(
+            xyxy=np.empty((0, 4), np.float32),
+            confidence=np.empty((0,), np.float32),
+            class_id=np.empty((0,), np.int64),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Inferred:
+    """A frame with the raw model output that belongs to it (no batch axis)."""
+
+    prepared: Prepared
+    output: np.ndarray
+    late: bool  # finished after its deadline; kept, since the compute is spent
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event as it goes to the sink, with what the sink needs to route and time it."""
+
+    source_id: str
+    type: str
+    payload: dict[str, Any]  # the event JSON of the contract
+    captured_ns: int | None  # of the frame that caused it, for latency; None: no frame
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """A source changed state (connected, ended, ...): becomes a `source_status` event."""
+
+    source_id: str
+    status: str
+    at: float  # wall clock
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """The last item of one source, in band, after all its frames."""
+
+    source_id: str
+    reason: str  # "eof", "stopped", "failed"
+
+
+Control = SourceStatus | EndOfStream

@@ -1,0 +1,51 @@
+"""Prometheus metrics for a running pipeline, read from its `RunStats` at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import start_http_server
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streamer.stats import RunStats
+
+
+class StatsCollector(Collector):
+    def __init__(self, stats: RunStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats.snapshot()
+        frames = CounterMetricFamily("streamer_frames", "Frames per source", labels=["source"])
+        for source, info in s["sources"].items():
+            frames.add_metric([source], info["frames"])
+        yield frames
+        yield CounterMetricFamily(
+            "streamer_frames_processed",
+            "Frames through postprocessing",
+            value=s["frames"]["processed"],
+        )
+        dropped = CounterMetricFamily(
+            "streamer_frames_dropped", "Dropped frames", labels=["stage", "reason"]
+        )
+        for key, n in s["frames"]["dropped"].items():
+            stage, reason = key.split(":", 1)
+            dropped.add_metric([stage, reason], n)
+        yield dropped
+        events = CounterMetricFamily("streamer_events", "Events by outcome", labels=["outcome"])
+        for outcome in ("emitted", "delivered", "lost"):
+            events.add_metric([outcome], s["events"][outcome])
+        yield events
+        latency = GaugeMetricFamily(
+            "streamer_latency_ms", "Glass-to-event latency", labels=["quantile"]
+        )
+        for q in ("p50", "p95", "p99", "max"):
+            latency.add_metric([q], s["latency_ms"][q])
+        yield latency
+
+
+def serve_metrics(stats: RunStats, port: int) -> None:
+    """Serve /metrics on `port` from a background thread for the life of the process."""
+    REGISTRY.register(StatsCollector(stats))
+    start_http_server(port)

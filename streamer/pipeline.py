@@ -1,0 +1,225 @@
+"""Builds a pipeline from its config, checks that the parts fit, and runs its threads.
+
+    source threads ─decoded─► preprocess ─prepared─► infer ─inferred─► postprocess ─events─► sink
+
+Everything that can be wrong with the user's files (the model, the videos, the class
+filter, Redis) is checked in `build`, before any thread starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+from streamer.batching import InferenceStage
+from streamer.config import PipelineConfig, QueueConfig
+from streamer.deadlines import InferenceEstimate
+from streamer.decode import SourcePlan, VideoSource, probe_file
+from streamer.errors import ConfigError
+from streamer.events import EventFactory, new_ulid
+from streamer.messages import DropReason
+from streamer.models import Model
+from streamer.postprocess import DetectionRules, PostprocessStage
+from streamer.preprocess import PreprocessStage
+from streamer.queues import Overflow, StageQueue
+from streamer.runtime import Stage, Supervisor, run_stage
+from streamer.sink import RedisSink, connect
+from streamer.stats import RunStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QueuePlan:
+    size: int
+    overflow: Overflow
+
+
+def plan_sources(config: PipelineConfig, max_frames: int | None) -> list[SourcePlan]:
+    """Decide per source whether it runs live (paced, with deadlines) or offline.
+
+    Live URLs are always live. Files are offline unless asked otherwise; in a pipeline
+    that also has live sources they are paced too, since the queues in front of the
+    model are leaky there and would drop an offline file's frames.
+    """
+    live_anywhere = any(s.realtime or not s.is_file for s in config.sources)
+    plans = []
+    for s in config.sources:
+        if s.is_file and s.realtime is False and live_anywhere:
+            raise ConfigError(
+                f"sources[{s.id}].realtime: false cannot be mixed with live sources in one pipeline"
+            )
+        realtime = live_anywhere if s.realtime is None else s.realtime
+        latency = s.max_latency_ms or config.realtime.max_latency_ms
+        plans.append(
+            SourcePlan(
+                s, realtime=realtime or not s.is_file, max_latency_ms=latency, max_frames=max_frames
+            )
+        )
+    return plans
+
+
+def plan_queues(config: PipelineConfig, live: bool, max_batch: int) -> dict[str, QueuePlan]:
+    """Each queue's size and overflow: live pipelines keep the freshest frames before
+    inference and lose nothing after it; offline pipelines lose nothing anywhere."""
+    n = len(config.sources)
+    leaky = Overflow.DROP_OLDEST if live else Overflow.BLOCK
+    defaults = {
+        "decoded": QueuePlan(2 * n if live else 8 * n, leaky),
+        "prepared": QueuePlan(2 * max_batch, leaky),
+        "inferred": QueuePlan(4 * max_batch, Overflow.BLOCK),
+        "events": QueuePlan(4096, Overflow.BLOCK),
+    }
+    plans = {}
+    for name, default in defaults.items():
+        given: QueueConfig = getattr(config.queues, name)
+        plans[name] = QueuePlan(given.size or default.size, given.overflow or default.overflow)
+    return plans
+
+
+def load_model(config: PipelineConfig) -> Model:
+    m = config.model
+    return Model.load(
+        m.path,
+        format=m.family,
+        labels=m.labels,
+        imgsz=m.input_size,
+        providers=tuple(m.providers),
+        threads=m.threads,
+    )
+
+
+def detection_rules(config: PipelineConfig, model: Model) -> DetectionRules:
+    class_ids = None
+    if config.model.classes is not None:
+        labels = model.spec.labels
+        unknown = [c for c in config.model.classes if c not in labels]
+        if unknown:
+            shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
+            raise ConfigError(
+                f"model.classes: unknown label {unknown[0]!r} (the model has: {shown})"
+            )
+        class_ids = frozenset(labels.index(c) for c in config.model.classes)
+    m = config.model
+    return DetectionRules(m.confidence, m.iou, m.max_detections, class_ids)
+
+
+def check(config: PipelineConfig) -> Model:
+    """Everything `streamer validate` checks: the model, the class filter, the video files."""
+    model = load_model(config)
+    detection_rules(config, model)
+    plan_sources(config, None)
+    for source in config.sources:
+        if source.is_file:
+            probe_file(source.uri)
+    return model
+
+
+class Pipeline:
+    def __init__(
+        self, config: PipelineConfig, redis_url: str, max_frames: int | None = None
+    ) -> None:
+        """Check every part and connect to Redis; StreamerError when something does not fit."""
+        self.config = config
+        self.model = check(config)
+        self.run_id = new_ulid()
+        self._plans = plan_sources(config, max_frames)
+        source_ids = [p.config.id for p in self._plans]
+        self.stats = RunStats(source_ids)
+        self.stats.providers = self.model.providers
+        self.supervisor = Supervisor()
+        client = connect(redis_url)
+
+        spec_batch = self.model.spec.batch
+        max_batch = config.model.batch.max_size
+        if spec_batch is not None:
+            max_batch = min(max_batch, spec_batch)
+        live = any(p.realtime for p in self._plans)
+        queues = plan_queues(config, live, max_batch)
+        self._queues = {name: self._make_queue(name, plan) for name, plan in queues.items()}
+
+        estimate = InferenceEstimate()
+        self._sources = [
+            VideoSource(p, self._queues["decoded"], self.stats, self.supervisor)
+            for p in self._plans
+        ]
+        factory = EventFactory(config.name, self.run_id, self.model.spec.labels)
+        self._stages: list[tuple[Stage, str, str]] = [  # type: ignore[type-arg]
+            (PreprocessStage(self.model, estimate, self.stats), "decoded", "prepared"),
+            (
+                InferenceStage(
+                    self.model, max_batch, config.model.batch.max_wait_ms, estimate, self.stats
+                ),
+                "prepared",
+                "inferred",
+            ),
+            (
+                PostprocessStage(
+                    self.model,
+                    detection_rules(config, self.model),
+                    factory,
+                    frozenset(config.events.emit),
+                    self.stats,
+                ),
+                "inferred",
+                "events",
+            ),
+        ]
+        redis_cfg = config.sink.redis
+        self._sink = RedisSink(
+            client,
+            redis_cfg.stream,
+            config.name,
+            redis_cfg.maxlen,
+            self._queues["events"],
+            source_ids,
+            self.stats,
+            self.supervisor,
+        )
+
+    def _make_queue(self, name: str, plan: QueuePlan) -> StageQueue:  # type: ignore[type-arg]
+        def on_drop(_item: object, reason: DropReason) -> None:
+            self.stats.frame_dropped(name, reason.value)
+
+        return StageQueue(name, plan.size, plan.overflow, on_drop)
+
+    @property
+    def source_ids(self) -> list[str]:
+        return [p.config.id for p in self._plans]
+
+    def start(self) -> None:
+        sup = self.supervisor
+        ids = self.source_ids
+        for source in self._sources:
+            sup.spawn(f"streamer.src.{source.id}", source.run)
+        for stage, inbox, outbox in self._stages:
+            sup.spawn(
+                f"streamer.{stage.name}",
+                functools.partial(
+                    run_stage, stage, self._queues[inbox], self._queues[outbox], ids, sup
+                ),
+            )
+        sup.spawn("streamer.sink", self._sink.run)
+        log.info(
+            "pipeline %s running: %d source(s), run %s", self.config.name, len(ids), self.run_id
+        )
+
+    def stop(self) -> None:
+        """Stop the sources; what they decoded already drains through to Redis."""
+        self.supervisor.stop_sources.set()
+
+    def halt(self) -> None:
+        """Stop every thread now; events not yet delivered are counted as lost."""
+        self.supervisor.stop_sources.set()
+        self.supervisor.halt.set()
+
+    def running(self) -> bool:
+        return bool(self.supervisor.alive())
+
+    def join(self, timeout_s: float) -> bool:
+        return self.supervisor.join(timeout_s)
+
+    @property
+    def failed_sources(self) -> list[str]:
+        return [s.id for s in self._sources if s.failed]

@@ -1,0 +1,223 @@
+"""Trains the tiny demo detector on rendered scenes and exports ``models/demo-detector.onnx``.
+
+The network is a small anchor-free detector (conv backbone, FPN-lite, heads at strides 8/16/32)
+written in plain PyTorch. The export matches an Ultralytics YOLOv8 detection export: input
+``images`` (RGB, 0..1, letterboxed), output ``output0`` of shape (batch, 4 + nc, anchors) with
+centre-x, centre-y, width, height in input pixels and sigmoid class scores, no NMS.
+
+    pip install -r tools/requirements-train.txt
+    python -m tools.train_demo_detector            # about 15 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tools.eval_demo_detector import evaluate_clip, evaluate_scenes, letterbox
+from tools.scenes import CLASSES, Scene, render_frame
+
+STRIDES = (8, 16, 32)
+TRAIN_SHAPE = (192, 320)  # what a 16:9 frame letterboxes to at imgsz 320
+TRAIN_SEED = 1_000_000  # training scenes; the clip uses seed 7, evaluation 9_000_000 onwards
+MAX_BOXES = 24
+VERSION = "1.0.0"
+
+
+# --------------------------------------------------------------------------------------------
+# Data: random scenes, degraded like a decoded camera stream, letterboxed like at inference.
+
+
+def make_sample(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training sample ``k``: RGB uint8 (H, W, 3) in TRAIN_SHAPE and (MAX_BOXES, 5) targets."""
+    rng = np.random.default_rng([TRAIN_SEED, k])
+    # Varied frame sizes and aspect ratios give varied object scales and padding.
+    w = int(rng.uniform(400, 960))
+    h = int(w / rng.uniform(1.2, 2.1))
+    scene = Scene.random(TRAIN_SEED + k, w, h)
+    bgr, boxes = render_frame(scene, float(rng.uniform(0, scene.duration_s)))
+    img = bgr.astype(np.float32) * rng.uniform(0.6, 1.3) * rng.uniform(0.9, 1.1, 3)
+    img += rng.uniform(-30, 30)
+    if rng.random() < 0.5:
+        img += rng.normal(0, rng.uniform(1, 8), img.shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
+    if rng.random() < 0.85:  # block artefacts and chroma loss, like the H.264 clip
+        jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 90))])[1]
+        img = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    rgb, r, left, top = letterbox(img, TRAIN_SHAPE)
+    targets = np.full((MAX_BOXES, 5), -1, np.float32)
+    for j, b in enumerate(boxes[:MAX_BOXES]):
+        targets[j] = (b.class_id, *(np.array(b.xyxy) * r + [left, top, left, top]))
+    if rng.random() < 0.5:
+        rgb = rgb[:, ::-1]
+        valid = targets[:, 0] >= 0
+        targets[valid, 1], targets[valid, 3] = (TRAIN_SHAPE[1] - targets[valid, 3],
+                                                TRAIN_SHAPE[1] - targets[valid, 1])
+    return np.ascontiguousarray(rgb), targets
+
+
+class RenderedScenes(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
+        rgb, targets = make_sample(k)
+        return torch.from_numpy(rgb).permute(2, 0, 1), torch.from_numpy(targets)
+
+
+# --------------------------------------------------------------------------------------------
+# Model.
+
+
+def grid(h: int, w: int, stride: int) -> Tensor:
+    """Anchor points (h * w, 2): the x, y centres of a level's cells, row by row."""
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * stride
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * stride
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((gx, gy), -1).reshape(-1, 2)
+
+
+def conv(c1: int, c2: int, k: int = 3, s: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c1, c2, k, s, k // 2, bias=False), nn.BatchNorm2d(c2), nn.SiLU())
+
+
+class Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv(c, c), conv(c, c))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class TinyDetector(nn.Module):
+    """Backbone to stride 32, top-down FPN to strides 8/16/32, one small head per level.
+
+    ``forward`` returns decoded boxes (B, 4, N) as cx, cy, w, h in input pixels and class
+    logits (B, nc, N); :class:`Exported` adds the sigmoid and the Ultralytics layout.
+    """
+
+    def __init__(self, nc: int = len(CLASSES), widths: tuple[int, ...] = (16, 24, 48, 64, 96),
+                 neck: int = 48) -> None:
+        super().__init__()
+        w = widths
+        self.stem = nn.Sequential(conv(3, w[0], 3, 2), conv(w[0], w[1], 3, 2))
+        self.stages = nn.ModuleList(nn.Sequential(conv(w[i], w[i + 1], 3, 2), Residual(w[i + 1]))
+                                    for i in range(1, 4))
+        self.lateral = nn.ModuleList(conv(c, neck, 1) for c in w[2:])
+        self.smooth = nn.ModuleList(conv(neck, neck) for _ in STRIDES)
+        self.heads = nn.ModuleList(nn.Sequential(conv(neck, neck), nn.Conv2d(neck, 4 + nc, 1))
+                                   for _ in STRIDES)
+        for head in self.heads:
+            # Start with 1 % class probability so the many background anchors don't swamp the
+            # first steps (the focal-loss prior).
+            nn.init.constant_(head[1].bias[4:], -math.log(99))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        feats = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        p = self.lateral[2](feats[2])
+        levels = [p]
+        for i in (1, 0):
+            p = self.lateral[i](feats[i]) + F.interpolate(p, scale_factor=2.0, mode="nearest")
+            levels.insert(0, p)
+        boxes, logits = [], []
+        for level, smooth, head, s in zip(levels, self.smooth, self.heads, STRIDES):
+            out = head(smooth(level))
+            # Grid built from the runtime shape, so the export works at any multiple of 32.
+            anchor = grid(out.shape[2], out.shape[3], s).T[None]
+            out = out.flatten(2)
+            ltrb = F.softplus(out[:, :4]) * s  # distances from the anchor to the box sides
+            lt, rb = anchor - ltrb[:, :2], anchor + ltrb[:, 2:]
+            boxes.append(torch.cat(((lt + rb) / 2, rb - lt), 1))
+            logits.append(out[:, 4:])
+        return torch.cat(boxes, 2), torch.cat(logits, 2)
+
+
+class Exported(nn.Module):
+    def __init__(self, model: TinyDetector) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        boxes, logits = self.model(images)
+        return torch.cat((boxes, logits.sigmoid()), 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss: task-aligned assignment (as in YOLOv8/TOOD, simplified) with BCE and GIoU.
+
+
+def xywh2xyxy(b: Tensor) -> Tensor:
+    return torch.cat((b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2), -1)
+
+
+def giou(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Elementwise (IoU, GIoU) of broadcastable xyxy boxes."""
+    lt, rb = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = (a[..., 2:] - a[..., :2]).prod(-1) + (b[..., 2:] - b[..., :2]).prod(-1) - inter
+    iou = inter / (union + 1e-7)
+    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).prod(-1)
+    return iou, iou - (hull - union) / (hull + 1e-7)
+
+
+def detection_loss(boxes: Tensor, logits: Tensor, targets: Tensor, shape: tuple[int, int],
+                   topk: int = 10) -> tuple[Tensor, Tensor]:
+    """(class loss, box loss) for decoded boxes (B, 4, N), logits (B, nc, N), targets (B, M, 5)."""
+    pred = xywh2xyxy(boxes.transpose(1, 2))  # (B, N, 4)
+    logits = logits.transpose(1, 2)  # (B, N, nc)
+    valid = targets[..., 0] >= 0  # (B, M)
+    gt_cls = targets[..., 0].long().clamp(min=0)
+    gt = targets[..., 1:]
+    anchors = torch.cat([grid(shape[0] // s, shape[1] // s, s) for s in STRIDES])
+    strides = torch.cat([torch.full((len(grid(shape[0] // s, shape[1] // s, s)),), float(s))
+                         for s in STRIDES])
+    with torch.no_grad():
+        iou, _ = giou(gt[:, :, None], pred[:, None])  # (B, M, N)
+        score = logits.sigmoid().transpose(1, 2).gather(1, gt_cls[..., None].expand(-1, -1, len(strides)))
+        # Candidates: anchors inside the box, or within half a stride of its centre so that
+        # boxes thinner than a stride still get one.
+        centre, half = (gt[..., :2] + gt[..., 2:]) / 2, (gt[..., 2:] - gt[..., :2]) / 2
+        reach = torch.maximum(half[:, :, None], strides[None, None, :, None] / 2)
+        cand = ((anchors[None, None] - centre[:, :, None]).abs() < reach).all(-1) & valid[..., None]
+        metric = score.sqrt() * iou.pow(6) * cand
+        top = torch.zeros_like(cand).scatter_(2, metric.topk(topk, dim=2).indices, True)
+        fg = top & cand  # (B, M, N)
+        # An anchor claimed by several objects goes to the one it overlaps most.
+        multi = fg.sum(1, keepdim=True) > 1
+        best = F.one_hot(iou.argmax(1), fg.shape[1]).transpose(1, 2).bool()
+        fg = torch.where(multi, best & cand, fg)
+        # Soft targets: each object's best-aligned anchor aims at its IoU, others scale down.
+        m = metric * fg
+        norm = m / (m.amax(2, keepdim=True) + 1e-9) * (iou * fg).amax(2, keepdim=True)
+        pos = fg.any(1)  # (B, N)
+        idx = fg.float().argmax(1)  # (B, N)
+        weight = norm.amax(1)  # (B, N)
+        cls_t = torch.zeros_like(logits)
+        cls_t.scatter_(2, gt_cls.gather(1, idx)[..., None], weight[..., None])
+        cls_t *= pos[..., None]
+        gt_box = gt.gather(1, idx[..., None].expand(-1, -1, 4))
+    total = cls_t.sum().clamp(min=1.0)
+    cls_loss = F.binary_cross_entropy_with_logits(logits, cls_t, reduction="sum") / total
+    _, g = giou(pred[pos], gt_box[pos])
+    box_loss = ((1 - g) * weight[pos]).sum() / total
+    return cls_loss, box_loss
