@@ -48,12 +48,10 @@ def letterbox_geometry(
 
 def unletterbox(xyxy: np.ndarray, lb: Letterbox, src_hw: tuple[int, int]) -> np.ndarray:
     """Map boxes from model-input pixels back to source pixels, clipped to the frame."""
-    out = np.empty_like(xyxy, dtype=np.float32)
-    out[:, [0, 2]] = (xyxy[:, [0, 2]] - lb.pad_x) / lb.scale_x
-    out[:, [1, 3]] = (xyxy[:, [1, 3]] - lb.pad_y) / lb.scale_y
     h, w = src_hw
-    np.clip(out[:, [0, 2]], 0, w, out=out[:, [0, 2]])
-    np.clip(out[:, [1, 3]], 0, h, out=out[:, [1, 3]])
+    out = np.empty_like(xyxy, dtype=np.float32)
+    out[:, [0, 2]] = np.clip((xyxy[:, [0, 2]] - lb.pad_x) / lb.scale_x, 0, w)
+    out[:, [1, 3]] = np.clip((xyxy[:, [1, 3]] - lb.pad_y) / lb.scale_y, 0, h)
     return out
 
 

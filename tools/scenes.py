@@ -205,15 +205,16 @@ def _draw(prims: list[_Prim], ox: float, oy: float, bw: float, bh: float, flip: 
 @functools.lru_cache(maxsize=16)
 def _background(width: int, height: int, seed: int, kerb_y: float) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    low = cv2.resize(rng.normal(0, 12, (height // 40 + 2, width // 40 + 2)), (width, height),
-                     interpolation=cv2.INTER_CUBIC)
-    img = rng.uniform(75, 135) + rng.uniform(-6, 6, 3) + (low + rng.normal(0, 5, (height, width)))[..., None]
+    low = rng.normal(0, 12, (height // 40 + 2, width // 40 + 2)).astype(np.float32)
+    grey = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
+    grey += rng.integers(-8, 9, (height, width), dtype=np.int8) + rng.uniform(75, 135)  # grain
     kerb = int(kerb_y * height)
-    img[:kerb] += rng.uniform(30, 60)  # sidewalk concrete, with tile joints
+    grey[:kerb] += rng.uniform(30, 60)  # sidewalk concrete, with tile joints
     tile = int(rng.integers(25, 60))
-    img[:kerb, ::tile] -= 25
-    img[:kerb:tile] -= 25
-    img = np.clip(img, 0, 255).astype(np.uint8)
+    grey[:kerb, ::tile] -= 25
+    grey[:kerb:tile] -= 25
+    grey8 = np.clip(grey, 0, 255).astype(np.uint8)
+    img = cv2.merge([cv2.add(grey8, float(tint)) for tint in rng.uniform(-6, 6, 3)])
     cv2.line(img, (0, kerb), (width, kerb), (175, 180, 180), 5)
     cv2.line(img, (0, kerb + 4), (width, kerb + 4), (45, 45, 45), 2)
     paint = (235, 235, 235) if rng.random() < 0.6 else (40, 190, 230)
@@ -235,7 +236,7 @@ def _background(width: int, height: int, seed: int, kerb_y: float) -> np.ndarray
 
 def render_frame(scene: Scene, t_s: float) -> tuple[np.ndarray, list[GroundTruthBox]]:
     """Renders the scene at ``t_s``: a BGR uint8 frame and the boxes of the visible objects."""
-    frame = _background(scene.width, scene.height, scene.seed, scene.kerb_y).astype(np.float32)
+    frame = _background(scene.width, scene.height, scene.seed, scene.kerb_y).copy()
     owner = np.full((scene.height, scene.width), -1, np.int32)  # frontmost object per pixel
     drawn: list[tuple[int, SceneObject, tuple[int, int, int, int], int]] = []
     placed = [(i, o, st) for i, o in enumerate(scene.objects) if (st := o.state(t_s)) is not None]
@@ -257,9 +258,9 @@ def render_frame(scene: Scene, t_s: float) -> tuple[np.ndarray, list[GroundTruth
         if fx1 > fx0 and fy1 > fy0:
             sub = np.s_[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
             alpha = mask[sub].astype(np.float32)[..., None] / 255
-            region = frame[fy0:fy1, fx0:fx1]
-            region *= 1 - alpha
-            region += patch[sub]  # the patch is premultiplied by its anti-aliased alpha
+            # The patch is premultiplied by its anti-aliased alpha.
+            region = frame[fy0:fy1, fx0:fx1] * (1 - alpha) + patch[sub]
+            frame[fy0:fy1, fx0:fx1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
             owner[fy0:fy1, fx0:fx1][mask[sub] > 127] = i
         box = (x0 + cols.min(), y0 + rows.min(), x0 + cols.max() + 1, y0 + rows.max() + 1)
         drawn.append((i, obj, box, rows.size))
@@ -268,4 +269,4 @@ def render_frame(scene: Scene, t_s: float) -> tuple[np.ndarray, list[GroundTruth
                             (float(max(b[0], 0)), float(max(b[1], 0)),
                              float(min(b[2], scene.width)), float(min(b[3], scene.height))))
              for i, o, b, area in sorted(drawn, key=lambda d: d[0]) if counts[i] >= MIN_VISIBLE * area]
-    return np.clip(frame, 0, 255).astype(np.uint8), boxes
+    return frame, boxes

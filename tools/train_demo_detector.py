@@ -12,6 +12,7 @@ centre-x, centre-y, width, height in input pixels and sigmoid class scores, no N
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ STRIDES = (8, 16, 32)
 TRAIN_SHAPE = (192, 320)  # what a 16:9 frame letterboxes to at imgsz 320
 TRAIN_SEED = 1_000_000  # training scenes; the clip uses seed 7, evaluation 9_000_000 onwards
 MAX_BOXES = 24
+BOX_GAIN = 5.0  # box loss weight relative to the class loss
+EMA_DECAY = 0.998
 VERSION = "1.0.0"
 
 
@@ -41,22 +44,24 @@ VERSION = "1.0.0"
 def make_sample(k: int) -> tuple[np.ndarray, np.ndarray]:
     """Training sample ``k``: RGB uint8 (H, W, 3) in TRAIN_SHAPE and (MAX_BOXES, 5) targets."""
     rng = np.random.default_rng([TRAIN_SEED, k])
-    # Varied frame sizes and aspect ratios give varied object scales and padding.
-    w = int(rng.uniform(400, 960))
-    h = int(w / rng.uniform(1.2, 2.1))
+    # Varied frame sizes and aspect ratios give varied padding and resampling.
+    w = int(rng.uniform(400, 800))
+    h = int(w / rng.uniform(1.3, 2.0))
     scene = Scene.random(TRAIN_SEED + k, w, h)
-    bgr, boxes = render_frame(scene, float(rng.uniform(0, scene.duration_s)))
-    img = bgr.astype(np.float32) * rng.uniform(0.6, 1.3) * rng.uniform(0.9, 1.1, 3)
-    img += rng.uniform(-30, 30)
-    if rng.random() < 0.5:
-        img += rng.normal(0, rng.uniform(1, 8), img.shape)
-    img = np.clip(img, 0, 255).astype(np.uint8)
+    img, boxes = render_frame(scene, float(rng.uniform(0, scene.duration_s)))
+    # Exposure and white balance, as one lookup table per channel.
+    gain = rng.uniform(0.6, 1.3) * rng.uniform(0.9, 1.1, 3)
+    lut = np.clip(np.arange(256)[:, None] * gain + rng.uniform(-30, 30), 0, 255).astype(np.uint8)
+    img = cv2.LUT(img, lut[None])
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
     if rng.random() < 0.85:  # block artefacts and chroma loss, like the H.264 clip
         jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(15, 90))])[1]
         img = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
     rgb, r, left, top = letterbox(img, TRAIN_SHAPE)
+    if rng.random() < 0.5:  # sensor noise
+        noise = rng.standard_normal(rgb.shape, dtype=np.float32) * rng.uniform(1, 8)
+        rgb = np.clip(rgb + noise, 0, 255).astype(np.uint8)
     targets = np.full((MAX_BOXES, 5), -1, np.float32)
     for j, b in enumerate(boxes[:MAX_BOXES]):
         targets[j] = (b.class_id, *(np.array(b.xyxy) * r + [left, top, left, top]))
@@ -221,3 +226,107 @@ def detection_loss(boxes: Tensor, logits: Tensor, targets: Tensor, shape: tuple[
     _, g = giou(pred[pos], gt_box[pos])
     box_loss = ((1 - g) * weight[pos]).sum() / total
     return cls_loss, box_loss
+
+
+# --------------------------------------------------------------------------------------------
+# Training, export, checks.
+
+
+def train(steps: int, batch: int, lr: float, workers: int) -> TinyDetector:
+    torch.manual_seed(0)
+    model = TinyDetector()
+    ema = copy.deepcopy(model).eval()  # an average of the weights predicts better than the last
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)  # no weight decay on BN and biases
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 5e-4},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    loader = torch.utils.data.DataLoader(
+        RenderedScenes(steps * batch), batch_size=batch, num_workers=workers,
+        worker_init_fn=lambda _: cv2.setNumThreads(1), prefetch_factor=4 if workers else None)
+    warmup, start = min(300, steps // 10), time.monotonic()
+    for step, (images, targets) in enumerate(loader):
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        boxes, logits = model(images.float() / 255)
+        cls_loss, box_loss = detection_loss(boxes, logits, targets, TRAIN_SHAPE)
+        loss = cls_loss + BOX_GAIN * box_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        with torch.no_grad():
+            d = EMA_DECAY * (1 - math.exp(-(step + 1) / 200))  # ramps up: early weights are poor
+            for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
+                if e.dtype.is_floating_point:
+                    e.mul_(d).add_(m, alpha=1 - d)
+                else:
+                    e.copy_(m)
+        if step % 50 == 0 or step == steps - 1:
+            print(f"step {step:5d}/{steps}  cls {cls_loss.item():.4f}  box {box_loss.item():.4f}  "
+                  f"lr {opt.param_groups[0]['lr']:.5f}  {time.monotonic() - start:6.0f} s", flush=True)
+    return ema
+
+
+def export(model: TinyDetector, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        Exported(model).eval(), (torch.zeros(1, 3, *TRAIN_SHAPE),), str(path), dynamo=False,
+        opset_version=17, input_names=["images"], output_names=["output0"],
+        dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
+                      "output0": {0: "batch", 2: "anchors"}})
+    proto = onnx.load(str(path))
+    # Keys and value formatting as Ultralytics writes them (str() of the Python values).
+    meta = {"description": "streamer demo detector: persons and cars in rendered parking scenes",
+            "author": "streamer", "version": VERSION, "license": "Apache-2.0",
+            "stride": str(max(STRIDES)), "task": "detect", "batch": "1", "imgsz": "[320, 320]",
+            "names": str(dict(enumerate(CLASSES)))}
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def check_export(model: TinyDetector, path: Path) -> None:
+    """Runs the ONNX file at several batch sizes and shapes and compares with PyTorch."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    wrapped = Exported(model).eval()
+    for batch, h, w in ((1, 192, 320), (4, 192, 320), (1, 320, 320), (4, 320, 320)):
+        x = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(batch + h))
+        got = session.run(["output0"], {"images": x.numpy()})[0]
+        with torch.no_grad():
+            want = wrapped(x).numpy()
+        n = sum((h // s) * (w // s) for s in STRIDES)
+        assert got.shape == (batch, 4 + len(CLASSES), n), got.shape
+        assert np.allclose(got, want, atol=1e-3, rtol=1e-3), np.abs(got - want).max()
+        print(f"onnxruntime ok: batch {batch}, {h}x{w} -> {got.shape}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1400)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering scenes")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--out", type=Path, default=Path("models/demo-detector.onnx"))
+    parser.add_argument("--eval-scenes", type=int, default=300)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.monotonic()
+    model = train(args.steps, args.batch, args.lr, args.workers)
+    print(f"trained in {time.monotonic() - start:.0f} s; "
+          f"{sum(p.numel() for p in model.parameters())} parameters")
+    export(model, args.out)
+    check_export(model, args.out)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    session = ort.InferenceSession(str(args.out), options, providers=["CPUExecutionProvider"])
+    evaluate_scenes(session, args.eval_scenes)
+    evaluate_clip(session, Path("sample_videos/parking.mp4"), Path("sample_videos/parking.json"))
+    print(f"total {time.monotonic() - start:.0f} s; {args.out} is {args.out.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()

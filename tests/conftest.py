@@ -1,0 +1,98 @@
+"""Shared fixtures: the assets in ../shared/assets, a real redis-server, the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import redis
+
+from tools.local_redis import RedisServer
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("STREAMER_ASSETS", REPO.parent / "shared" / "assets"))
+SCHEMA = json.loads((REPO / "streamer" / "schemas" / "event-v1.json").read_text())
+CLI_TIMEOUT_S = 300
+
+
+def asset(relative: str) -> Path:
+    """A file from the shared test assets; the test is skipped, saying why, when it is absent."""
+    path = ASSETS / relative
+    if not path.is_file():
+        pytest.skip(f"test asset {relative} not found under {ASSETS} (set STREAMER_ASSETS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def person_clip() -> Path:
+    return asset("videos/one-by-one-person-detection.mp4")
+
+
+@pytest.fixture(scope="session")
+def yolox_nano() -> Path:
+    return asset("models/yolox_nano.onnx")
+
+
+@pytest.fixture(scope="session")
+def yolov8n() -> Path:
+    return asset("models/yolov8n.onnx")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, timeout: float = CLI_TIMEOUT_S, cwd: Path | None = None) -> CliResult:
+    """`streamer ARGS` in a child process, as a user runs it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "STREAMER_REDIS_URL": ""},
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def read_events(client: redis.Redis, stream: str) -> list[dict[str, Any]]:
+    """Every event in `stream`, each checked against the contract's JSON Schema."""
+    events = []
+    for _id, fields in client.xrange(stream):
+        assert set(fields) == {b"event", b"type", b"source"}, fields.keys()
+        event = json.loads(fields[b"event"])
+        jsonschema.validate(event, SCHEMA)
+        assert fields[b"type"].decode() == event["type"]
+        assert fields[b"source"].decode() == event["source"]
+        events.append(event)
+    return events
+
+
+def write_pipeline(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

@@ -1,0 +1,151 @@
+"""The pipeline schema: defaults, relative paths, overrides, and one-line errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamer.config import load_config, parse_source_option, with_overrides
+from streamer.errors import ConfigError
+from streamer.queues import Overflow
+
+MINIMAL = """
+name: lobby
+sources:
+  - id: cam1
+    uri: videos/a.mp4
+model:
+  path: models/m.onnx
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_file_gets_defaults_and_paths_relative_to_the_file(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.name == "lobby"
+    assert config.sources[0].uri == str(tmp_path / "videos" / "a.mp4")
+    assert config.sources[0].is_file
+    assert config.model.path == tmp_path / "models" / "m.onnx"
+    assert config.model.confidence == 0.25
+    assert config.model.providers == ["tensorrt", "cuda", "cpu"]
+    assert config.realtime.max_latency_ms == 500
+    assert config.events.emit == ["detections"]
+    assert config.sink.redis.stream == "streamer:{pipeline}:events"
+    assert config.sink.redis.maxlen == 100_000
+
+
+def test_urls_are_kept_as_they_are(tmp_path):
+    text = MINIMAL.replace("videos/a.mp4", "rtsp://user:pw@10.0.0.7/stream1")
+    source = load_config(write(tmp_path, text)).sources[0]
+    assert source.uri == "rtsp://user:pw@10.0.0.7/stream1"
+    assert not source.is_file
+
+
+def test_full_file(tmp_path):
+    text = MINIMAL + """
+  format: yolox
+  labels: [a, b]
+  confidence: 0.4
+  iou: 0.5
+  classes: [a]
+  max_detections: 50
+  input_size: 416
+  providers: [cpu]
+  threads: 2
+  batch: {max_size: 8, max_wait_ms: 5}
+realtime: {max_latency_ms: 250}
+queues:
+  decoded: {size: 3, overflow: drop_newest}
+events: {emit: [detections]}
+sink:
+  redis: {url: "redis://h:1/2", stream: "s:{pipeline}:{source}", maxlen: 10}
+"""
+    config = load_config(write(tmp_path, text))
+    assert config.model.batch.max_size == 8
+    assert config.queues.decoded.overflow is Overflow.DROP_NEWEST
+    assert config.sink.redis.stream == "s:{pipeline}:{source}"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("name: lobby", "name: lobby\ncolour: red"), r"p\.yaml: colour: unknown key"),
+        (("model:\n  path: models/m.onnx", "model:\n  path: m.onnx\n  confidence: 3"),
+         r"model\.confidence: Input should be less than or equal to 1, got 3"),
+        (("model:\n  path: models/m.onnx", "model:\n  path: m.onnx\n  confidence: high"),
+         r"model\.confidence: Input should be a valid number.*, got 'high'"),
+        (("    uri: videos/a.mp4", "    uri: videos/a.mp4\n    fps: 3"),
+         r"sources\[0\]\.fps: unknown key"),
+        (("  - id: cam1", "  - id: 'bad id'"), r"sources\[0\]\.id: String should match pattern"),
+        (("model:\n  path: models/m.onnx", "model: {}"), r"model\.path: required"),
+        (("sources:", "sources: []\nx:"), r"sources: List should have at least 1 item"),
+        (("model:\n  path: models/m.onnx", "model:\n  path: m.onnx\n  format: ssd"),
+         r"model\.format: Input should be 'auto', 'yolov8', 'yolo11' or 'yolox'"),
+        (("name: lobby", "name: lobby\nevents: {emit: [zone_entered]}"),
+         r"events\.emit: 'zone_entered' is not an event type this version emits"),
+        (("name: lobby", "name: lobby\nsink: {redis: {stream: 'a:{camera}'}}"),
+         r"sink\.redis\.stream: unknown placeholder \{camera\}"),
+        (("name: lobby", "name: lobby\nqueues: {decoded: {overflow: leak}}"),
+         r"queues\.decoded\.overflow: Input should be 'block', 'drop_oldest' or 'drop_newest'"),
+        (("    uri: videos/a.mp4", "    uri: videos/a.mp4\n  - {id: cam1, uri: b.mp4}"),
+         r"source id 'cam1' is used twice"),
+    ],
+)
+def test_errors_name_the_file_and_field(tmp_path, change, message):
+    old, new = change
+    assert old in MINIMAL
+    path = write(tmp_path, MINIMAL.replace(old, new))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "name: [unclosed\nsources: x\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml:\d+:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_a_file_that_is_not_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="must be a mapping of keys, got list"):
+        load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="pipeline file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("a.mp4", (None, "a.mp4")),
+        ("cam2=a.mp4", ("cam2", "a.mp4")),
+        ("cam2=rtsp://u:p@h/s?x=1", ("cam2", "rtsp://u:p@h/s?x=1")),
+        ("rtsp://h/s?x=1", (None, "rtsp://h/s?x=1")),
+    ],
+)
+def test_source_option(option, expected):
+    assert parse_source_option(option) == expected
+
+
+def test_overrides(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    one = with_overrides(config, sources=["other.mp4"], realtime=True)
+    assert [(s.id, s.uri, s.realtime) for s in one.sources] == [
+        ("cam1", str(Path.cwd() / "other.mp4"), True)
+    ]
+    two = with_overrides(config, sources=["cam1=rtsp://h/1", "cam2=rtsp://h/2"])
+    assert [(s.id, s.uri) for s in two.sources] == [("cam1", "rtsp://h/1"), ("cam2", "rtsp://h/2")]
+    model = with_overrides(config, model=Path("x.onnx"))
+    assert model.model.path == Path("x.onnx").resolve()
+    assert model.model.format == "auto"
+    with pytest.raises(ConfigError, match="use ID=URI"):
+        with_overrides(config, sources=["a.mp4", "b.mp4"])

@@ -1,0 +1,39 @@
+"""Latency percentiles and the stats document."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamer.stats import LatencyHistogram, RunStats
+
+
+def test_percentiles_are_within_one_percent():
+    hist = LatencyHistogram()
+    for ms in range(1, 1001):
+        hist.add(float(ms))
+    assert hist.percentile(0.5) == pytest.approx(500, rel=0.011)
+    assert hist.percentile(0.99) == pytest.approx(990, rel=0.011)
+    assert hist.percentile(1.0) == 1000
+    assert hist.max_ms == 1000
+
+
+def test_empty_histogram():
+    assert LatencyHistogram().percentile(0.99) == 0.0
+
+
+def test_snapshot_has_the_documented_shape():
+    stats = RunStats(["cam1", "cam2"])
+    stats.frame_decoded("cam1")
+    stats.frame_dropped("infer", "deadline")
+    stats.frame_processed(12.0)
+    stats.events_emitted(2)
+    stats.events_delivered([5.0, None])
+    stats.source_reconnected("cam2")
+    s = stats.snapshot()
+    assert s["frames"] == {"decoded": 1, "processed": 1, "dropped": {"infer:deadline": 1}}
+    assert s["events"] == {"emitted": 2, "delivered": 2, "lost": 0}
+    assert set(s["latency_ms"]) == {"p50", "p95", "p99", "max"}
+    assert s["latency_ms"]["max"] == 12.0
+    assert s["sources"] == {"cam1": {"reconnects": 0, "frames": 1},
+                            "cam2": {"reconnects": 1, "frames": 0}}
+    assert set(s) == {"frames", "events", "latency_ms", "fps", "wall_s", "sources", "providers"}
