@@ -186,6 +186,12 @@ class VideoSource:
                 self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
                 continue
             for av_frame in decoded:
+                if av_frame.is_corrupt:
+                    # Concealed damage: detections on smeared macroblocks would be false.
+                    self._index += 1
+                    self._stats.frame_decoded(self.id)
+                    self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
+                    continue
                 pts_s = float(av_frame.time) if av_frame.time is not None else None
                 if paced:
                     captured_ns = pacer.stamp_ns(pts_s)

@@ -1,0 +1,169 @@
+"""`streamer run` in its modes: several sources and batching, realtime pacing, stop by signal,
+damaged files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from streamer.decode import Pacer
+from tests.conftest import read_events, run_cli, write_pipeline
+
+pytestmark = pytest.mark.integration
+
+
+def two_cameras(tmp_path: Path, clip: Path, model: Path, extra: str = "") -> Path:
+    return write_pipeline(
+        tmp_path / "two.yaml",
+        f"name: two\nsources:\n  - {{id: a, uri: '{clip}'}}\n  - {{id: b, uri: '{clip}'}}\n"
+        f"model:\n  path: '{model}'\n  batch: {{max_size: 4, max_wait_ms: 50}}\n{extra}",
+    )
+
+
+def test_two_sources_batched_through_a_dynamic_model(tmp_path, redis_client, redis_server,
+                                                      person_clip, yolov8n):
+    pipeline = two_cameras(tmp_path, person_clip, yolov8n,
+                           "sink:\n  redis: {stream: 'cams:{source}'}\n")
+    stats_file = tmp_path / "stats.json"
+    result = run_cli("run", str(pipeline), "--redis-url", redis_server.url, "--max-frames", "12",
+                     "--stats-json", str(stats_file))
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(stats_file.read_text())
+    assert stats["frames"] == {"decoded": 24, "processed": 24, "dropped": {}}
+    for source in ("a", "b"):
+        events = read_events(redis_client, f"cams:{source}")
+        assert {e["source"] for e in events} == {source}
+        assert [e["seq"] for e in events] == list(range(1, 15))
+        assert [e["frame"]["index"] for e in events[1:-1]] == list(range(12))
+        assert events[-1]["status"] == "ended"
+
+
+def test_realtime_paces_a_file_like_a_camera(tmp_path, redis_client, redis_server, person_clip,
+                                             yolox_nano):
+    pipeline = write_pipeline(
+        tmp_path / "rt.yaml",
+        f"name: rt\nsources:\n  - {{id: cam1, uri: '{person_clip}'}}\n"
+        f"model:\n  path: '{yolox_nano}'\nrealtime: {{max_latency_ms: 2000}}\n",
+    )
+    stats_file = tmp_path / "stats.json"
+    started = time.monotonic()
+    result = run_cli("run", str(pipeline), "--realtime", "--redis-url", redis_server.url,
+                     "--max-frames", "20", "--stats-json", str(stats_file))
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started >= 1.9  # 20 frames of a 10 fps clip take 2 s to play
+    events = [e for e in read_events(redis_client, "streamer:rt:events") if e["type"] == "detections"]
+    captured = [e["frame"]["captured_at"] for e in events]
+    steps = [b - a for a, b in zip(captured, captured[1:], strict=False)]
+    assert steps and all(0.08 <= s <= 0.12 for s in steps), steps
+    stats = json.loads(stats_file.read_text())
+    assert stats["frames"]["processed"] + sum(stats["frames"]["dropped"].values()) == 20
+
+
+def test_sigterm_stops_drains_and_loses_nothing(tmp_path, redis_client, redis_server, person_clip,
+                                                yolox_nano):
+    pipeline = write_pipeline(
+        tmp_path / "live.yaml",
+        f"name: live\nsources:\n  - {{id: cam1, uri: '{person_clip}', realtime: true}}\n"
+        f"model:\n  path: '{yolox_nano}'\n",
+    )
+    stats_file = tmp_path / "stats.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "run", str(pipeline), "--redis-url", redis_server.url,
+         "--stats-json", str(stats_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while redis_client.xlen("streamer:live:events") < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert redis_client.xlen("streamer:live:events") >= 5
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    stats = json.loads(stats_file.read_text())
+    events = read_events(redis_client, "streamer:live:events")
+    assert stats["events"] == {"emitted": len(events), "delivered": len(events), "lost": 0}
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert (events[-1]["status"], events[-1]["detail"]) == ("ended", "stopped")
+
+
+def test_a_file_damaged_in_the_middle_is_decoded_as_far_as_possible(tmp_path, redis_client,
+                                                                     redis_server, person_clip,
+                                                                     yolox_nano):
+    data = bytearray(person_clip.read_bytes())
+    for i in range(len(data) // 3, 2 * len(data) // 3, 4099):
+        data[i] ^= 0xFF
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(data)
+    stats = run_to_stats(tmp_path, redis_server, damaged, yolox_nano)
+    frames = stats["frames"]
+    assert frames["dropped"].get("decode:decode_error", 0) > 0
+    # Damaged frames are dropped and counted; packets that give no frame at all are counted
+    # too, without being among the decoded frames.
+    assert frames["processed"] + frames["dropped"]["decode:decode_error"] >= frames["decoded"]
+    assert frames["processed"] > 1000
+
+
+def test_a_truncated_file_ends_cleanly(tmp_path, redis_server, person_clip, yolox_nano):
+    data = person_clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    stats = run_to_stats(tmp_path, redis_server, cut, yolox_nano, "--max-frames", "2000")
+    assert 300 < stats["frames"]["processed"] < 1394
+
+
+def test_a_file_that_does_not_start_on_a_keyframe(tmp_path, redis_server, person_clip, yolox_nano):
+    clip = tmp_path / "midgop.mp4"
+    skipped = remux_from_packet(person_clip, clip, first_packet=4)
+    stats = run_to_stats(tmp_path, redis_server, clip, yolox_nano, "--max-frames", "60")
+    frames = stats["frames"]
+    assert frames["processed"] >= 60 - 10 - skipped  # at most the rest of the first GOP is lost
+    assert frames["processed"] + sum(frames["dropped"].values()) >= frames["decoded"]
+
+
+def run_to_stats(tmp_path: Path, redis_server, clip: Path, model: Path, *args: str) -> dict:
+    pipeline = write_pipeline(
+        tmp_path / "p.yaml",
+        f"name: p\nsources:\n  - {{id: cam1, uri: '{clip}'}}\nmodel:\n  path: '{model}'\n",
+    )
+    stats_file = tmp_path / "stats.json"
+    result = run_cli("run", str(pipeline), "--redis-url", redis_server.url,
+                     "--stats-json", str(stats_file), *args)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return json.loads(stats_file.read_text())
+
+
+def remux_from_packet(src: Path, dst: Path, first_packet: int) -> int:
+    """Copy `src` without its first packets, so that the copy starts inside a GOP."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        in_stream = inp.streams.video[0]
+        out_stream = out.add_stream_from_template(in_stream)
+        for i, packet in enumerate(inp.demux(in_stream)):
+            if packet.dts is None or i < first_packet:
+                continue
+            packet.stream = out_stream
+            out.mux(packet)
+    return first_packet
+
+
+def test_the_pacer_never_goes_backwards():
+    pacer = Pacer(fallback_step_s=0.1)
+    stamps = [pacer.stamp_ns(pts) for pts in [0.0, 0.1, 0.2, 0.05, 0.3, None, 500.0, 500.1]]
+    steps = [(b - a) / 1e9 for a, b in zip(stamps, stamps[1:], strict=False)]
+    # backwards (0.05), missing (None) and a jump (500) each advance by one frame
+    assert steps == pytest.approx([0.1, 0.1, 0.1, 0.25, 0.1, 0.1, 0.1], abs=1e-6)
+
+
