@@ -1,4 +1,4 @@
-"""Shared fixtures: the assets in ../shared/assets, a real redis-server, the CLI as a user runs it."""
+"""Shared fixtures: the shared assets, a real redis-server, the CLI as a user runs it."""
 
 from __future__ import annotations
 

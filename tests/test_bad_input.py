@@ -1,4 +1,4 @@
-"""User mistakes at start: one clear line naming the file, field or URL, exit code 2, no traceback."""
+"""Mistakes at start: one line naming the file, field or URL, exit code 2, no traceback."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ pytestmark = pytest.mark.integration
 
 
 def pipeline_text(video: Path | str, model: Path | str, extra: str = "") -> str:
-    return f"name: t\nsources:\n  - {{id: cam1, uri: '{video}'}}\nmodel:\n  path: '{model}'\n{extra}"
+    return (
+        f"name: t\nsources:\n  - {{id: cam1, uri: '{video}'}}\nmodel:\n  path: '{model}'\n{extra}"
+    )
 
 
 def unknown_family_model(path: Path) -> Path:
@@ -22,8 +24,10 @@ def unknown_family_model(path: Path) -> Path:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["images"], ["flat"]),
-         helper.make_node("ReduceMean", ["flat"], ["out"], axes=[1], keepdims=1)],
+        [
+            helper.make_node("Flatten", ["images"], ["flat"]),
+            helper.make_node("ReduceMean", ["flat"], ["out"], axes=[1], keepdims=1),
+        ],
         "not_a_detector",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1])],
@@ -55,70 +59,87 @@ def test_missing_pipeline_file(tmp_path, redis_server):
 
 def test_invalid_yaml(tmp_path, redis_server):
     path = write_pipeline(tmp_path / "bad.yaml", "name: t\nsources: [\n")
-    assert_one_line_error(run_cli("run", str(path), "--redis-url", redis_server.url),
-                          "bad.yaml:", "invalid YAML")
+    assert_one_line_error(
+        run_cli("run", str(path), "--redis-url", redis_server.url), "bad.yaml:", "invalid YAML"
+    )
 
 
 def test_unknown_key(tmp_path, redis_server, person_clip, yolox_nano):
-    path = write_pipeline(tmp_path / "p.yaml",
-                          pipeline_text(person_clip, yolox_nano, "realtime: {budget: 3}\n"))
+    path = write_pipeline(
+        tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano, "realtime: {budget: 3}\n")
+    )
     assert_one_line_error(run_cli("validate", str(path)), "p.yaml: realtime.budget: unknown key")
 
 
 def test_wrong_value(tmp_path, person_clip, yolox_nano):
-    path = write_pipeline(tmp_path / "p.yaml",
-                          pipeline_text(person_clip, yolox_nano, "  batch: {max_size: 0}\n"))
-    assert_one_line_error(run_cli("validate", str(path)),
-                          "model.batch.max_size: Input should be greater than or equal to 1, got 0")
+    path = write_pipeline(
+        tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano, "  batch: {max_size: 0}\n")
+    )
+    assert_one_line_error(
+        run_cli("validate", str(path)),
+        "model.batch.max_size: Input should be greater than or equal to 1, got 0",
+    )
 
 
 def test_missing_model(tmp_path, redis_server, person_clip):
     path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, tmp_path / "m.onnx"))
-    assert_one_line_error(run_cli("run", str(path), "--redis-url", redis_server.url),
-                          "m.onnx: model file not found")
+    assert_one_line_error(
+        run_cli("run", str(path), "--redis-url", redis_server.url), "m.onnx: model file not found"
+    )
 
 
 def test_a_file_that_is_not_onnx(tmp_path, redis_server, person_clip):
     model = tmp_path / "m.onnx"
     model.write_text("this is not a model\n")
     path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, model))
-    assert_one_line_error(run_cli("run", str(path), "--redis-url", redis_server.url),
-                          "m.onnx: not a usable ONNX model")
+    assert_one_line_error(
+        run_cli("run", str(path), "--redis-url", redis_server.url),
+        "m.onnx: not a usable ONNX model",
+    )
 
 
 def test_a_model_of_unknown_family(tmp_path, redis_server, person_clip):
     model = unknown_family_model(tmp_path / "m.onnx")
     path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, model))
-    assert_one_line_error(run_cli("run", str(path), "--redis-url", redis_server.url),
-                          "m.onnx:", "out [1, 1]")
+    assert_one_line_error(
+        run_cli("run", str(path), "--redis-url", redis_server.url), "m.onnx:", "out [1, 1]"
+    )
     assert_one_line_error(run_cli("inspect", str(model)), "m.onnx:")
 
 
 def test_unknown_label_in_the_class_filter(tmp_path, person_clip, yolox_nano):
-    path = write_pipeline(tmp_path / "p.yaml",
-                          pipeline_text(person_clip, yolox_nano, "  classes: [person, unicorn]\n"))
-    assert_one_line_error(run_cli("validate", str(path)),
-                          "model.classes: unknown label 'unicorn' (the model has: person, bicycle")
+    path = write_pipeline(
+        tmp_path / "p.yaml",
+        pipeline_text(person_clip, yolox_nano, "  classes: [person, unicorn]\n"),
+    )
+    assert_one_line_error(
+        run_cli("validate", str(path)),
+        "model.classes: unknown label 'unicorn' (the model has: person, bicycle",
+    )
 
 
 def test_missing_video(tmp_path, redis_server, yolox_nano):
     path = write_pipeline(tmp_path / "p.yaml", pipeline_text(tmp_path / "v.mp4", yolox_nano))
-    assert_one_line_error(run_cli("run", str(path), "--redis-url", redis_server.url),
-                          "v.mp4: video file not found")
+    assert_one_line_error(
+        run_cli("run", str(path), "--redis-url", redis_server.url), "v.mp4: video file not found"
+    )
 
 
 def test_a_file_that_is_not_a_video(tmp_path, redis_server, yolox_nano):
     video = tmp_path / "v.mp4"
     video.write_bytes(b"\x00garbage" * 1000)
     path = write_pipeline(tmp_path / "p.yaml", pipeline_text(video, yolox_nano))
-    assert_one_line_error(run_cli("run", str(path), "--redis-url", redis_server.url),
-                          "v.mp4: not a video file")
+    assert_one_line_error(
+        run_cli("run", str(path), "--redis-url", redis_server.url), "v.mp4: not a video file"
+    )
 
 
 def test_unreachable_redis_at_start(tmp_path, person_clip, yolox_nano, unreachable_redis):
     path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano))
-    assert_one_line_error(run_cli("run", str(path), "--redis-url", unreachable_redis),
-                          f"{unreachable_redis}: Redis unreachable")
+    assert_one_line_error(
+        run_cli("run", str(path), "--redis-url", unreachable_redis),
+        f"{unreachable_redis}: Redis unreachable",
+    )
 
 
 def test_redis_password_is_never_printed(tmp_path, person_clip, yolox_nano):

@@ -1,4 +1,4 @@
-"""The pipeline schema: defaults, relative paths, overrides, and one-line errors that name the field."""
+"""The pipeline schema: defaults, relative paths, overrides, one-line errors naming the field."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ def test_urls_are_kept_as_they_are(tmp_path):
 
 
 def test_full_file(tmp_path):
-    text = MINIMAL + """
+    text = (
+        MINIMAL
+        + """
   format: yolox
   labels: [a, b]
   confidence: 0.4
@@ -66,6 +68,7 @@ events: {emit: [detections]}
 sink:
   redis: {url: "redis://h:1/2", stream: "s:{pipeline}:{source}", maxlen: 10}
 """
+    )
     config = load_config(write(tmp_path, text))
     assert config.model.batch.max_size == 8
     assert config.queues.decoded.overflow is Overflow.DROP_NEWEST
@@ -76,25 +79,41 @@ sink:
     ("change", "message"),
     [
         (("name: lobby", "name: lobby\ncolour: red"), r"p\.yaml: colour: unknown key"),
-        (("model:\n  path: models/m.onnx", "model:\n  path: m.onnx\n  confidence: 3"),
-         r"model\.confidence: Input should be less than or equal to 1, got 3"),
-        (("model:\n  path: models/m.onnx", "model:\n  path: m.onnx\n  confidence: high"),
-         r"model\.confidence: Input should be a valid number.*, got 'high'"),
-        (("    uri: videos/a.mp4", "    uri: videos/a.mp4\n    fps: 3"),
-         r"sources\[0\]\.fps: unknown key"),
+        (
+            ("model:\n  path: models/m.onnx", "model:\n  path: m.onnx\n  confidence: 3"),
+            r"model\.confidence: Input should be less than or equal to 1, got 3",
+        ),
+        (
+            ("model:\n  path: models/m.onnx", "model:\n  path: m.onnx\n  confidence: high"),
+            r"model\.confidence: Input should be a valid number.*, got 'high'",
+        ),
+        (
+            ("    uri: videos/a.mp4", "    uri: videos/a.mp4\n    fps: 3"),
+            r"sources\[0\]\.fps: unknown key",
+        ),
         (("  - id: cam1", "  - id: 'bad id'"), r"sources\[0\]\.id: String should match pattern"),
         (("model:\n  path: models/m.onnx", "model: {}"), r"model\.path: required"),
         (("sources:", "sources: []\nx:"), r"sources: List should have at least 1 item"),
-        (("model:\n  path: models/m.onnx", "model:\n  path: m.onnx\n  format: ssd"),
-         r"model\.format: Input should be 'auto', 'yolov8', 'yolo11' or 'yolox'"),
-        (("name: lobby", "name: lobby\nevents: {emit: [zone_entered]}"),
-         r"events\.emit: 'zone_entered' is not an event type this version emits"),
-        (("name: lobby", "name: lobby\nsink: {redis: {stream: 'a:{camera}'}}"),
-         r"sink\.redis\.stream: unknown placeholder \{camera\}"),
-        (("name: lobby", "name: lobby\nqueues: {decoded: {overflow: leak}}"),
-         r"queues\.decoded\.overflow: Input should be 'block', 'drop_oldest' or 'drop_newest'"),
-        (("    uri: videos/a.mp4", "    uri: videos/a.mp4\n  - {id: cam1, uri: b.mp4}"),
-         r"source id 'cam1' is used twice"),
+        (
+            ("model:\n  path: models/m.onnx", "model:\n  path: m.onnx\n  format: ssd"),
+            r"model\.format: Input should be 'auto', 'yolov8', 'yolo11' or 'yolox'",
+        ),
+        (
+            ("name: lobby", "name: lobby\nevents: {emit: [zone_entered]}"),
+            r"events\.emit: 'zone_entered' is not an event type this version emits",
+        ),
+        (
+            ("name: lobby", "name: lobby\nsink: {redis: {stream: 'a:{camera}'}}"),
+            r"sink\.redis\.stream: unknown placeholder \{camera\}",
+        ),
+        (
+            ("name: lobby", "name: lobby\nqueues: {decoded: {overflow: leak}}"),
+            r"queues\.decoded\.overflow: Input should be 'block', 'drop_oldest' or 'drop_newest'",
+        ),
+        (
+            ("    uri: videos/a.mp4", "    uri: videos/a.mp4\n  - {id: cam1, uri: b.mp4}"),
+            r"source id 'cam1' is used twice",
+        ),
     ],
 )
 def test_errors_name_the_file_and_field(tmp_path, change, message):

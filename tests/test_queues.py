@@ -30,7 +30,11 @@ def test_drop_oldest_keeps_the_freshest_and_reports_the_evicted():
     for i in range(5):
         assert q.put(i, stop)
     assert drain(q) == [3, 4]
-    assert dropped == [(0, DropReason.QUEUE_FULL), (1, DropReason.QUEUE_FULL), (2, DropReason.QUEUE_FULL)]
+    assert dropped == [
+        (0, DropReason.QUEUE_FULL),
+        (1, DropReason.QUEUE_FULL),
+        (2, DropReason.QUEUE_FULL),
+    ]
 
 
 def test_drop_newest_refuses_the_incoming_item():
@@ -79,7 +83,7 @@ def test_a_blocked_put_gives_up_when_stopped_and_counts_the_frame():
 
 @pytest.mark.parametrize("overflow", list(Overflow))
 def test_control_items_are_never_dropped_and_keep_their_place(overflow):
-    q, dropped = make(overflow, size=1)
+    q, _dropped = make(overflow, size=1)
     stop = threading.Event()
     q.put(1, stop)
     status = SourceStatus("cam", "ended", 0.0)

@@ -3,6 +3,7 @@ damaged files."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -27,13 +28,23 @@ def two_cameras(tmp_path: Path, clip: Path, model: Path, extra: str = "") -> Pat
     )
 
 
-def test_two_sources_batched_through_a_dynamic_model(tmp_path, redis_client, redis_server,
-                                                      person_clip, yolov8n):
-    pipeline = two_cameras(tmp_path, person_clip, yolov8n,
-                           "sink:\n  redis: {stream: 'cams:{source}'}\n")
+def test_two_sources_batched_through_a_dynamic_model(
+    tmp_path, redis_client, redis_server, person_clip, yolov8n
+):
+    pipeline = two_cameras(
+        tmp_path, person_clip, yolov8n, "sink:\n  redis: {stream: 'cams:{source}'}\n"
+    )
     stats_file = tmp_path / "stats.json"
-    result = run_cli("run", str(pipeline), "--redis-url", redis_server.url, "--max-frames", "12",
-                     "--stats-json", str(stats_file))
+    result = run_cli(
+        "run",
+        str(pipeline),
+        "--redis-url",
+        redis_server.url,
+        "--max-frames",
+        "12",
+        "--stats-json",
+        str(stats_file),
+    )
     assert result.returncode == 0, result.stderr
     stats = json.loads(stats_file.read_text())
     assert stats["frames"] == {"decoded": 24, "processed": 24, "dropped": {}}
@@ -45,8 +56,9 @@ def test_two_sources_batched_through_a_dynamic_model(tmp_path, redis_client, red
         assert events[-1]["status"] == "ended"
 
 
-def test_realtime_paces_a_file_like_a_camera(tmp_path, redis_client, redis_server, person_clip,
-                                             yolox_nano):
+def test_realtime_paces_a_file_like_a_camera(
+    tmp_path, redis_client, redis_server, person_clip, yolox_nano
+):
     pipeline = write_pipeline(
         tmp_path / "rt.yaml",
         f"name: rt\nsources:\n  - {{id: cam1, uri: '{person_clip}'}}\n"
@@ -54,20 +66,32 @@ def test_realtime_paces_a_file_like_a_camera(tmp_path, redis_client, redis_serve
     )
     stats_file = tmp_path / "stats.json"
     started = time.monotonic()
-    result = run_cli("run", str(pipeline), "--realtime", "--redis-url", redis_server.url,
-                     "--max-frames", "20", "--stats-json", str(stats_file))
+    result = run_cli(
+        "run",
+        str(pipeline),
+        "--realtime",
+        "--redis-url",
+        redis_server.url,
+        "--max-frames",
+        "20",
+        "--stats-json",
+        str(stats_file),
+    )
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started >= 1.9  # 20 frames of a 10 fps clip take 2 s to play
-    events = [e for e in read_events(redis_client, "streamer:rt:events") if e["type"] == "detections"]
+    events = [
+        e for e in read_events(redis_client, "streamer:rt:events") if e["type"] == "detections"
+    ]
     captured = [e["frame"]["captured_at"] for e in events]
-    steps = [b - a for a, b in zip(captured, captured[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(captured)]
     assert steps and all(0.08 <= s <= 0.12 for s in steps), steps
     stats = json.loads(stats_file.read_text())
     assert stats["frames"]["processed"] + sum(stats["frames"]["dropped"].values()) == 20
 
 
-def test_sigterm_stops_drains_and_loses_nothing(tmp_path, redis_client, redis_server, person_clip,
-                                                yolox_nano):
+def test_sigterm_stops_drains_and_loses_nothing(
+    tmp_path, redis_client, redis_server, person_clip, yolox_nano
+):
     pipeline = write_pipeline(
         tmp_path / "live.yaml",
         f"name: live\nsources:\n  - {{id: cam1, uri: '{person_clip}', realtime: true}}\n"
@@ -75,9 +99,20 @@ def test_sigterm_stops_drains_and_loses_nothing(tmp_path, redis_client, redis_se
     )
     stats_file = tmp_path / "stats.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamer", "run", str(pipeline), "--redis-url", redis_server.url,
-         "--stats-json", str(stats_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "streamer",
+            "run",
+            str(pipeline),
+            "--redis-url",
+            redis_server.url,
+            "--stats-json",
+            str(stats_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -99,9 +134,9 @@ def test_sigterm_stops_drains_and_loses_nothing(tmp_path, redis_client, redis_se
     assert (events[-1]["status"], events[-1]["detail"]) == ("ended", "stopped")
 
 
-def test_a_file_damaged_in_the_middle_is_decoded_as_far_as_possible(tmp_path, redis_client,
-                                                                     redis_server, person_clip,
-                                                                     yolox_nano):
+def test_a_file_damaged_in_the_middle_is_decoded_as_far_as_possible(
+    tmp_path, redis_client, redis_server, person_clip, yolox_nano
+):
     data = bytearray(person_clip.read_bytes())
     for i in range(len(data) // 3, 2 * len(data) // 3, 4099):
         data[i] ^= 0xFF
@@ -139,8 +174,15 @@ def run_to_stats(tmp_path: Path, redis_server, clip: Path, model: Path, *args: s
         f"name: p\nsources:\n  - {{id: cam1, uri: '{clip}'}}\nmodel:\n  path: '{model}'\n",
     )
     stats_file = tmp_path / "stats.json"
-    result = run_cli("run", str(pipeline), "--redis-url", redis_server.url,
-                     "--stats-json", str(stats_file), *args)
+    result = run_cli(
+        "run",
+        str(pipeline),
+        "--redis-url",
+        redis_server.url,
+        "--stats-json",
+        str(stats_file),
+        *args,
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return json.loads(stats_file.read_text())
@@ -162,8 +204,6 @@ def remux_from_packet(src: Path, dst: Path, first_packet: int) -> int:
 def test_the_pacer_never_goes_backwards():
     pacer = Pacer(fallback_step_s=0.1)
     stamps = [pacer.stamp_ns(pts) for pts in [0.0, 0.1, 0.2, 0.05, 0.3, None, 500.0, 500.1]]
-    steps = [(b - a) / 1e9 for a, b in zip(stamps, stamps[1:], strict=False)]
+    steps = [(b - a) / 1e9 for a, b in itertools.pairwise(stamps)]
     # backwards (0.05), missing (None) and a jump (500) each advance by one frame
     assert steps == pytest.approx([0.1, 0.1, 0.1, 0.25, 0.1, 0.1, 0.1], abs=1e-6)
-
-

@@ -6,7 +6,6 @@ The whole clip (1394 frames) runs once for the module; each test checks one prom
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,8 +34,16 @@ def yolox_run(tmp_path_factory, redis_server, person_clip, yolox_nano) -> dict[s
     client.delete("streamer:room:events")
     stats_file = tmp / "stats.json"
     result = run_cli(
-        "run", str(pipeline), "--source", str(person_clip), "--model", str(yolox_nano),
-        "--redis-url", redis_server.url, "--stats-json", str(stats_file),
+        "run",
+        str(pipeline),
+        "--source",
+        str(person_clip),
+        "--model",
+        str(yolox_nano),
+        "--redis-url",
+        redis_server.url,
+        "--stats-json",
+        str(stats_file),
     )
     assert result.returncode == 0, result.stderr
     events = read_events(client, "streamer:room:events")
@@ -60,7 +67,9 @@ def test_every_event_is_delivered_and_counted(yolox_run):
     assert len(events) == CLIP_FRAMES + 2  # a detections event per frame, connected, ended
     assert stats["sources"] == {"cam1": {"reconnects": 0, "frames": CLIP_FRAMES}}
     assert stats["providers"][-1] == "CPUExecutionProvider"
-    assert 0 < stats["latency_ms"]["p50"] <= stats["latency_ms"]["p99"] <= stats["latency_ms"]["max"]
+    assert (
+        0 < stats["latency_ms"]["p50"] <= stats["latency_ms"]["p99"] <= stats["latency_ms"]["max"]
+    )
 
 
 def test_events_are_in_order_with_gap_free_seq_and_status_at_both_ends(yolox_run):
@@ -70,7 +79,10 @@ def test_events_are_in_order_with_gap_free_seq_and_status_at_both_ends(yolox_run
     assert len({e["run"] for e in events}) == 1
     assert (events[0]["type"], events[0]["status"]) == ("source_status", "connected")
     assert (events[-1]["type"], events[-1]["status"], events[-1]["detail"]) == (
-        "source_status", "ended", "eof")
+        "source_status",
+        "ended",
+        "eof",
+    )
     indices = [e["frame"]["index"] for e in events if e["type"] == "detections"]
     assert indices == sorted(indices)
     pts = [e["frame"]["pts"] for e in events if e["type"] == "detections"]
@@ -95,8 +107,12 @@ def test_a_person_is_found_where_one_is_visible_and_not_where_nobody_is(yolox_ru
 
 def test_boxes_are_in_source_pixels(yolox_run):
     h, w = CLIP_HW
-    people = [o for objs in detections_by_frame(yolox_run["events"]).values() for o in objs
-              if o["label"] == "person"]
+    people = [
+        o
+        for objs in detections_by_frame(yolox_run["events"]).values()
+        for o in objs
+        if o["label"] == "person"
+    ]
     assert people
     for o in people:
         x1, y1, x2, y2 = o["bbox"]
@@ -122,8 +138,19 @@ def test_tail_reads_events_back(redis_server, yolox_run):
 
 
 def test_tail_with_a_consumer_group_acknowledges_what_it_read(redis_server, yolox_run):
-    args = ["events", "tail", "--redis-url", redis_server.url, "--stream", "streamer:room:events",
-            "--group", "g1", "--consumer", "c1", "--json"]
+    args = [
+        "events",
+        "tail",
+        "--redis-url",
+        redis_server.url,
+        "--stream",
+        "streamer:room:events",
+        "--group",
+        "g1",
+        "--consumer",
+        "c1",
+        "--json",
+    ]
     first = run_cli(*args, "--count", "10")
     assert [json.loads(x)["seq"] for x in first.stdout.splitlines()] == list(range(1, 11))
     rest = run_cli(*args)
@@ -148,5 +175,3 @@ def test_inspect_an_ultralytics_export(yolov8n):
     assert result.returncode == 0, result.stderr
     assert "family: yolov8" in result.stdout
     assert "dynamic (long side 640, multiple of 32)" in result.stdout
-
-

@@ -34,6 +34,8 @@ def test_snapshot_has_the_documented_shape():
     assert s["events"] == {"emitted": 2, "delivered": 2, "lost": 0}
     assert set(s["latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert s["latency_ms"]["max"] == 12.0
-    assert s["sources"] == {"cam1": {"reconnects": 0, "frames": 1},
-                            "cam2": {"reconnects": 1, "frames": 0}}
+    assert s["sources"] == {
+        "cam1": {"reconnects": 0, "frames": 1},
+        "cam2": {"reconnects": 1, "frames": 0},
+    }
     assert set(s) == {"frames", "events", "latency_ms", "fps", "wall_s", "sources", "providers"}
