@@ -17,7 +17,7 @@ import pytest
 from streamer.decode import Pacer
 from tests.conftest import read_events, run_cli, write_pipeline
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def two_cameras(tmp_path: Path, clip: Path, model: Path, extra: str = "") -> Path:

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import read_events, run_cli, write_pipeline
+from tests.conftest import REPO, read_events, run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
+STREAM = "streamer:demo:events"
 CLIP_FRAMES = 1394
 CLIP_HW = (432, 768)
 # Frame ranges checked by eye on a contact sheet of the clip (every 25th frame).
@@ -24,29 +25,18 @@ NOBODY = [(0, 50), (460, 500), (1210, 1225)]
 
 @pytest.fixture(scope="module")
 def yolox_run(tmp_path_factory, redis_server, person_clip, yolox_nano) -> dict[str, Any]:
+    """The demo pipeline pointed at the person clip and YOLOX-nano from the command line."""
     tmp = tmp_path_factory.mktemp("yolox")
-    pipeline = write_pipeline(
-        tmp / "room.yaml",
-        "name: room\nsources:\n  - {id: cam1, uri: placeholder.mp4}\n"
-        "model:\n  path: placeholder.onnx\n  confidence: 0.3\n",
-    )
     client = redis.Redis.from_url(redis_server.url)
-    client.delete("streamer:room:events")
+    client.delete(STREAM)
     stats_file = tmp / "stats.json"
     result = run_cli(
-        "run",
-        str(pipeline),
-        "--source",
-        str(person_clip),
-        "--model",
-        str(yolox_nano),
-        "--redis-url",
-        redis_server.url,
-        "--stats-json",
-        str(stats_file),
-    )
+        "run", str(REPO / "pipelines" / "demo.yaml"),
+        "--source", str(person_clip), "--model", str(yolox_nano),
+        "--redis-url", redis_server.url, "--stats-json", str(stats_file),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    events = read_events(client, "streamer:room:events")
+    events = read_events(client, STREAM)
     client.close()
     return {"stats": json.loads(stats_file.read_text()), "events": events, "stderr": result.stderr}
 
@@ -65,7 +55,7 @@ def test_every_event_is_delivered_and_counted(yolox_run):
     stats, events = yolox_run["stats"], yolox_run["events"]
     assert stats["events"] == {"emitted": len(events), "delivered": len(events), "lost": 0}
     assert len(events) == CLIP_FRAMES + 2  # a detections event per frame, connected, ended
-    assert stats["sources"] == {"cam1": {"reconnects": 0, "frames": CLIP_FRAMES}}
+    assert stats["sources"] == {"parking": {"reconnects": 0, "frames": CLIP_FRAMES}}
     assert stats["providers"][-1] == "CPUExecutionProvider"
     assert (
         0 < stats["latency_ms"]["p50"] <= stats["latency_ms"]["p99"] <= stats["latency_ms"]["max"]
@@ -134,7 +124,7 @@ def test_tail_reads_events_back(redis_server, yolox_run):
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [e["seq"] for e in lines] == [CLIP_FRAMES, CLIP_FRAMES + 1, CLIP_FRAMES + 2]
     human = run_cli("events", "tail", "--redis-url", redis_server.url, "--count", "1")
-    assert "cam1 #1396 source_status ended (eof)" in human.stdout
+    assert "parking #1396 source_status ended (eof)" in human.stdout
 
 
 def test_tail_with_a_consumer_group_acknowledges_what_it_read(redis_server, yolox_run):
@@ -144,7 +134,7 @@ def test_tail_with_a_consumer_group_acknowledges_what_it_read(redis_server, yolo
         "--redis-url",
         redis_server.url,
         "--stream",
-        "streamer:room:events",
+        STREAM,
         "--group",
         "g1",
         "--consumer",
@@ -156,7 +146,7 @@ def test_tail_with_a_consumer_group_acknowledges_what_it_read(redis_server, yolo
     rest = run_cli(*args)
     assert len(rest.stdout.splitlines()) == len(yolox_run["events"]) - 10
     client = redis.Redis.from_url(redis_server.url)
-    assert client.xpending("streamer:room:events", "g1")["pending"] == 0
+    assert client.xpending(STREAM, "g1")["pending"] == 0
     client.close()
     assert run_cli(*args).stdout == ""
 
