@@ -31,9 +31,5 @@ class SinkError(StreamerError):
     """The event sink cannot be reached at start."""
 
 
-class FrameError(Exception):
-    """One item could not be processed; the stage skips it, counts it and goes on."""
-
-
 class PipelineFailed(Exception):
     """A stage failed while running; the pipeline stopped. Exit code 1."""

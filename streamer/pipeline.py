@@ -46,6 +46,8 @@ def plan_sources(config: PipelineConfig, max_frames: int | None) -> list[SourceP
     live_anywhere = any(s.realtime or not s.is_file for s in config.sources)
     plans = []
     for s in config.sources:
+        if not s.is_file and s.realtime is False:
+            raise ConfigError(f"sources[{s.id}].realtime: a live URL is always realtime")
         if s.is_file and s.realtime is False and live_anywhere:
             raise ConfigError(
                 f"sources[{s.id}].realtime: false cannot be mixed with live sources in one pipeline"

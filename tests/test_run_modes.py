@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import av
@@ -16,6 +17,7 @@ import pytest
 
 from streamer.decode import Pacer
 from tests.conftest import read_events, run_cli, write_pipeline
+from tools.local_redis import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -89,6 +91,21 @@ def test_realtime_paces_a_file_like_a_camera(
     assert stats["frames"]["processed"] + sum(stats["frames"]["dropped"].values()) == 20
 
 
+def test_duration_stops_a_live_run_cleanly(
+    tmp_path, redis_client, redis_server, person_clip, yolox_nano
+):
+    pipeline = write_pipeline(
+        tmp_path / "live.yaml",
+        f"name: live\nsources:\n  - {{id: cam1, uri: '{person_clip}', realtime: true}}\n"
+        f"model:\n  path: '{yolox_nano}'\n",
+    )
+    result = run_cli("run", str(pipeline), "--redis-url", redis_server.url, "--duration", "2")
+    assert result.returncode == 0, result.stderr
+    events = read_events(redis_client, "streamer:live:events")
+    assert 5 <= len(events) <= 40
+    assert (events[-1]["status"], events[-1]["detail"]) == ("ended", "stopped")
+
+
 def test_sigterm_stops_drains_and_loses_nothing(
     tmp_path, redis_client, redis_server, person_clip, yolox_nano
 ):
@@ -98,6 +115,7 @@ def test_sigterm_stops_drains_and_loses_nothing(
         f"model:\n  path: '{yolox_nano}'\n",
     )
     stats_file = tmp_path / "stats.json"
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -109,7 +127,9 @@ def test_sigterm_stops_drains_and_loses_nothing(
             redis_server.url,
             "--stats-json",
             str(stats_file),
-        ],
+            "--metrics-port",
+            str(port),
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -119,6 +139,10 @@ def test_sigterm_stops_drains_and_loses_nothing(
         while redis_client.xlen("streamer:live:events") < 5 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert redis_client.xlen("streamer:live:events") >= 5
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            metrics = reply.read().decode()
+        assert 'streamer_frames_total{source="cam1"}' in metrics
+        assert 'streamer_events_total{outcome="delivered"}' in metrics
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=15)
     finally:
