@@ -129,7 +129,7 @@ def test_sigterm_stops_drains_and_loses_nothing(
             str(stats_file),
             "--metrics-port",
             str(port),
-        ],  # fmt: skip
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
