@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from streamer.decode import Pacer
@@ -231,3 +232,52 @@ def test_the_pacer_never_goes_backwards():
     steps = [(b - a) / 1e9 for a, b in itertools.pairwise(stamps)]
     # backwards (0.05), missing (None) and a jump (500) each advance by one frame
     assert steps == pytest.approx([0.1, 0.1, 0.1, 0.25, 0.1, 0.1, 0.1], abs=1e-6)
+
+
+def transcode(src: Path, dst: Path, codec: str, frames: range, with_audio: bool) -> None:
+    """Re-encode `frames` of `src` with `codec`, optionally muxing a silent AAC track too."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        video = out.add_stream(codec, rate=10)
+        video.width, video.height, video.pix_fmt = 768, 432, "yuv420p"
+        audio = out.add_stream("aac", rate=48000) if with_audio else None
+        samples = np.zeros((1, 4800), np.float32)
+        for i, frame in enumerate(inp.decode(video=0)):
+            if i >= frames.stop:
+                break
+            if i < frames.start:
+                continue
+            out.mux(video.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"))))
+            if audio is not None:
+                chunk = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+                chunk.sample_rate = 48000
+                out.mux(audio.encode(chunk))
+        out.mux(video.encode())
+        if audio is not None:
+            out.mux(audio.encode())
+
+
+def test_h265_in_mkv_with_audio_and_mpeg4_in_avi(
+    tmp_path, redis_client, redis_server, person_clip, yolox_nano
+):
+    hevc = tmp_path / "hevc.mkv"
+    avi = tmp_path / "mpeg4.avi"
+    transcode(person_clip, hevc, "libx265", range(100, 130), with_audio=True)
+    transcode(person_clip, avi, "mpeg4", range(100, 130), with_audio=False)
+    pipeline = write_pipeline(
+        tmp_path / "formats.yaml",
+        f"name: formats\nsources:\n  - {{id: hevc, uri: '{hevc}'}}\n  - {{id: avi, uri: '{avi}'}}\n"
+        f"model:\n  path: '{yolox_nano}'\n  classes: [person]\n",
+    )
+    stats_file = tmp_path / "stats.json"
+    result = run_cli("run", str(pipeline), "--redis-url", redis_server.url,
+                     "--stats-json", str(stats_file))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(stats_file.read_text())
+    assert stats["sources"] == {"hevc": {"reconnects": 0, "frames": 30},
+                                "avi": {"reconnects": 0, "frames": 30}}  # fmt: skip
+    assert stats["frames"]["processed"] == 60
+    events = read_events(redis_client, "streamer:formats:events")
+    for source in ("hevc", "avi"):
+        frames = [e for e in events if e["source"] == source and e["type"] == "detections"]
+        with_person = [e for e in frames if any(o["label"] == "person" for o in e["objects"])]
+        assert len(with_person) >= 27, (source, len(with_person))
