@@ -1,0 +1,118 @@
+"""Stage threads: end of stream in order, flush before control items, errors reach the caller."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import pytest
+
+from streamer.errors import PipelineFailed
+from streamer.messages import Control, DropReason, EndOfStream, SourceStatus
+from streamer.queues import Overflow, StageQueue
+from streamer.runtime import Stage, Supervisor, run_stage
+
+
+def queue(name: str) -> StageQueue:
+    def never(item: object, reason: DropReason) -> None:
+        raise AssertionError(f"{name} dropped {item} ({reason})")
+
+    return StageQueue(name, 100, Overflow.BLOCK, never)
+
+
+def drain(q: StageQueue) -> list[object]:
+    items = []
+    while (item := q.get_nowait()) is not None:
+        items.append(item)
+    return items
+
+
+class HoldInPairs(Stage[int, str]):
+    """Emits items two at a time, like a batcher; flush hands over a lone one."""
+
+    name = "pairs"
+
+    def __init__(self) -> None:
+        self.held: list[int] = []
+
+    def process(self, item: int) -> Iterable[str]:
+        self.held.append(item)
+        if len(self.held) == 2:
+            return self.flush()
+        return ()
+
+    def flush(self) -> Iterable[str]:
+        out, self.held = [f"{self.held}"], []
+        return out if out != ["[]"] else []
+
+
+def test_control_items_follow_the_data_that_came_before_them():
+    inbox, outbox = queue("in"), queue("out")
+    stop = threading.Event()
+    for i in (1, 2, 3):
+        inbox.put(i, stop)
+    inbox.put_control(SourceStatus("a", "ended", 0.0))
+    inbox.put_control(EndOfStream("a", "eof"))
+    run_stage(HoldInPairs(), inbox, outbox, ["a"], Supervisor())
+    assert drain(outbox) == [
+        "[1, 2]",
+        "[3]",
+        SourceStatus("a", "ended", 0.0),
+        EndOfStream("a", "eof"),
+    ]
+
+
+def test_a_stage_ends_only_when_every_source_has_ended():
+    inbox, outbox = queue("in"), queue("out")
+    supervisor = Supervisor()
+    thread = threading.Thread(target=run_stage, args=(HoldInPairs(), inbox, outbox, ["a", "b"],
+                                                      supervisor))  # fmt: skip
+    thread.start()
+    inbox.put_control(EndOfStream("a", "eof"))
+    thread.join(timeout=0.3)
+    assert thread.is_alive()
+    inbox.put_control(EndOfStream("b", "eof"))
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert drain(outbox) == [EndOfStream("a", "eof"), EndOfStream("b", "eof")]
+
+
+def test_halt_ends_a_stage_that_waits_for_input():
+    supervisor = Supervisor()
+    thread = threading.Thread(target=run_stage, args=(HoldInPairs(), queue("in"), queue("out"),
+                                                      ["a"], supervisor))  # fmt: skip
+    thread.start()
+    supervisor.halt.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_an_error_in_a_thread_stops_the_pipeline_and_reaches_the_caller():
+    supervisor = Supervisor()
+
+    def broken() -> None:
+        raise ValueError("bad weights")
+
+    supervisor.spawn("streamer.infer", broken)
+    assert supervisor.join(timeout_s=5)
+    assert supervisor.halt.is_set() and supervisor.stop_sources.is_set()
+    with pytest.raises(PipelineFailed, match=r"streamer\.infer failed: bad weights") as info:
+        supervisor.raise_if_failed()
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_only_the_first_failure_is_kept():
+    supervisor = Supervisor()
+    supervisor.fail("one", RuntimeError("first"))
+    supervisor.fail("two", RuntimeError("second"))
+    with pytest.raises(PipelineFailed, match="one failed: first"):
+        supervisor.raise_if_failed()
+
+
+def test_control_default_is_forwarded_as_is():
+    class Echo(Stage[int, int]):
+        def process(self, item: int) -> Iterable[int]:
+            return (item,)
+
+    status: Control = SourceStatus("a", "connected", 1.0)
+    assert list(Echo().control(status)) == [status]
