@@ -35,8 +35,12 @@ JOIN_TIMEOUT_S = 5.0
 REPORT_EVERY_S = 10.0
 
 
+def say_error(message: str) -> None:
+    click.echo(f"streamer: error: {redact(message)}", err=True)
+
+
 def fail_usage(message: str) -> NoReturn:
-    click.echo(f"streamer: error: {message}", err=True)
+    say_error(message)
     sys.exit(EXIT_USAGE)
 
 
@@ -161,14 +165,12 @@ def _run_until_done(pipeline: Pipeline, duration: float | None) -> int:
     try:
         pipeline.supervisor.raise_if_failed()
     except PipelineFailed as exc:
-        click.echo(f"streamer: error: {exc}", err=True)
+        say_error(str(exc))
         return EXIT_FAILED
     if signals:
         return EXIT_INTERRUPTED
     if pipeline.failed_sources:
-        click.echo(
-            f"streamer: error: source(s) failed: {', '.join(pipeline.failed_sources)}", err=True
-        )
+        say_error(f"source(s) failed: {', '.join(pipeline.failed_sources)}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -199,7 +201,7 @@ def validate(pipeline_files: tuple[Path, ...]) -> None:
             config = load_config(path)
             model = check(config)
         except StreamerError as exc:
-            click.echo(f"streamer: error: {exc}", err=True)
+            say_error(str(exc))
             failed = True
             continue
         click.echo(
@@ -292,7 +294,7 @@ def events_tail(
     except StreamerError as exc:
         fail_usage(str(exc))
     except redis.RedisError as exc:
-        click.echo(f"streamer: error: {redact(redis_url)}: {exc}", err=True)
+        say_error(f"{redis_url}: {exc}")
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)

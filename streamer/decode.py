@@ -122,7 +122,9 @@ class VideoSource:
         except Exception as exc:  # noqa: BLE001 - a failing source ends only itself
             self.failed = True
             reason = "failed"
-            log.error("source %s (%s) failed: %s", self.id, redact(self.plan.config.uri), exc)
+            log.error(
+                "source %s (%s) failed: %s", self.id, redact(self.plan.config.uri), redact(str(exc))
+            )
         finally:
             self._out.put_control(SourceStatus(self.id, "ended", time.time(), reason))
             self._out.put_control(EndOfStream(self.id, reason))
@@ -153,7 +155,7 @@ class VideoSource:
                 delay_s = RETRY_INITIAL_S
                 detail = "stream ended"
             except (av.error.FFmpegError, OSError) as exc:
-                detail = str(exc)
+                detail = redact(str(exc))
             if self._should_stop():
                 return
             log.warning("source %s (%s): %s; retrying in %.1f s", self.id, url, detail, delay_s)

@@ -7,11 +7,20 @@ import sys
 
 import av.logging
 
+from streamer.urls import redact
+
+
+class RedactingFormatter(logging.Formatter):
+    """Hides URL passwords in every line, wherever a library put the URL."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
 
 def setup(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+        RedactingFormatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -39,7 +39,7 @@ def connect(url: str) -> redis.Redis:
         )
         client.ping()
     except (redis.RedisError, ValueError) as exc:
-        raise SinkError(f"{redact(url)}: Redis unreachable ({exc})") from None
+        raise SinkError(f"{redact(url)}: Redis unreachable ({redact(str(exc))})") from None
     return client
 
 

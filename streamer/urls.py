@@ -1,18 +1,22 @@
-"""Source and Redis URLs as they may be shown: never with a password in them."""
+"""URLs as they may be shown: never with a password in them, also inside error messages."""
 
 from __future__ import annotations
 
 import re
 
-_CREDENTIALS = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/]*)(?::[^@/]*)?@")
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*)(?::[^@/\s]*)?@"
+)
 
 
-def redact(url: str) -> str:
-    """`url` with any password in it replaced by `***`.
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `***`.
 
     >>> redact("rtsp://admin:secret@10.0.0.7/stream1")
     'rtsp://admin:***@10.0.0.7/stream1'
     >>> redact("redis://:secret@localhost:6379/0")
     'redis://:***@localhost:6379/0'
+    >>> redact("Connection refused: 'rtsp://u:p@cam/1'")
+    "Connection refused: 'rtsp://u:***@cam/1'"
     """
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
