@@ -1,0 +1,103 @@
+"""Model loading: family recognition on real exports, fixed-batch padding, provider choice."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer.errors import ModelError
+from streamer.models import Model
+from streamer.models.runtime import choose_providers
+
+
+def fixed_batch_model(path: Path, batch: int = 4) -> Path:
+    """A YOLOv8-shaped ONNX model with a fixed batch: output [B, 6, 21] cut from the input."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def const(name: str, values: list[int]) -> object:
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(
+            name, TensorProto.INT64, [len(values)], values))  # fmt: skip
+
+    nodes = [
+        const("starts", [0]), const("ends", [126]), const("axes", [1]),
+        const("shape", [batch, 6, 21]),
+        helper.make_node("Flatten", ["images"], ["flat"]),
+        helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["cut"]),
+        helper.make_node("Reshape", ["cut", "shape"], ["output0"]),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "fixed_batch",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 32, 32])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, 6, 21])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_fixed_batch_is_padded_and_only_the_real_frames_come_back(tmp_path):
+    model = Model.load(fixed_batch_model(tmp_path / "m.onnx"), providers=("cpu",))
+    assert (model.spec.family, model.spec.batch, model.spec.input_hw) == ("yolov8", 4, (32, 32))
+    assert model.spec.labels == ("class_0", "class_1")
+    batch = np.stack([np.full((3, 32, 32), v, np.float32) for v in (1.0, 2.0)])
+    out = model.run(batch)
+    assert out.shape == (2, 6, 21)
+    assert out[0].min() == out[0].max() == 1.0
+    assert out[1].min() == out[1].max() == 2.0
+
+
+def test_yolox_nano_is_recognised(yolox_nano):
+    spec = Model.load(yolox_nano, providers=("cpu",)).spec
+    assert spec.family == "yolox"
+    assert (spec.input_hw, spec.batch) == ((416, 416), 1)
+    assert (spec.rgb, spec.scale, spec.centered) == (False, 1.0, False)
+    assert spec.labels[:3] == ("person", "bicycle", "car") and spec.num_classes == 80
+
+
+def test_an_ultralytics_export_is_recognised_from_its_metadata(yolov8n):
+    model = Model.load(yolov8n, providers=("cpu",))
+    spec = model.spec
+    assert (spec.family, spec.input_hw, spec.batch, spec.imgsz, spec.stride) == (
+        "yolov8", None, None, 640, 32)  # fmt: skip
+    assert (spec.rgb, spec.scale, spec.centered) == (True, 1 / 255, True)
+    assert model.input_hw_for((720, 1280)) == (384, 640)
+    assert model.input_hw_for((432, 768)) == (384, 640)
+
+
+def test_labels_and_input_size_can_be_given(yolov8n):
+    labels = [f"thing{i}" for i in range(80)]
+    spec = Model.load(yolov8n, labels=labels, imgsz=320, providers=("cpu",)).spec
+    assert spec.labels[79] == "thing79" and spec.imgsz == 320
+
+
+def test_the_wrong_number_of_labels_is_refused(yolov8n):
+    with pytest.raises(ModelError, match="2 labels given but the model has 80 classes"):
+        Model.load(yolov8n, labels=["a", "b"], providers=("cpu",))
+
+
+def test_forcing_the_wrong_family_is_refused(yolov8n):
+    with pytest.raises(ModelError, match="not a YOLOX-style model"):
+        Model.load(yolov8n, format="yolox", providers=("cpu",))
+
+
+def test_unusable_gpu_providers_fall_back_to_cpu_with_one_warning(caplog):
+    import onnxruntime as ort
+
+    with caplog.at_level(logging.WARNING):
+        chosen = choose_providers(["tensorrt", "cuda", "cpu"])
+    assert chosen[-1] == "CPUExecutionProvider"
+    if chosen == ["CPUExecutionProvider"] and len(ort.get_available_providers()) > 1:
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "using CPU" in warnings[0].getMessage()
+
+
+def test_cpu_is_always_the_last_resort():
+    assert choose_providers(["cpu"]) == ["CPUExecutionProvider"]
+    assert choose_providers(["cuda"])[-1] == "CPUExecutionProvider"
