@@ -7,26 +7,29 @@ Redis at start (one line, no traceback); 1 failure while running; 130 interrupte
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 import redis
 
 from streamer import consumer, logs
 from streamer.config import load_config, with_overrides
-from streamer.errors import PipelineFailed, StreamerError
+from streamer.errors import ConfigError, PipelineFailed, StreamerError
 from streamer.pipeline import Pipeline, check
 from streamer.urls import redact
 
 log = logging.getLogger("streamer")
+T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -42,6 +45,14 @@ def say_error(message: str) -> None:
 def fail_usage(message: str) -> NoReturn:
     say_error(message)
     sys.exit(EXIT_USAGE)
+
+
+def in_file(path: Path, build: Callable[[], T]) -> T:
+    """`build()`, naming the pipeline file in its ConfigErrors (schema errors name it already)."""
+    try:
+        return build()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def redis_url_for(flag: str | None, from_file: str | None) -> str:
@@ -103,7 +114,7 @@ def run(
             load_config(pipeline_file), sources=sources, model=model, realtime=realtime
         )
         url = redis_url_for(redis_url, config.sink.redis.url)
-        pipeline = Pipeline(config, url, max_frames=max_frames)
+        pipeline = in_file(pipeline_file, lambda: Pipeline(config, url, max_frames=max_frames))
         if metrics_port is not None:
             from streamer.metrics import serve_metrics
 
@@ -199,7 +210,7 @@ def validate(pipeline_files: tuple[Path, ...]) -> None:
     for path in pipeline_files:
         try:
             config = load_config(path)
-            model = check(config)
+            model = in_file(path, functools.partial(check, config))
         except StreamerError as exc:
             say_error(str(exc))
             failed = True

@@ -3,7 +3,7 @@
     source threads ─decoded─► preprocess ─prepared─► infer ─inferred─► postprocess ─events─► sink
 
 Everything that can be wrong with the user's files (the model, the videos, the class
-filter, Redis) is checked in `build`, before any thread starts.
+filter, Redis) is checked when a `Pipeline` is made, before any thread starts.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ def plan_sources(config: PipelineConfig, max_frames: int | None) -> list[SourceP
     """
     live_anywhere = any(s.realtime or not s.is_file for s in config.sources)
     plans = []
-    for s in config.sources:
+    for i, s in enumerate(config.sources):
         if not s.is_file and s.realtime is False:
-            raise ConfigError(f"sources[{s.id}].realtime: a live URL is always realtime")
+            raise ConfigError(f"sources[{i}].realtime: a live URL is always realtime")
         if s.is_file and s.realtime is False and live_anywhere:
             raise ConfigError(
-                f"sources[{s.id}].realtime: false cannot be mixed with live sources in one pipeline"
+                f"sources[{i}].realtime: false cannot be mixed with live sources in one pipeline"
             )
         realtime = live_anywhere if s.realtime is None else s.realtime
         latency = s.max_latency_ms or config.realtime.max_latency_ms

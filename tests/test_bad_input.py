@@ -114,7 +114,7 @@ def test_unknown_label_in_the_class_filter(tmp_path, person_clip, yolox_nano):
     )
     assert_one_line_error(
         run_cli("validate", str(path)),
-        "model.classes: unknown label 'unicorn' (the model has: person, bicycle",
+        "p.yaml: model.classes: unknown label 'unicorn' (the model has: person, bicycle",
     )
 
 
