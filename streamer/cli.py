@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 import redis
@@ -25,7 +25,9 @@ import redis
 from streamer import consumer, logs
 from streamer.config import load_config, with_overrides
 from streamer.errors import ConfigError, PipelineFailed, StreamerError
+from streamer.metrics import serve_metrics
 from streamer.pipeline import Pipeline, check
+from streamer.progress import RunDisplay, summary
 from streamer.urls import redact
 
 log = logging.getLogger("streamer")
@@ -35,7 +37,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DRAIN_TIMEOUT_S = 10.0  # after a stop request, how long in-flight frames may take to drain
 JOIN_TIMEOUT_S = 5.0
-REPORT_EVERY_S = 10.0
 
 
 def say_error(message: str) -> None:
@@ -115,24 +116,25 @@ def run(
         )
         url = redis_url_for(redis_url, config.sink.redis.url)
         pipeline = in_file(pipeline_file, lambda: Pipeline(config, url, max_frames=max_frames))
-        if metrics_port is not None:
-            from streamer.metrics import serve_metrics
-
-            serve_metrics(pipeline.stats, metrics_port)
     except StreamerError as exc:
         fail_usage(str(exc))
+    if metrics_port is not None:
+        try:
+            serve_metrics(pipeline.stats, metrics_port)
+        except OSError as exc:
+            fail_usage(f"--metrics-port {metrics_port}: {exc.strerror or exc}")
     log.info("writing events to %s", redact(url))
     code = _run_until_done(pipeline, duration)
     snapshot = pipeline.stats.snapshot()
+    log.info("done: %s", summary(snapshot))
     if stats_json is not None:
-        stats_json.write_text(json.dumps(snapshot, indent=2) + "\n")
-    log.info(
-        "done: %d frames processed, %d events delivered, %d lost, %.1f fps",
-        snapshot["frames"]["processed"],
-        snapshot["events"]["delivered"],
-        snapshot["events"]["lost"],
-        snapshot["fps"],
-    )
+        try:
+            stats_json.write_text(json.dumps(snapshot, indent=2) + "\n")
+        except OSError as exc:
+            say_error(f"{stats_json}: cannot write the stats ({exc.strerror or exc})")
+            code = code or EXIT_FAILED
+    if pipeline.running():
+        os._exit(code)  # threads stuck in a library call: do not wait for them
     sys.exit(code)
 
 
@@ -151,28 +153,27 @@ def _run_until_done(pipeline: Pipeline, duration: float | None) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
     stop_requested_at: float | None = None
-    next_report = started + REPORT_EVERY_S
+    display = RunDisplay(pipeline.expected_frames, interactive=sys.stderr.isatty())
     pipeline.start()
     try:
-        while pipeline.running():
-            time.sleep(0.1)
-            now = time.monotonic()
-            if duration is not None and now - started >= duration and stop_requested_at is None:
-                pipeline.stop()
-            if pipeline.supervisor.stop_sources.is_set() and stop_requested_at is None:
-                stop_requested_at = now
-            if stop_requested_at is not None and now - stop_requested_at > DRAIN_TIMEOUT_S:
-                log.warning("draining took over %.0f s; stopping now", DRAIN_TIMEOUT_S)
-                pipeline.halt()
-            if now >= next_report:
-                _report(pipeline.stats.snapshot())
-                next_report = now + REPORT_EVERY_S
+        with display:
+            while pipeline.running():
+                time.sleep(0.1)
+                now = time.monotonic()
+                if duration is not None and now - started >= duration:
+                    pipeline.stop()
+                if pipeline.supervisor.stop_sources.is_set() and stop_requested_at is None:
+                    stop_requested_at = now
+                if stop_requested_at is not None and now - stop_requested_at > DRAIN_TIMEOUT_S:
+                    log.warning("draining took over %.0f s; stopping now", DRAIN_TIMEOUT_S)
+                    pipeline.halt()
+                display.update(pipeline.stats.snapshot())
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if not pipeline.join(JOIN_TIMEOUT_S):
         log.error("threads still running at exit: %s", ", ".join(pipeline.supervisor.alive()))
-        return EXIT_FAILED
+        return EXIT_FAILED  # the caller exits without waiting for them
     try:
         pipeline.supervisor.raise_if_failed()
     except PipelineFailed as exc:
@@ -186,22 +187,6 @@ def _run_until_done(pipeline: Pipeline, duration: float | None) -> int:
     return EXIT_OK
 
 
-def _report(s: dict[str, Any]) -> None:
-    dropped = sum(s["frames"]["dropped"].values())
-    log.info(
-        "%d decoded, %d processed, %d dropped, %.1f fps, latency p50 %.0f ms p99 %.0f ms, "
-        "events %d delivered %d lost",
-        s["frames"]["decoded"],
-        s["frames"]["processed"],
-        dropped,
-        s["fps"],
-        s["latency_ms"]["p50"],
-        s["latency_ms"]["p99"],
-        s["events"]["delivered"],
-        s["events"]["lost"],
-    )
-
-
 @main.command()
 @click.argument("pipeline_files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def validate(pipeline_files: tuple[Path, ...]) -> None:
@@ -210,7 +195,7 @@ def validate(pipeline_files: tuple[Path, ...]) -> None:
     for path in pipeline_files:
         try:
             config = load_config(path)
-            model = in_file(path, functools.partial(check, config))
+            model = in_file(path, functools.partial(check, config)).model
         except StreamerError as exc:
             say_error(str(exc))
             failed = True

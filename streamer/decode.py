@@ -49,8 +49,9 @@ class SourcePlan:
     max_frames: int | None
 
 
-def probe_file(uri: str) -> None:
-    """Fail with SourceError when `uri` is not a readable video file."""
+def probe_file(uri: str) -> int | None:
+    """The number of frames the container announces (None: unknown); SourceError when
+    `uri` is not a readable video file."""
     path = Path(uri)
     if not path.is_file():
         raise SourceError(f"{uri}: video file not found")
@@ -58,6 +59,7 @@ def probe_file(uri: str) -> None:
         with av.open(uri) as container:
             if not container.streams.video:
                 raise SourceError(f"{uri}: no video track")
+            return int(container.streams.video[0].frames) or None
     except av.error.FFmpegError as exc:
         raise SourceError(f"{uri}: not a video file ({exc.strerror or exc})") from None
 

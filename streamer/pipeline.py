@@ -107,15 +107,30 @@ def detection_rules(config: PipelineConfig, model: Model) -> DetectionRules:
     return DetectionRules(m.confidence, m.iou, m.max_detections, class_ids)
 
 
-def check(config: PipelineConfig) -> Model:
+@dataclass(frozen=True)
+class Checked:
+    model: Model
+    file_frames: dict[str, int | None]  # frames each file source announces (None: unknown)
+
+
+def check(config: PipelineConfig) -> Checked:
     """Everything `streamer validate` checks: the model, the class filter, the video files."""
     model = load_model(config)
     detection_rules(config, model)
     plan_sources(config, None)
-    for source in config.sources:
-        if source.is_file:
-            probe_file(source.uri)
-    return model
+    frames = {s.id: probe_file(s.uri) for s in config.sources if s.is_file}
+    return Checked(model, frames)
+
+
+def _expected_frames(plans: list[SourcePlan], file_frames: dict[str, int | None]) -> int | None:
+    """How many frames an offline run will decode in all, when every source says."""
+    total = 0
+    for plan in plans:
+        frames = file_frames.get(plan.config.id)
+        if plan.realtime or frames is None:
+            return None
+        total += min(frames, plan.max_frames or frames)
+    return total
 
 
 class Pipeline:
@@ -124,9 +139,11 @@ class Pipeline:
     ) -> None:
         """Check every part and connect to Redis; StreamerError when something does not fit."""
         self.config = config
-        self.model = check(config)
+        checked = check(config)
+        self.model = checked.model
         self.run_id = new_ulid()
         self._plans = plan_sources(config, max_frames)
+        self.expected_frames = _expected_frames(self._plans, checked.file_frames)
         source_ids = [p.config.id for p in self._plans]
         self.stats = RunStats(source_ids)
         self.stats.providers = self.model.providers
