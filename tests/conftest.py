@@ -80,6 +80,19 @@ def run_cli(*args: str, timeout: float = CLI_TIMEOUT_S, cwd: Path | None = None)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+def run_with_stats(
+    pipeline: Path, redis_url: str, *args: str, stats_file: Path | None = None
+) -> tuple[CliResult, dict[str, Any]]:
+    """`streamer run PIPELINE` with --stats-json (beside the file by default): the result and
+    the stats it wrote."""
+    stats_file = stats_file or pipeline.with_suffix(".stats.json")
+    stats_file.unlink(missing_ok=True)
+    result = run_cli("run", str(pipeline), "--redis-url", redis_url,
+                     "--stats-json", str(stats_file), *args)  # fmt: skip
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    return result, stats
+
+
 def read_events(client: redis.Redis, stream: str) -> list[dict[str, Any]]:
     """Every event in `stream`, each checked against the contract's JSON Schema."""
     events = []
@@ -96,3 +109,14 @@ def read_events(client: redis.Redis, stream: str) -> list[dict[str, Any]]:
 def write_pipeline(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def one_source_pipeline(
+    folder: Path, name: str, clip: Path, model: Path, source_extra: str = "", extra: str = ""
+) -> Path:
+    """A pipeline file `folder/name.yaml` with one source `cam1` playing `clip`."""
+    return write_pipeline(
+        folder / f"{name}.yaml",
+        f"name: {name}\nsources:\n  - {{id: cam1, uri: '{clip}'{source_extra}}}\n"
+        f"model:\n  path: '{model}'\n{extra}",
+    )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamer.boxes import iou_one_to_many
-from tests.conftest import REPO, read_events, run_cli
+from tests.conftest import REPO, read_events, run_cli, run_with_stats
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -28,19 +28,11 @@ def test_every_pipeline_validates(pipeline: Path):
 
 
 def test_the_demo_detects_the_people_and_cars_of_its_clip(tmp_path, redis_client, redis_server):
-    stats_file = tmp_path / "stats.json"
-    result = run_cli(
-        "run",
-        str(REPO / "pipelines" / "demo.yaml"),
-        "--redis-url",
-        redis_server.url,
-        "--stats-json",
-        str(stats_file),
-    )
+    demo = REPO / "pipelines" / "demo.yaml"
+    result, stats = run_with_stats(demo, redis_server.url, stats_file=tmp_path / "stats.json")
     assert result.returncode == 0, result.stderr
     truth = json.loads((REPO / "sample_videos" / "parking.json").read_text())
     truth_frames = truth["boxes"]
-    stats = json.loads(stats_file.read_text())
     assert stats["frames"]["processed"] == stats["frames"]["decoded"] == len(truth_frames)
 
     events = [

@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 
 from streamer.decode import Pacer
-from tests.conftest import read_events, run_cli, write_pipeline
+from tests.conftest import (
+    one_source_pipeline,
+    read_events,
+    run_cli,
+    run_with_stats,
+    write_pipeline,
+)
 from tools.local_redis import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -37,19 +43,8 @@ def test_two_sources_batched_through_a_dynamic_model(
     pipeline = two_cameras(
         tmp_path, person_clip, yolov8n, "sink:\n  redis: {stream: 'cams:{source}'}\n"
     )
-    stats_file = tmp_path / "stats.json"
-    result = run_cli(
-        "run",
-        str(pipeline),
-        "--redis-url",
-        redis_server.url,
-        "--max-frames",
-        "12",
-        "--stats-json",
-        str(stats_file),
-    )
+    result, stats = run_with_stats(pipeline, redis_server.url, "--max-frames", "12")
     assert result.returncode == 0, result.stderr
-    stats = json.loads(stats_file.read_text())
     assert stats["frames"] == {"decoded": 24, "processed": 24, "dropped": {}}
     for source in ("a", "b"):
         events = read_events(redis_client, f"cams:{source}")
@@ -62,24 +57,11 @@ def test_two_sources_batched_through_a_dynamic_model(
 def test_realtime_paces_a_file_like_a_camera(
     tmp_path, redis_client, redis_server, person_clip, yolox_nano
 ):
-    pipeline = write_pipeline(
-        tmp_path / "rt.yaml",
-        f"name: rt\nsources:\n  - {{id: cam1, uri: '{person_clip}'}}\n"
-        f"model:\n  path: '{yolox_nano}'\nrealtime: {{max_latency_ms: 2000}}\n",
+    pipeline = one_source_pipeline(
+        tmp_path, "rt", person_clip, yolox_nano, extra="realtime: {max_latency_ms: 2000}\n"
     )
-    stats_file = tmp_path / "stats.json"
     started = time.monotonic()
-    result = run_cli(
-        "run",
-        str(pipeline),
-        "--realtime",
-        "--redis-url",
-        redis_server.url,
-        "--max-frames",
-        "20",
-        "--stats-json",
-        str(stats_file),
-    )
+    result, stats = run_with_stats(pipeline, redis_server.url, "--realtime", "--max-frames", "20")
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started >= 1.9  # 20 frames of a 10 fps clip take 2 s to play
     events = [
@@ -88,17 +70,14 @@ def test_realtime_paces_a_file_like_a_camera(
     captured = [e["frame"]["captured_at"] for e in events]
     steps = [b - a for a, b in itertools.pairwise(captured)]
     assert steps and all(0.08 <= s <= 0.12 for s in steps), steps
-    stats = json.loads(stats_file.read_text())
     assert stats["frames"]["processed"] + sum(stats["frames"]["dropped"].values()) == 20
 
 
 def test_duration_stops_a_live_run_cleanly(
     tmp_path, redis_client, redis_server, person_clip, yolox_nano
 ):
-    pipeline = write_pipeline(
-        tmp_path / "live.yaml",
-        f"name: live\nsources:\n  - {{id: cam1, uri: '{person_clip}', realtime: true}}\n"
-        f"model:\n  path: '{yolox_nano}'\n",
+    pipeline = one_source_pipeline(
+        tmp_path, "live", person_clip, yolox_nano, source_extra=", realtime: true"
     )
     result = run_cli("run", str(pipeline), "--redis-url", redis_server.url, "--duration", "2")
     assert result.returncode == 0, result.stderr
@@ -110,10 +89,8 @@ def test_duration_stops_a_live_run_cleanly(
 def test_sigterm_stops_drains_and_loses_nothing(
     tmp_path, redis_client, redis_server, person_clip, yolox_nano
 ):
-    pipeline = write_pipeline(
-        tmp_path / "live.yaml",
-        f"name: live\nsources:\n  - {{id: cam1, uri: '{person_clip}', realtime: true}}\n"
-        f"model:\n  path: '{yolox_nano}'\n",
+    pipeline = one_source_pipeline(
+        tmp_path, "live", person_clip, yolox_nano, source_extra=", realtime: true"
     )
     stats_file = tmp_path / "stats.json"
     port = free_port()
@@ -194,23 +171,11 @@ def test_a_file_that_does_not_start_on_a_keyframe(tmp_path, redis_server, person
 
 
 def run_to_stats(tmp_path: Path, redis_server, clip: Path, model: Path, *args: str) -> dict:
-    pipeline = write_pipeline(
-        tmp_path / "p.yaml",
-        f"name: p\nsources:\n  - {{id: cam1, uri: '{clip}'}}\nmodel:\n  path: '{model}'\n",
-    )
-    stats_file = tmp_path / "stats.json"
-    result = run_cli(
-        "run",
-        str(pipeline),
-        "--redis-url",
-        redis_server.url,
-        "--stats-json",
-        str(stats_file),
-        *args,
-    )
+    pipeline = one_source_pipeline(tmp_path, "p", clip, model)
+    result, stats = run_with_stats(pipeline, redis_server.url, *args)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    return json.loads(stats_file.read_text())
+    return stats
 
 
 def remux_from_packet(src: Path, dst: Path, first_packet: int) -> int:
@@ -268,11 +233,8 @@ def test_h265_in_mkv_with_audio_and_mpeg4_in_avi(
         f"name: formats\nsources:\n  - {{id: hevc, uri: '{hevc}'}}\n  - {{id: avi, uri: '{avi}'}}\n"
         f"model:\n  path: '{yolox_nano}'\n  classes: [person]\n",
     )
-    stats_file = tmp_path / "stats.json"
-    result = run_cli("run", str(pipeline), "--redis-url", redis_server.url,
-                     "--stats-json", str(stats_file))  # fmt: skip
+    result, stats = run_with_stats(pipeline, redis_server.url)
     assert result.returncode == 0, result.stderr
-    stats = json.loads(stats_file.read_text())
     assert stats["sources"] == {"hevc": {"reconnects": 0, "frames": 30},
                                 "avi": {"reconnects": 0, "frames": 30}}  # fmt: skip
     assert stats["frames"]["processed"] == 60

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import REPO, read_events, run_cli
+from tests.conftest import REPO, read_events, run_cli, run_with_stats
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -29,16 +29,15 @@ def yolox_run(tmp_path_factory, redis_server, person_clip, yolox_nano) -> dict[s
     tmp = tmp_path_factory.mktemp("yolox")
     client = redis.Redis.from_url(redis_server.url)
     client.flushdb()  # `events tail` without --stream finds the only stream
-    stats_file = tmp / "stats.json"
-    result = run_cli(
-        "run", str(REPO / "pipelines" / "demo.yaml"),
+    result, stats = run_with_stats(
+        REPO / "pipelines" / "demo.yaml", redis_server.url,
         "--source", str(person_clip), "--model", str(yolox_nano),
-        "--redis-url", redis_server.url, "--stats-json", str(stats_file),
+        stats_file=tmp / "stats.json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     events = read_events(client, STREAM)
     client.close()
-    return {"stats": json.loads(stats_file.read_text()), "events": events, "stderr": result.stderr}
+    return {"stats": stats, "events": events, "stderr": result.stderr}
 
 
 def detections_by_frame(events: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from streamer.messages import DropReason, EndOfStream, SourceStatus
 from streamer.queues import Overflow, StageQueue
 from streamer.runtime import Supervisor
 from streamer.stats import RunStats
-from tests.conftest import read_events, run_cli, write_pipeline
+from tests.conftest import read_events, run_with_stats, write_pipeline
 from tools.local_redis import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -42,13 +41,10 @@ def test_an_unreachable_camera_is_retried_while_a_file_goes_on(
         f"name: mixed\nsources:\n  - {{id: file, uri: '{person_clip}'}}\n"
         f"  - {{id: door, uri: '{camera}'}}\nmodel:\n  path: '{yolox_nano}'\n",
     )
-    stats_file = tmp_path / "stats.json"
-    result = run_cli("run", str(pipeline), "--redis-url", redis_server.url, "--duration", "3",
-                     "--stats-json", str(stats_file))  # fmt: skip
+    result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "3")
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stderr
     assert "rtsp://viewer:***@127.0.0.1" in result.stderr
-    stats = json.loads(stats_file.read_text())
     assert stats["sources"]["door"]["frames"] == 0
     assert stats["sources"]["door"]["reconnects"] >= 2
     assert stats["sources"]["file"]["frames"] >= 20  # paced at 10 fps beside a live source
