@@ -140,13 +140,7 @@ class VideoSource:
         with _open(self.plan) as container:
             self._announce_connected()
             for frame in self._frames(container):
-                if (
-                    not self._out.put(frame, self._supervisor.halt)
-                    and self._supervisor.halt.is_set()
-                ):
-                    return
-                if self._should_stop():
-                    return
+                self._out.put(frame, self._supervisor.halt)
 
     def _decode_live(self) -> None:
         delay_s = RETRY_INITIAL_S
@@ -190,10 +184,11 @@ class VideoSource:
                 self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
                 continue
             for av_frame in decoded:
+                index = self._index
+                self._index += 1
+                self._stats.frame_decoded(self.id)
                 if av_frame.is_corrupt:
                     # Concealed damage: detections on smeared macroblocks would be false.
-                    self._index += 1
-                    self._stats.frame_decoded(self.id)
                     self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
                     continue
                 pts_s = float(av_frame.time) if av_frame.time is not None else None
@@ -206,15 +201,13 @@ class VideoSource:
                 image.setflags(write=False)
                 frame = Frame(
                     source_id=self.id,
-                    index=self._index,
+                    index=index,
                     pts_s=pts_s,
                     captured_ns=captured_ns,
                     captured_at=time.time() - (time.monotonic_ns() - captured_ns) / 1e9,
                     deadline_ns=captured_ns + budget_ns if self.plan.realtime else None,
                     image=image,
                 )
-                self._index += 1
-                self._stats.frame_decoded(self.id)
                 yield frame
                 if self._should_stop() or self._supervisor.halt.is_set():
                     return
