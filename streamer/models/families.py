@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
 from streamer.errors import ModelError
@@ -109,8 +110,11 @@ def recognise(
             f"{_describe(session)}; set model.format"
         )
 
+    given_labels = tuple(labels) if labels else _metadata_labels(meta)
     if family == "yolov8":
-        if d1 is None or d1 < 5:
+        if d1 is None:  # some exporters leave the channel axis symbolic: run once to see it
+            d1 = _probe_output_shape(session, batch, fixed_hw or (imgsz or DEFAULT_IMGSZ,) * 2)[1]
+        if d1 < 5:
             raise ModelError(
                 f"{path}: not a YOLOv8-style output [B, 4+nc, N]; {_describe(session)}"
             )
@@ -125,9 +129,7 @@ def recognise(
         num_classes = d2 - 5
         centered, rgb, scale = False, False, 1.0
 
-    found_labels = tuple(labels) if labels else _metadata_labels(meta)
-    if found_labels is None:
-        found_labels = _default_labels(num_classes)
+    found_labels = given_labels or _default_labels(num_classes)
     if len(found_labels) != num_classes:
         raise ModelError(
             f"{path}: {len(found_labels)} labels given but the model has {num_classes} classes"
@@ -144,6 +146,15 @@ def recognise(
         scale=scale,
         centered=centered,
     )
+
+
+def _probe_output_shape(
+    session: ort.InferenceSession, batch: int | None, input_hw: tuple[int, int]
+) -> tuple[int, ...]:
+    """The output shape of one inference on a blank input."""
+    blank = np.zeros((batch or 1, 3, *input_hw), np.float32)
+    (output,) = session.run(None, {session.get_inputs()[0].name: blank})
+    return tuple(int(d) for d in output.shape)
 
 
 def _metadata_imgsz(meta: dict[str, str]) -> int | None:
