@@ -42,13 +42,15 @@ def letterbox(bgr: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, floa
     dw, dh = (shape[1] - nw) / 2, (shape[0] - nh) / 2
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
-    out = cv2.copyMakeBorder(bgr, top, bottom, left, right, cv2.BORDER_CONSTANT,
-                             value=(PAD_VALUE,) * 3)
+    out = cv2.copyMakeBorder(
+        bgr, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
+    )
     return cv2.cvtColor(out, cv2.COLOR_BGR2RGB), r, left, top
 
 
 def to_tensor(rgbs: list[np.ndarray]) -> np.ndarray:
-    return np.stack(rgbs).transpose(0, 3, 1, 2).astype(np.float32) / 255
+    """Batch of letterboxed RGB images -> float32 (B, 3, H, W) in 0..1, the model's input."""
+    return np.stack(rgbs).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -58,11 +60,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
     area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
     area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+    iou: np.ndarray = inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+    return iou
 
 
-def postprocess(out: np.ndarray, r: float, left: float, top: float, frame_hw: tuple[int, int],
-                conf: float = CONF, iou: float = NMS_IOU) -> np.ndarray:
+def postprocess(
+    out: np.ndarray,
+    r: float,
+    left: float,
+    top: float,
+    frame_hw: tuple[int, int],
+    conf: float = CONF,
+    iou: float = NMS_IOU,
+) -> np.ndarray:
     """One image's output (4 + nc, N) -> detections (K, 6): x1, y1, x2, y2, score, class."""
     scores = out[4:].T
     cls = scores.argmax(1)
@@ -111,32 +121,47 @@ class Counts:
             p = self.tp[c] / max(self.tp[c] + self.fp[c], 1)
             r = self.tp[c] / max(self.tp[c] + self.fn[c], 1)
             figures[name] = {"precision": round(float(p), 4), "recall": round(float(r), 4)}
-            print(f"  {name:7s} precision {p:.3f}  recall {r:.3f}  "
-                  f"(tp {self.tp[c]}, fp {self.fp[c]}, fn {self.fn[c]})")
+            print(
+                f"  {name:7s} precision {p:.3f}  recall {r:.3f}  "
+                f"(tp {self.tp[c]}, fp {self.fp[c]}, fn {self.fn[c]})"
+            )
         return figures
 
 
-def _run(session: ort.InferenceSession, frames: list[np.ndarray],
-         truths: list[tuple[np.ndarray, np.ndarray]], counts: Counts, batch: int = 16) -> None:
+def _run(
+    session: ort.InferenceSession,
+    frames: list[np.ndarray],
+    truths: list[tuple[np.ndarray, np.ndarray]],
+    counts: Counts,
+    batch: int = 16,
+) -> None:
     for i in range(0, len(frames), batch):
-        chunk = frames[i:i + batch]
+        chunk = frames[i : i + batch]
         boxed = [letterbox(f, letterbox_shape(*f.shape[:2])) for f in chunk]
         outs = session.run(["output0"], {"images": to_tensor([b[0] for b in boxed])})[0]
-        for out, (_, r, left, top), frame, truth in zip(outs, boxed, chunk, truths[i:i + batch]):
+        for out, (_, r, left, top), frame, truth in zip(
+            outs, boxed, chunk, truths[i : i + batch], strict=True
+        ):
             counts.add(postprocess(out, r, left, top, frame.shape[:2]), *truth)
 
 
 def _truth(boxes: list[tuple[int, tuple[float, ...]]]) -> tuple[np.ndarray, np.ndarray]:
-    return (np.array([b for _, b in boxes], float).reshape(-1, 4),
-            np.array([c for c, _ in boxes], int))
+    return (
+        np.array([b for _, b in boxes], float).reshape(-1, 4),
+        np.array([c for c, _ in boxes], int),
+    )
 
 
-def evaluate_clip(session: ort.InferenceSession, video: Path, truth: Path) -> dict[str, dict[str, float]]:
+def evaluate_clip(
+    session: ort.InferenceSession, video: Path, truth: Path
+) -> dict[str, dict[str, float]]:
     with av.open(str(video)) as container:
         frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
     boxes = json.loads(truth.read_text())["boxes"]
-    truths = [_truth([(b["class_id"], tuple(b["xyxy"])) for b in boxes[str(i)]])
-              for i in range(len(frames))]
+    truths = [
+        _truth([(b["class_id"], tuple(b["xyxy"])) for b in boxes[str(i)]])
+        for i in range(len(frames))
+    ]
     counts = Counts()
     _run(session, frames, truths, counts)
     return counts.report(f"{video} ({len(frames)} frames)")

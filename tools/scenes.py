@@ -1,9 +1,8 @@
 """Deterministic synthetic "parking lot / street" scenes with exactly known ground truth.
 
-A :class:`Scene` is a fixed camera view: a textured asphalt background (seeded) and a set of
-:class:`SceneObject` that move along piecewise-linear paths at constant speed. Rendering is a pure
-function of the scene and a time, so tests can build a scene by hand (objects crossing a known
-line, entering a known zone at a known time) and get pixel-exact boxes back::
+A :class:`Scene` is a fixed camera: a seeded asphalt background and :class:`SceneObject` s moving
+along piecewise-linear paths at constant speed. Rendering is a pure function of scene and time,
+so tests can build a scene by hand (crossing a known line, entering a zone at a known time)::
 
     walker = SceneObject("person", path=((-30, 200), (670, 200)), speed=40, size=80)
     scene = Scene(640, 360, fps=15, duration_s=10, objects=(walker,), seed=1)
@@ -63,9 +62,8 @@ class SceneObject:
             return None
         if len(self.path) == 1:
             return (*self.path[0], 1.0, 0.0)
-        dist = (t_s - self.start_s) * self.speed
-        left = dist
-        for (x0, y0), (x1, y1) in zip(self.path, self.path[1:]):
+        left = dist = (t_s - self.start_s) * self.speed
+        for (x0, y0), (x1, y1) in zip(self.path, self.path[1:], strict=False):
             seg = math.hypot(x1 - x0, y1 - y0)
             if left <= seg and seg > 0:
                 f = left / seg
@@ -93,14 +91,19 @@ class Scene:
     kerb_y: float = 0.25  # kerb line, as a fraction of the height; sidewalk above it
 
     @staticmethod
-    def random(seed: int, width: int = 640, height: int = 360, n_objects: int | None = None,
-               duration_s: float = 10.0, fps: float = 15.0) -> Scene:
+    def random(
+        seed: int,
+        width: int = 640,
+        height: int = 360,
+        n_objects: int | None = None,
+        duration_s: float = 10.0,
+        fps: float = 15.0,
+    ) -> Scene:
         """A random scene whose objects cross the frame at random times during ``duration_s``."""
         rng = np.random.default_rng(seed)
         n = int(rng.integers(0, 9)) if n_objects is None else n_objects
-        return Scene(width, height, fps, duration_s,
-                     tuple(_random_object(rng, width, height, duration_s) for _ in range(n)),
-                     seed, float(rng.uniform(0.08, 0.5)))
+        objects = tuple(_random_object(rng, width, height, duration_s) for _ in range(n))
+        return Scene(width, height, fps, duration_s, objects, seed, float(rng.uniform(0.08, 0.5)))
 
 
 def _colour(rng: np.random.Generator, palette: list[_Colour], jitter: float = 15) -> _Colour:
@@ -109,20 +112,28 @@ def _colour(rng: np.random.Generator, palette: list[_Colour], jitter: float = 15
     return b, g, r
 
 
-_SHIRTS: list[_Colour] = [(40, 40, 200), (200, 80, 30), (40, 160, 40), (30, 200, 230), (230, 230, 230),
-                          (30, 30, 30), (150, 50, 150), (0, 120, 255), (180, 180, 60), (90, 90, 90)]
+# fmt: off
+_SHIRTS: list[_Colour] = [(40, 40, 200), (200, 80, 30), (40, 160, 40), (30, 200, 230),
+                          (230, 230, 230), (30, 30, 30), (150, 50, 150), (0, 120, 255),
+                          (180, 180, 60), (90, 90, 90)]
 _TROUSERS: list[_Colour] = [(110, 60, 30), (30, 30, 30), (80, 130, 160), (70, 70, 70), (50, 40, 90)]
 _SKINS: list[_Colour] = [(120, 160, 210), (90, 125, 170), (60, 85, 120), (150, 185, 225)]
-_CARS: list[_Colour] = [(235, 235, 235), (35, 35, 35), (180, 180, 175), (40, 40, 190), (150, 70, 20),
-                        (40, 90, 40), (30, 190, 220), (120, 120, 120), (90, 30, 30)]
+_CARS: list[_Colour] = [(235, 235, 235), (35, 35, 35), (180, 180, 175), (40, 40, 190),
+                        (150, 70, 20), (40, 90, 40), (30, 190, 220), (120, 120, 120), (90, 30, 30)]
 _WINDOWS: list[_Colour] = [(70, 50, 35), (40, 40, 40), (95, 80, 60)]
+# Side view outline, front at u = 1: bonnet, windscreen, roof, rear window, boot, sill.
+_CAR_SIDE = (0.0, 0.58, 0.03, 0.38, 0.24, 0.32, 0.34, 0.04, 0.7, 0.04, 0.84, 0.32, 0.98, 0.4,
+             1.0, 0.62, 0.98, 0.8, 0.02, 0.8)
+# fmt: on
 
 
 def _random_object(rng: np.random.Generator, w: int, h: int, duration_s: float) -> SceneObject:
     person = rng.random() < 0.6
     mid = (float(rng.uniform(-0.05, 1.05) * w), float(rng.uniform(0.0, 1.0) * h))
     # Cars are drawn side-on, so they drive roughly horizontally; people walk any way.
-    angle = rng.uniform(0, 2 * np.pi) if person else rng.choice([0, np.pi]) + rng.uniform(-0.25, 0.25)
+    angle = (
+        rng.uniform(0, 2 * np.pi) if person else rng.choice([0, np.pi]) + rng.uniform(-0.25, 0.25)
+    )
     reach = w + h  # enough to start and end off-frame from any mid-point
     if rng.random() < 0.15:
         path: tuple[tuple[float, float], ...] = (mid,)
@@ -130,59 +141,74 @@ def _random_object(rng: np.random.Generator, w: int, h: int, duration_s: float) 
     else:
         turn = rng.uniform(-0.8, 0.8) if rng.random() < 0.3 else 0.0  # piecewise: turn at mid
         a0, a1 = angle, angle + turn
-        path = ((mid[0] - reach * math.cos(a0), mid[1] - reach * math.sin(a0)), mid,
-                (mid[0] + reach * math.cos(a1), mid[1] + reach * math.sin(a1)))
+        path = (
+            (mid[0] - reach * math.cos(a0), mid[1] - reach * math.sin(a0)),
+            mid,
+            (mid[0] + reach * math.cos(a1), mid[1] + reach * math.sin(a1)),
+        )
         speed = float(rng.uniform(20, 70) if person else rng.uniform(40, 180)) * w / 640
         start = float(rng.uniform(0, duration_s)) - reach / speed
-    return SceneObject(
-        "person" if person else "car", path, speed,
-        float(rng.uniform(0.1, 0.36) * h if person else rng.uniform(0.14, 0.42) * w),
-        _colour(rng, _SHIRTS if person else _CARS), _colour(rng, _TROUSERS if person else _WINDOWS),
-        _colour(rng, _SKINS, 10), "side" if rng.random() < 0.75 else "top", start)
+    size = float(rng.uniform(0.1, 0.36) * h if person else rng.uniform(0.14, 0.42) * w)
+    colour = _colour(rng, _SHIRTS if person else _CARS)
+    colour2 = _colour(rng, _TROUSERS if person else _WINDOWS)
+    skin, view = _colour(rng, _SKINS, 10), "side" if rng.random() < 0.75 else "top"
+    label = "person" if person else "car"
+    return SceneObject(label, path, speed, size, colour, colour2, skin, view, start)
 
 
-def _person(swing: float, shirt: _Colour, trousers: _Colour, skin: _Colour) -> list[_Prim]:
+def _person(obj: SceneObject, dist: float) -> list[_Prim]:
     # Seen from the side: legs and arms swing in opposite phase around the torso.
-    return [("line", (0.5, 0.25, 0.5 + 0.4 * swing, 0.5, 0.07), skin),
-            ("line", (0.47, 0.56, 0.5 - 0.38 * swing, 0.95, 0.1), trousers),
-            ("line", (0.53, 0.56, 0.5 + 0.38 * swing, 0.95, 0.1), trousers),
-            ("line", (0.5, 0.28, 0.5, 0.5, 0.26), shirt),
-            ("line", (0.5, 0.25, 0.5 - 0.4 * swing, 0.5, 0.07), shirt),
-            ("circle", (0.5, 0.085, 0.085), (30, 40, 50)), ("circle", (0.5, 0.1, 0.075), skin)]
+    swing = math.sin(2 * math.pi * dist / (0.9 * obj.size))
+    shirt, trousers, skin = obj.colour, obj.colour2, obj.skin
+    return [
+        ("line", (0.5, 0.25, 0.5 + 0.4 * swing, 0.5, 0.07), skin),
+        ("line", (0.47, 0.56, 0.5 - 0.38 * swing, 0.95, 0.1), trousers),
+        ("line", (0.53, 0.56, 0.5 + 0.38 * swing, 0.95, 0.1), trousers),
+        ("line", (0.5, 0.28, 0.5, 0.5, 0.26), shirt),
+        ("line", (0.5, 0.25, 0.5 - 0.4 * swing, 0.5, 0.07), shirt),
+        ("circle", (0.5, 0.085, 0.085), (30, 40, 50)),
+        ("circle", (0.5, 0.1, 0.075), skin),
+    ]
 
 
 def _rounded_rect(u0: float, v0: float, u1: float, v1: float, r: float) -> tuple[float, ...]:
     pts: list[float] = []
-    for cu, cv, a in ((u1 - r, v1 - r, 0), (u0 + r, v1 - r, 90), (u0 + r, v0 + r, 180),
-                      (u1 - r, v0 + r, 270)):
-        for d in range(a, a + 91, 30):
+    corners = [(u1 - r, v1 - r), (u0 + r, v1 - r), (u0 + r, v0 + r), (u1 - r, v0 + r)]
+    for k, (cu, cv) in enumerate(corners):
+        for d in range(90 * k, 90 * k + 91, 30):
             pts += [cu + r * math.cos(math.radians(d)), cv + r * math.sin(math.radians(d))]
     return tuple(pts)
 
 
-def _car(view: str, body: _Colour, glass: _Colour) -> list[_Prim]:
+def _car(obj: SceneObject) -> list[_Prim]:
+    body, glass = obj.colour, obj.colour2
     dark = (int(body[0] * 0.6), int(body[1] * 0.6), int(body[2] * 0.6))
-    tyre = (25, 25, 25)
-    if view == "top":  # from above: tyres peeking out, body, windscreens, roof; front at u = 1
-        return [*(("line", (u, v, u + 0.14, v, 0.12), tyre) for u in (0.14, 0.72) for v in (0.1, 0.9)),
-                ("poly", _rounded_rect(0.0, 0.12, 1.0, 0.88, 0.2), body),
-                ("poly", (0.6, 0.22, 0.74, 0.16, 0.74, 0.84, 0.6, 0.78), glass),
-                ("poly", (0.18, 0.2, 0.26, 0.24, 0.26, 0.76, 0.18, 0.8), glass),
-                ("poly", _rounded_rect(0.28, 0.24, 0.58, 0.76, 0.05), dark)]
-    return [("poly", (0.0, 0.58, 0.03, 0.38, 0.24, 0.32, 0.34, 0.04, 0.7, 0.04, 0.84, 0.32,
-                      0.98, 0.4, 1.0, 0.62, 0.98, 0.8, 0.02, 0.8), body),
-            ("poly", (0.3, 0.33, 0.38, 0.1, 0.51, 0.1, 0.51, 0.33), glass),
-            ("poly", (0.55, 0.33, 0.55, 0.1, 0.68, 0.1, 0.79, 0.33), glass),
-            ("line", (0.02, 0.62, 0.98, 0.62, 0.03), dark),
-            ("line", (0.96, 0.45, 0.99, 0.47, 0.06), (150, 230, 240)),
-            ("line", (0.01, 0.45, 0.02, 0.47, 0.06), (30, 30, 200)),
-            ("circle", (0.2, 0.8, 0.19), tyre), ("circle", (0.8, 0.8, 0.19), tyre),
-            ("circle", (0.2, 0.8, 0.08), (150, 150, 150)), ("circle", (0.8, 0.8, 0.08), (150, 150, 150))]
+    tyre, hub = (25, 25, 25), (150, 150, 150)
+    if obj.view == "top":  # from above: tyres peeking out, body, windscreens, roof; front at u = 1
+        return [
+            *(("line", (u, v, u + 0.14, v, 0.12), tyre) for u in (0.14, 0.72) for v in (0.1, 0.9)),
+            ("poly", _rounded_rect(0.0, 0.12, 1.0, 0.88, 0.2), body),
+            ("poly", (0.6, 0.22, 0.74, 0.16, 0.74, 0.84, 0.6, 0.78), glass),
+            ("poly", (0.18, 0.2, 0.26, 0.24, 0.26, 0.76, 0.18, 0.8), glass),
+            ("poly", _rounded_rect(0.28, 0.24, 0.58, 0.76, 0.05), dark),
+        ]
+    return [
+        ("poly", _CAR_SIDE, body),
+        ("poly", (0.3, 0.33, 0.38, 0.1, 0.51, 0.1, 0.51, 0.33), glass),
+        ("poly", (0.55, 0.33, 0.55, 0.1, 0.68, 0.1, 0.79, 0.33), glass),
+        ("line", (0.02, 0.62, 0.98, 0.62, 0.03), dark),
+        ("line", (0.96, 0.45, 0.99, 0.47, 0.06), (150, 230, 240)),
+        ("line", (0.01, 0.45, 0.02, 0.47, 0.06), (30, 30, 200)),
+        *(("circle", (u, 0.8, r), c) for r, c in ((0.19, tyre), (0.08, hub)) for u in (0.2, 0.8)),
+    ]
 
 
-def _draw(prims: list[_Prim], ox: float, oy: float, bw: float, bh: float, flip: bool,
-          size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Draws primitives into a premultiplied BGR patch and its anti-aliased alpha mask."""
+def _draw(
+    prims: list[_Prim], origin: tuple[float, float], box: tuple[float, float], flip: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws into a premultiplied BGR patch and its alpha; ``origin``: the box's top-left."""
+    (ox, oy), (bw, bh) = origin, box
+    size = (math.ceil(bh) + 5, math.ceil(bw) + 5)
     patch, mask = np.zeros((*size, 3), np.uint8), np.zeros(size, np.uint8)
     s = 1 << _SHIFT
 
@@ -206,7 +232,7 @@ def _draw(prims: list[_Prim], ox: float, oy: float, bw: float, bh: float, flip: 
 def _background(width: int, height: int, seed: int, kerb_y: float) -> np.ndarray:
     rng = np.random.default_rng(seed)
     low = rng.normal(0, 12, (height // 40 + 2, width // 40 + 2)).astype(np.float32)
-    grey = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
+    grey = np.asarray(cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC), np.float32)
     grey += rng.integers(-8, 9, (height, width), dtype=np.int8) + rng.uniform(75, 135)  # grain
     kerb = int(kerb_y * height)
     grey[:kerb] += rng.uniform(30, 60)  # sidewalk concrete, with tile joints
@@ -214,7 +240,8 @@ def _background(width: int, height: int, seed: int, kerb_y: float) -> np.ndarray
     grey[:kerb, ::tile] -= 25
     grey[:kerb:tile] -= 25
     grey8 = np.clip(grey, 0, 255).astype(np.uint8)
-    img = cv2.merge([cv2.add(grey8, float(tint)) for tint in rng.uniform(-6, 6, 3)])
+    tint = np.clip(np.rint(np.arange(256)[None, :, None] + rng.uniform(-6, 6, 3)), 0, 255)
+    img = cv2.LUT(np.dstack([grey8] * 3), tint.astype(np.uint8))  # slight colour cast
     cv2.line(img, (0, kerb), (width, kerb), (175, 180, 180), 5)
     cv2.line(img, (0, kerb + 4), (width, kerb + 4), (45, 45, 45), 2)
     paint = (235, 235, 235) if rng.random() < 0.6 else (40, 190, 230)
@@ -238,35 +265,35 @@ def render_frame(scene: Scene, t_s: float) -> tuple[np.ndarray, list[GroundTruth
     """Renders the scene at ``t_s``: a BGR uint8 frame and the boxes of the visible objects."""
     frame = _background(scene.width, scene.height, scene.seed, scene.kerb_y).copy()
     owner = np.full((scene.height, scene.width), -1, np.int32)  # frontmost object per pixel
-    drawn: list[tuple[int, SceneObject, tuple[int, int, int, int], int]] = []
+    drawn: list[tuple[int, SceneObject, tuple[float, float, float, float], int]] = []
+    scene_size = (scene.width, scene.height)
     placed = [(i, o, st) for i, o in enumerate(scene.objects) if (st := o.state(t_s)) is not None]
     # Nearer objects (lower in the frame) are drawn last, so they occlude farther ones.
-    for i, obj, (x, y, heading, dist) in sorted(placed, key=lambda p: p[2][1] + p[1].box_size[1] / 2):
+    placed.sort(key=lambda p: p[2][1] + p[1].box_size[1] / 2)
+    for i, obj, (x, y, heading, dist) in placed:
         bw, bh = obj.box_size
         x0, y0 = math.floor(x - bw / 2) - 2, math.floor(y - bh / 2) - 2  # patch origin
-        swing = math.sin(2 * math.pi * dist / (0.9 * obj.size))
-        prims = (_person(swing, obj.colour, obj.colour2, obj.skin) if obj.label == "person"
-                 else _car(obj.view, obj.colour, obj.colour2))
-        patch, mask = _draw(prims, x - bw / 2 - x0, y - bh / 2 - y0, bw, bh, heading < 0,
-                            (math.ceil(bh) + 5, math.ceil(bw) + 5))
+        prims = _person(obj, dist) if obj.label == "person" else _car(obj)
+        patch, mask = _draw(prims, (x - bw / 2 - x0, y - bh / 2 - y0), (bw, bh), heading < 0)
         rows, cols = np.nonzero(mask > 127)
         if rows.size == 0:
             continue
-        # Visible part of the patch inside the frame.
-        fx0, fy0 = max(x0, 0), max(y0, 0)
+        fx0, fy0 = max(x0, 0), max(y0, 0)  # the part of the patch inside the frame
         fx1, fy1 = min(x0 + mask.shape[1], scene.width), min(y0 + mask.shape[0], scene.height)
         if fx1 > fx0 and fy1 > fy0:
-            sub = np.s_[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+            sub = np.s_[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
             alpha = mask[sub].astype(np.float32)[..., None] / 255
             # The patch is premultiplied by its anti-aliased alpha.
             region = frame[fy0:fy1, fx0:fx1] * (1 - alpha) + patch[sub]
             frame[fy0:fy1, fx0:fx1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
             owner[fy0:fy1, fx0:fx1][mask[sub] > 127] = i
-        box = (x0 + cols.min(), y0 + rows.min(), x0 + cols.max() + 1, y0 + rows.max() + 1)
-        drawn.append((i, obj, box, rows.size))
+        # The amodal box (the whole drawn object, hidden parts too), clipped to the frame.
+        box = [x0 + cols.min(), y0 + rows.min(), x0 + cols.max() + 1, y0 + rows.max() + 1]
+        x_min, y_min, x_max, y_max = (float(v) for v in np.clip(box, 0, [*scene_size, *scene_size]))
+        drawn.append((i, obj, (x_min, y_min, x_max, y_max), rows.size))
     counts = np.bincount(owner.ravel() + 1, minlength=len(scene.objects) + 1)[1:]
-    boxes = [GroundTruthBox(i, o.label, o.class_id,
-                            (float(max(b[0], 0)), float(max(b[1], 0)),
-                             float(min(b[2], scene.width)), float(min(b[3], scene.height))))
-             for i, o, b, area in sorted(drawn, key=lambda d: d[0]) if counts[i] >= MIN_VISIBLE * area]
-    return frame, boxes
+    return frame, [
+        GroundTruthBox(i, o.label, o.class_id, xyxy)
+        for i, o, xyxy, area in sorted(drawn, key=lambda d: d[0])
+        if counts[i] >= MIN_VISIBLE * area
+    ]
