@@ -47,6 +47,11 @@ def yolov8n() -> Path:
 
 
 @pytest.fixture(scope="session")
+def yolo11n() -> Path:
+    return asset("models/yolo11n.onnx")
+
+
+@pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server

@@ -70,6 +70,13 @@ def test_an_ultralytics_export_is_recognised_from_its_metadata(yolov8n):
     assert model.input_hw_for((432, 768)) == (384, 640)
 
 
+def test_a_yolo11_export_reads_like_a_yolov8_one(yolo11n):
+    model = Model.load(yolo11n, providers=("cpu",))
+    assert (model.spec.family, model.spec.num_classes) == ("yolov8", 80)
+    out = model.run(np.zeros((2, 3, 384, 640), np.float32))
+    assert out.shape == (2, 84, 5040)  # 48x80 + 24x40 + 12x20 anchors
+
+
 def test_labels_and_input_size_can_be_given(yolov8n):
     labels = [f"thing{i}" for i in range(80)]
     spec = Model.load(yolov8n, labels=labels, imgsz=320, providers=("cpu",)).spec
