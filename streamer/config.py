@@ -35,14 +35,35 @@ class SourceConfig(_Model):
     id: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
     """Unique within the file; used in events and stream keys."""
     uri: Annotated[str, Field(min_length=1)]
-    """A video file path (relative to the pipeline file), or a URL such as rtsp://..."""
+    """A video file path (relative to the pipeline file), a URL (rtsp://, http(s):// incl.
+    HLS), or a V4L2 camera device (/dev/video0)."""
     realtime: bool | None = None
-    """Pace the source like a camera. Default: live URLs yes, files no (process every frame)."""
+    """Pace the source like a camera. Default: live sources yes, files no (every frame)."""
     max_latency_ms: Annotated[int, Field(gt=0)] | None = None
     """Overrides realtime.max_latency_ms for this source."""
+    max_fps: Annotated[float, Field(gt=0, le=1000)] | None = None
+    """Keep at most this many frames per second, evenly spaced (default: every frame)."""
+    skip_frames: Literal["none", "nonref", "nonkey"] = "none"
+    """Frames the decoder does not even decode: nonref skips frames no other frame refers
+    to (B-frames), nonkey all but keyframes. Saves decoding CPU under overload."""
+    transport: Literal["tcp", "udp"] = "tcp"
+    """RTSP transport. TCP loses no packets and passes NAT; UDP has less delay."""
+    open_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Live sources: how long opening may take (FFmpeg caps TCP connects near 5 s)."""
+    read_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """Live sources: a stream that sends nothing this long is treated as disconnected."""
+    ffmpeg_options: dict[str, str | int | float] = Field(default_factory=dict)
+    """Extra FFmpeg demuxer/protocol options, e.g. {stimeout: 5000000, fflags: nobuffer}."""
+
+    @property
+    def is_device(self) -> bool:
+        return self.uri.startswith(("/dev/", "v4l2://"))
 
     @property
     def is_file(self) -> bool:
+        """A video file (not a URL, not a device): the one kind that can run offline."""
+        if self.is_device:
+            return False
         return not _URI_SCHEME.match(self.uri) or self.uri.startswith("file://")
 
 

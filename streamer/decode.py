@@ -29,11 +29,9 @@ from streamer.urls import redact
 log = logging.getLogger(__name__)
 
 STAGE = "decode"
-# FFmpeg options for network streams: TCP for RTSP (no packet loss, works through
-# NAT), and a small probe so a stream opens in a fraction of a second.
-LIVE_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "32768"}
-OPEN_TIMEOUT_S = 5.0  # FFmpeg caps the TCP connect timeout near 5 s anyway (PyAV #1243)
-READ_TIMEOUT_S = 5.0
+# RTSP cameras send their parameter sets in band: a small probe opens a stream in about
+# 0.25 s instead of 2.5 s.
+FAST_PROBE = {"analyzeduration": "0", "probesize": "32768"}
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 10.0
 MAX_PTS_STEP_S = 10.0  # a larger jump in timestamps is a discontinuity, not a pause
@@ -64,10 +62,46 @@ def probe_file(uri: str) -> int | None:
         raise SourceError(f"{uri}: not a video file ({exc.strerror or exc})") from None
 
 
-def _open(plan: SourcePlan) -> Any:
-    if plan.config.is_file:
-        return av.open(plan.config.uri)
-    return av.open(plan.config.uri, options=LIVE_OPTIONS, timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S))
+def open_options(config: SourceConfig) -> dict[str, str]:
+    """FFmpeg options for a live source: ours first, the pipeline's own on top."""
+    options: dict[str, str] = {}
+    if config.uri.startswith(("rtsp://", "rtsps://")):
+        options = {"rtsp_transport": config.transport, **FAST_PROBE}
+    options.update({k: str(v) for k, v in config.ffmpeg_options.items()})
+    return options
+
+
+def _open(config: SourceConfig) -> Any:
+    if config.is_file:
+        return av.open(config.uri, options={k: str(v) for k, v in config.ffmpeg_options.items()})
+    timeout = (config.open_timeout_s, config.read_timeout_s)
+    if config.is_device:
+        device = config.uri.removeprefix("v4l2://")
+        return av.open(device, format="v4l2", options=open_options(config), timeout=timeout)
+    return av.open(config.uri, options=open_options(config), timeout=timeout)
+
+
+class RateLimiter:
+    """Keeps at most `max_fps` frames a second, evenly spaced, judged by frame time.
+
+    A frame is kept once its time reaches the next slot; slots advance by whole
+    intervals, so 30 fps limited to 12 keeps 12 frames a second on average. After a gap
+    longer than one interval the slots restart from the frame that ended the gap.
+    """
+
+    def __init__(self, max_fps: float) -> None:
+        self._interval_s = 1.0 / max_fps
+        # Timestamps are rounded to their time base (often milliseconds).
+        self._tolerance_s = min(self._interval_s * 0.1, 0.005)
+        self._next_s: float | None = None
+
+    def keep(self, t_s: float) -> bool:
+        if self._next_s is None or t_s - self._next_s > self._interval_s:
+            self._next_s = t_s
+        if t_s < self._next_s - self._tolerance_s:
+            return False
+        self._next_s += self._interval_s
+        return True
 
 
 class Pacer:
@@ -137,7 +171,7 @@ class VideoSource:
         return self.plan.max_frames is not None and self._index >= self.plan.max_frames
 
     def _decode_once(self) -> None:
-        with _open(self.plan) as container:
+        with _open(self.plan.config) as container:
             self._announce_connected()
             for frame in self._frames(container):
                 self._out.put(frame, self._supervisor.halt)
@@ -168,14 +202,18 @@ class VideoSource:
         )
 
     def _frames(self, container: Any) -> Iterator[Frame]:
+        config = self.plan.config
         stream = container.streams.video[0]
         # Frame threading decodes several frames at once: the most throughput, at the
         # cost of a few frames of delay; only offline files can afford that delay.
-        offline = self.plan.config.is_file and not self.plan.realtime
+        offline = config.is_file and not self.plan.realtime
         stream.thread_type = "AUTO" if offline else "SLICE"
+        if config.skip_frames != "none":
+            stream.codec_context.skip_frame = config.skip_frames.upper()
         rate = stream.average_rate or stream.guessed_rate
         pacer = Pacer(1.0 / float(rate) if rate else 1 / 25)
-        paced = self.plan.config.is_file and self.plan.realtime
+        limiter = RateLimiter(config.max_fps) if config.max_fps else None
+        paced = config.is_file and self.plan.realtime
         budget_ns = self.plan.max_latency_ms * 1_000_000
         for packet in container.demux(stream):
             try:
@@ -184,6 +222,8 @@ class VideoSource:
                 self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
                 continue
             for av_frame in decoded:
+                if self._should_stop() or self._supervisor.halt.is_set():
+                    return
                 index = self._index
                 self._index += 1
                 self._stats.frame_decoded(self.id)
@@ -192,6 +232,11 @@ class VideoSource:
                     self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
                     continue
                 pts_s = float(av_frame.time) if av_frame.time is not None else None
+                if limiter is not None and not limiter.keep(
+                    pts_s if pts_s is not None else time.monotonic()
+                ):
+                    self._stats.frame_dropped(STAGE, DropReason.RATE_LIMIT.value)
+                    continue
                 if paced:
                     captured_ns = pacer.stamp_ns(pts_s)
                     self._sleep_until(captured_ns)
@@ -209,8 +254,6 @@ class VideoSource:
                     image=image,
                 )
                 yield frame
-                if self._should_stop() or self._supervisor.halt.is_set():
-                    return
 
     def _sleep_until(self, due_ns: int) -> None:
         while not self._supervisor.stop_sources.is_set():

@@ -22,6 +22,7 @@ class DropReason(str, Enum):
     DEADLINE = "deadline"  # the frame could no longer finish before its deadline
     DECODE_ERROR = "decode_error"  # the decoder could not produce the frame
     SHUTDOWN = "shutdown"  # still queued when the pipeline had to stop without draining
+    RATE_LIMIT = "max_fps"  # decimated to the source's max_fps
 
 
 @dataclass(frozen=True, slots=True)

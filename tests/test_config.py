@@ -47,9 +47,20 @@ def test_urls_are_kept_as_they_are(tmp_path):
     assert not source.is_file
 
 
+SOURCE_EXTRAS = """    uri: rtsp://cam/1
+    realtime: true
+    max_latency_ms: 300
+    max_fps: 5
+    skip_frames: nonref
+    transport: udp
+    open_timeout_s: 3
+    read_timeout_s: 2.5
+    ffmpeg_options: {fflags: nobuffer, buffer_size: 1048576}"""
+
+
 def test_full_file(tmp_path):
     text = (
-        MINIMAL
+        MINIMAL.replace("    uri: videos/a.mp4", SOURCE_EXTRAS)
         + """
   format: yolox
   labels: [a, b]
@@ -70,6 +81,9 @@ sink:
 """
     )
     config = load_config(write(tmp_path, text))
+    source = config.sources[0]
+    assert (source.max_fps, source.skip_frames, source.transport) == (5, "nonref", "udp")
+    assert source.ffmpeg_options == {"fflags": "nobuffer", "buffer_size": 1048576}
     assert config.model.batch.max_size == 8
     assert config.queues.decoded.overflow is Overflow.DROP_NEWEST
     assert config.sink.redis.stream == "s:{pipeline}:{source}"
@@ -105,6 +119,14 @@ sink:
         (
             ("name: lobby", "name: lobby\nsink: {redis: {stream: 'a:{camera}'}}"),
             r"sink\.redis\.stream: unknown placeholder \{camera\}",
+        ),
+        (
+            ("    uri: videos/a.mp4", "    uri: videos/a.mp4\n    max_fps: 0"),
+            r"sources\[0\]\.max_fps: Input should be greater than 0, got 0",
+        ),
+        (
+            ("    uri: videos/a.mp4", "    uri: videos/a.mp4\n    transport: quic"),
+            r"sources\[0\]\.transport: Input should be 'tcp' or 'udp'",
         ),
         (
             ("name: lobby", "name: lobby\nqueues: {decoded: {overflow: leak}}"),

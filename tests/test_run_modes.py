@@ -243,3 +243,27 @@ def test_h265_in_mkv_with_audio_and_mpeg4_in_avi(
         frames = [e for e in events if e["source"] == source and e["type"] == "detections"]
         with_person = [e for e in frames if any(o["label"] == "person" for o in e["objects"])]
         assert len(with_person) >= 27, (source, len(with_person))
+
+
+def test_max_fps_keeps_evenly_spaced_frames_and_counts_the_rest(
+    tmp_path, redis_client, redis_server, person_clip, yolox_nano
+):
+    pipeline = one_source_pipeline(tmp_path, "cap", person_clip, yolox_nano, ", max_fps: 5")
+    result, stats = run_with_stats(pipeline, redis_server.url, "--max-frames", "40")
+    assert result.returncode == 0, result.stderr
+    assert stats["frames"] == {"decoded": 40, "processed": 20, "dropped": {"decode:max_fps": 20}}
+    events = read_events(redis_client, "streamer:cap:events")
+    indices = [e["frame"]["index"] for e in events if e["type"] == "detections"]
+    assert indices == list(range(0, 40, 2))
+
+
+def test_skipping_non_reference_frames_decodes_fewer_frames(
+    tmp_path, redis_server, person_clip, yolox_nano
+):
+    pipeline = one_source_pipeline(tmp_path, "skip", person_clip, yolox_nano,
+                                   ", skip_frames: nonref")  # fmt: skip
+    result, stats = run_with_stats(pipeline, redis_server.url)
+    assert result.returncode == 0, result.stderr
+    # The clip has B-frames: only its I- and P-frames are decoded.
+    assert 400 < stats["frames"]["decoded"] < 1394 / 2
+    assert stats["frames"]["processed"] == stats["frames"]["decoded"]

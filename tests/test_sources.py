@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 
 from streamer.config import SourceConfig
-from streamer.decode import SourcePlan, VideoSource
+from streamer.decode import RateLimiter, SourcePlan, VideoSource, open_options
 from streamer.messages import DropReason, EndOfStream, SourceStatus
 from streamer.queues import Overflow, StageQueue
 from streamer.runtime import Supervisor
@@ -56,4 +57,34 @@ def test_an_unreachable_camera_is_retried_while_a_file_goes_on(
 
 
 def test_drop_reasons_are_named():
-    assert {r.value for r in DropReason} == {"queue_full", "deadline", "decode_error", "shutdown"}
+    assert {r.value for r in DropReason} == {
+        "queue_full", "deadline", "decode_error", "shutdown", "max_fps"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fps_in", "max_fps", "kept_per_second"),
+    [(30, 10, 10), (30, 12, 12), (25, 10, 10), (10, 30, 10), (30, 30, 30), (30, 1, 1)],
+)
+def test_the_rate_limit_keeps_evenly_spaced_frames(fps_in, max_fps, kept_per_second):
+    limiter = RateLimiter(max_fps)
+    times = [i / fps_in for i in range(fps_in * 10)]  # ten seconds
+    kept = [t for t in times if limiter.keep(t)]
+    assert len(kept) == pytest.approx(kept_per_second * 10, abs=1)
+    gaps = [b - a for a, b in itertools.pairwise(kept)]
+    assert max(gaps) - min(gaps) <= 1 / fps_in + 1e-9  # never more than one frame uneven
+
+
+def test_the_rate_limit_restarts_after_a_gap():
+    limiter = RateLimiter(5)
+    assert [limiter.keep(t) for t in (0.0, 0.1, 0.2, 10.0, 10.1, 10.2)] == [
+        True, False, True, True, False, True]  # fmt: skip
+
+
+def test_open_options():
+    rtsp = SourceConfig(id="a", uri="rtsp://cam/1", transport="udp",
+                        ffmpeg_options={"probesize": 500000, "fflags": "nobuffer"})  # fmt: skip
+    assert open_options(rtsp) == {"rtsp_transport": "udp", "analyzeduration": "0",
+                                  "probesize": "500000", "fflags": "nobuffer"}  # fmt: skip
+    assert open_options(SourceConfig(id="a", uri="https://cdn/live.m3u8")) == {}
+    device = SourceConfig(id="a", uri="/dev/video0")
+    assert (device.is_device, device.is_file) == (True, False)
