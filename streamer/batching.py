@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from streamer.deadlines import InferenceEstimate, is_expired
+from streamer.deadlines import WorkEstimate, is_expired
 from streamer.messages import DropReason, Inferred, Prepared
 from streamer.models import Model
 from streamer.queues import POLL_S
@@ -31,7 +31,7 @@ class InferenceStage(Stage[Prepared, Inferred]):
         model: Model,
         max_batch: int,
         max_wait_ms: float,
-        estimate: InferenceEstimate,
+        estimate: WorkEstimate,
         stats: RunStats,
     ) -> None:
         self._model = model
@@ -47,12 +47,12 @@ class InferenceStage(Stage[Prepared, Inferred]):
         due = self._first_ns + self._max_wait_ns
         deadlines = [p.frame.deadline_ns for p in self._pending if p.frame.deadline_ns is not None]
         if deadlines:
-            due = min(due, min(deadlines) - self._estimate.expected_ns)
+            due = min(due, min(deadlines) - self._estimate.reserve_ns)
         return due
 
     def process(self, item: Prepared) -> Iterable[Inferred]:
         now = time.monotonic_ns()
-        if is_expired(item.frame.deadline_ns, now, self._estimate.expected_ns):
+        if is_expired(item.frame.deadline_ns, now, self._estimate.reserve_ns):
             self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
             return ()
         if not self._pending:
@@ -80,7 +80,7 @@ class InferenceStage(Stage[Prepared, Inferred]):
         now = time.monotonic_ns()
         batch: list[Prepared] = []
         for item in pending:
-            if is_expired(item.frame.deadline_ns, now, self._estimate.expected_ns):
+            if is_expired(item.frame.deadline_ns, now, self._estimate.reserve_ns):
                 self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
             else:
                 batch.append(item)
@@ -93,7 +93,7 @@ class InferenceStage(Stage[Prepared, Inferred]):
             started = time.monotonic_ns()
             outputs = self._model.run(np.stack([p.tensor for p in group]))
             finished = time.monotonic_ns()
-            self._estimate.record(finished - started)
+            self._estimate.record_inference(finished - started)
             for item, output in zip(group, outputs, strict=True):
                 deadline = item.frame.deadline_ns
                 results.append(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 
-EMA_WEIGHT = 0.2  # weight of the newest inference time in the running estimate
+WINDOW = 16  # recent timings the reserve is taken from
 
 
 def is_expired(deadline_ns: int | None, now_ns: int, reserve_ns: int = 0) -> bool:
@@ -18,26 +19,37 @@ def is_expired(deadline_ns: int | None, now_ns: int, reserve_ns: int = 0) -> boo
     return deadline_ns is not None and now_ns + reserve_ns > deadline_ns
 
 
-class InferenceEstimate:
-    """A running estimate of how long one inference call takes (exponential average).
+class WorkEstimate:
+    """How long the work left after batch formation takes: the reserve a frame needs.
 
-    Written by the inference thread, read by the stages before it to judge whether a
-    frame can still make its deadline.
+    The inference thread records how long each model call takes, the postprocessing
+    thread how long each frame takes there. The reserve is the slowest recent call plus,
+    for a full batch, the slowest recent postprocessing of each of its frames: a frame
+    is only let through when even a slow batch would still end before its deadline, so
+    latency stays within the budget rather than around it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_batch: int) -> None:
         self._lock = threading.Lock()
-        self._expected_ns = 0
+        self._max_batch = max_batch
+        self._inference_ns: deque[int] = deque(maxlen=WINDOW)
+        self._postprocess_ns: deque[int] = deque(maxlen=WINDOW)
+        self._reserve_ns = 0
 
     @property
-    def expected_ns(self) -> int:
-        return self._expected_ns
+    def reserve_ns(self) -> int:
+        return self._reserve_ns
 
-    def record(self, elapsed_ns: int) -> None:
+    def record_inference(self, elapsed_ns: int) -> None:
         with self._lock:
-            if self._expected_ns == 0:
-                self._expected_ns = elapsed_ns
-            else:
-                self._expected_ns = int(
-                    EMA_WEIGHT * elapsed_ns + (1 - EMA_WEIGHT) * self._expected_ns
-                )
+            self._inference_ns.append(elapsed_ns)
+            self._update()
+
+    def record_postprocess(self, elapsed_ns: int) -> None:
+        with self._lock:
+            self._postprocess_ns.append(elapsed_ns)
+            self._update()
+
+    def _update(self) -> None:
+        slowest_post = max(self._postprocess_ns, default=0)
+        self._reserve_ns = max(self._inference_ns, default=0) + self._max_batch * slowest_post

@@ -197,9 +197,10 @@ class VideoSource:
             delay_s = min(delay_s * 2, RETRY_MAX_S)
 
     def _announce_connected(self) -> None:
-        self._out.put_control(
-            SourceStatus(self.id, "connected", time.time(), redact(self.plan.config.uri))
-        )
+        url = redact(self.plan.config.uri)
+        if not self.plan.config.is_file:
+            log.info("source %s connected (%s)", self.id, url)
+        self._out.put_control(SourceStatus(self.id, "connected", time.time(), url))
 
     def _frames(self, container: Any) -> Iterator[Frame]:
         config = self.plan.config

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from streamer.batching import InferenceStage
 from streamer.config import PipelineConfig, QueueConfig
-from streamer.deadlines import InferenceEstimate
+from streamer.deadlines import WorkEstimate
 from streamer.decode import SourcePlan, VideoSource, probe_file
 from streamer.errors import ConfigError
 from streamer.events import EventFactory, new_ulid
@@ -69,7 +69,8 @@ def plan_queues(config: PipelineConfig, live: bool, max_batch: int) -> dict[str,
     leaky = Overflow.DROP_OLDEST if live else Overflow.BLOCK
     defaults = {
         "decoded": QueuePlan(2 * n if live else 8 * n, leaky),
-        "prepared": QueuePlan(2 * max_batch, leaky),
+        # Live: one batch waiting at most, so the model always gets the freshest frames.
+        "prepared": QueuePlan(max_batch if live else 2 * max_batch, leaky),
         "inferred": QueuePlan(4 * max_batch, Overflow.BLOCK),
         "events": QueuePlan(4096, Overflow.BLOCK),
     }
@@ -158,7 +159,7 @@ class Pipeline:
         queues = plan_queues(config, live, max_batch)
         self._queues = {name: self._make_queue(name, plan) for name, plan in queues.items()}
 
-        estimate = InferenceEstimate()
+        estimate = WorkEstimate(max_batch)
         self._sources = [
             VideoSource(p, self._queues["decoded"], self.stats, self.supervisor)
             for p in self._plans
@@ -179,6 +180,7 @@ class Pipeline:
                     detection_rules(config, self.model),
                     factory,
                     frozenset(config.events.emit),
+                    estimate,
                     self.stats,
                 ),
                 "inferred",

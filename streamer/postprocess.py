@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamer.boxes import nms, unletterbox
+from streamer.deadlines import WorkEstimate
 from streamer.events import EventFactory
 from streamer.messages import Control, Detections, Event, Inferred, SourceStatus
 from streamer.models import Model
@@ -49,21 +50,25 @@ class PostprocessStage(Stage[Inferred, Event]):
         rules: DetectionRules,
         factory: EventFactory,
         emit: frozenset[str],
+        estimate: WorkEstimate,
         stats: RunStats,
     ) -> None:
         self._model = model
         self._rules = rules
         self._factory = factory
         self._emit = emit
+        self._estimate = estimate
         self._stats = stats
 
     def process(self, item: Inferred) -> Iterable[Event]:
+        started = time.monotonic_ns()
         detections = detections_from_output(self._model, item, self._rules)
         frame = item.prepared.frame
         events = []
         if "detections" in self._emit:
             events.append(self._factory.detections(frame, detections))
         self._stats.events_emitted(len(events))
+        self._estimate.record_postprocess(time.monotonic_ns() - started)
         # A frame's latency ends with its events reaching Redis, or here if it has none.
         no_event_latency = None if events else (time.monotonic_ns() - frame.captured_ns) / 1e6
         self._stats.frame_processed(no_event_latency)

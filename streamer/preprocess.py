@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from streamer.boxes import letterbox_geometry
-from streamer.deadlines import InferenceEstimate, is_expired
+from streamer.deadlines import WorkEstimate, is_expired
 from streamer.messages import DropReason, Frame, Letterbox, Prepared
 from streamer.models import Model, ModelSpec
 from streamer.runtime import Stage
@@ -55,14 +55,14 @@ class PreprocessStage(Stage[Frame, Prepared]):
 
     name = "preprocess"
 
-    def __init__(self, model: Model, estimate: InferenceEstimate, stats: RunStats) -> None:
+    def __init__(self, model: Model, estimate: WorkEstimate, stats: RunStats) -> None:
         self._model = model
         self._estimate = estimate
         self._stats = stats
         self._input_hw: dict[tuple[int, int], tuple[int, int]] = {}
 
     def process(self, item: Frame) -> Iterable[Prepared]:
-        if is_expired(item.deadline_ns, time.monotonic_ns(), self._estimate.expected_ns):
+        if is_expired(item.deadline_ns, time.monotonic_ns(), self._estimate.reserve_ns):
             self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
             return ()
         frame_hw = (item.height, item.width)
