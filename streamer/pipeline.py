@@ -24,7 +24,7 @@ from streamer.postprocess import DetectionRules, PostprocessStage
 from streamer.preprocess import PreprocessStage
 from streamer.queues import Overflow, StageQueue
 from streamer.runtime import Stage, Supervisor, run_stage
-from streamer.sink import RedisSink, connect
+from streamer.sink import RedisSink, check_stream_keys, connect
 from streamer.stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,9 @@ class Pipeline:
         self.stats.providers = self.model.providers
         self.supervisor = Supervisor()
         client = connect(redis_url)
+        template = config.sink.redis.stream
+        keys = sorted({template.format(pipeline=config.name, source=sid) for sid in source_ids})
+        check_stream_keys(client, keys, redis_url)
 
         spec_batch = self.model.spec.batch
         max_batch = config.model.batch.max_size

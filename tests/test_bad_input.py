@@ -154,3 +154,13 @@ def test_bad_usage(tmp_path):
     result = run_cli("run", str(tmp_path / "p.yaml"), "--max-frames", "0")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_a_stream_key_that_holds_something_else(tmp_path, redis_server, redis_client, person_clip,
+                                                yolox_nano):  # fmt: skip
+    redis_client.set("streamer:t:events", "not a stream")
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano))
+    assert_one_line_error(
+        run_cli("run", str(path), "--redis-url", redis_server.url),
+        "key 'streamer:t:events' holds a string, not a stream",
+    )

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from streamer.errors import SinkError
+from streamer.events import new_ulid
 from streamer.messages import EndOfStream, Event
 from streamer.queues import Overflow, StageQueue
 from streamer.runtime import Supervisor
-from streamer.sink import RedisSink, connect
+from streamer.sink import RedisSink, check_stream_keys, connect
 from streamer.stats import RunStats
 from tools.local_redis import RedisServer
 
@@ -20,15 +25,21 @@ pytestmark = pytest.mark.integration
 
 
 def event(seq: int, source: str = "cam1") -> Event:
-    payload = {"seq": seq, "source": source, "type": "detections"}
+    payload = {"id": new_ulid(), "seq": seq, "source": source, "type": "detections"}
     return Event(source, "detections", payload, time.monotonic_ns())
 
 
-def start_sink(url: str, maxlen: int = 100_000, template: str = "s:{pipeline}:{source}"):
+def start_sink(
+    url: str,
+    maxlen: int = 100_000,
+    template: str = "s:{pipeline}:{source}",
+    client: redis.Redis | None = None,
+):
     inbox: StageQueue[Event] = StageQueue("events", 100_000, Overflow.BLOCK, lambda i, r: None)
     stats = RunStats(["cam1"])
     supervisor = Supervisor()
-    sink = RedisSink(connect(url), template, "p", maxlen, inbox, ["cam1"], stats, supervisor)
+    client = client or connect(url)
+    sink = RedisSink(client, template, "p", maxlen, inbox, ["cam1"], stats, supervisor)
     thread = threading.Thread(target=sink.run)
     thread.start()
     return inbox, stats, supervisor, thread
@@ -75,7 +86,7 @@ def test_events_wait_while_redis_is_away_and_arrive_in_order_after(tmp_path):
         while stats.snapshot()["events"]["delivered"] < 100 and time.monotonic() < deadline:
             time.sleep(0.05)
         server.stop()  # Redis goes away; its data with it (no persistence here)
-        for i in range(101, 301):
+        for i in range(101, 3001):  # more than one batch: the spool holds them all
             inbox.put(event(i), stop)
         time.sleep(0.5)
         assert stats.snapshot()["events"]["delivered"] == 100
@@ -84,9 +95,9 @@ def test_events_wait_while_redis_is_away_and_arrive_in_order_after(tmp_path):
         thread.join(timeout=30)
         assert not thread.is_alive()
         client = redis.Redis.from_url(server.url)
-        assert seqs(client, "s:p:cam1") == list(range(101, 301))
+        assert seqs(client, "s:p:cam1") == list(range(101, 3001))
         client.close()
-        assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 300, "lost": 0}
+        assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 3000, "lost": 0}
     finally:
         server.stop()
 
@@ -103,3 +114,90 @@ def test_what_cannot_be_delivered_when_halted_is_counted_as_lost(tmp_path):
     thread.join(timeout=15)
     assert not thread.is_alive()
     assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 0, "lost": 10}
+
+
+class ReplyEater:
+    """A loopback TCP proxy to Redis that can swallow Redis's replies: the commands get
+    through and are run, but the client never hears back (a timeout after the write)."""
+
+    def __init__(self, port: int) -> None:
+        self.swallow = threading.Event()
+        self._target = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = threading.Event()
+        self._threads = [threading.Thread(target=self._accept)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        self._listener.settimeout(0.1)
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            server = socket.create_connection(("127.0.0.1", self._target))
+            for src, dst, eat in ((client, server, False), (server, client, True)):
+                t = threading.Thread(target=self._pipe, args=(src, dst, eat))
+                t.start()
+                self._threads.append(t)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, eat: bool) -> None:
+        src.settimeout(0.1)
+        while not self._closed.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if not (eat and self.swallow.is_set()):
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+        for sock in (src, dst):
+            sock.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._listener.close()
+
+
+def test_a_batch_redis_wrote_but_never_confirmed_is_not_written_twice(redis_server, redis_client):
+    proxy = ReplyEater(redis_server.port)
+    try:
+        via_proxy = f"redis://127.0.0.1:{proxy.port}/0"
+        impatient = redis.Redis.from_url(via_proxy, socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
+        inbox, stats, _, thread = start_sink(via_proxy, client=impatient)
+        stop = threading.Event()
+        inbox.put(event(1), stop)  # connects, and is confirmed
+        deadline = time.monotonic() + 10
+        while stats.snapshot()["events"]["delivered"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proxy.swallow.set()  # Redis runs the next batch; its replies are lost on the way back
+        for i in range(2, 51):
+            inbox.put(event(i), stop)
+        while redis_client.xlen("s:p:cam1") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.6)  # past the sink's socket timeout: it cannot know what was written
+        assert redis_client.xlen("s:p:cam1") > 1
+        assert stats.snapshot()["events"]["delivered"] == 1
+        proxy.swallow.clear()
+        inbox.put_control(EndOfStream("cam1", "eof"))
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert seqs(redis_client, "s:p:cam1") == list(range(1, 51))
+        assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 50, "lost": 0}
+    finally:
+        proxy.close()
+
+
+def test_a_key_that_is_not_a_stream_is_refused_at_start(redis_server, redis_client):
+    redis_client.set("s:p:cam1", "a string")
+    with pytest.raises(SinkError, match="key 's:p:cam1' holds a string, not a stream"):
+        check_stream_keys(redis_client, ["s:p:cam1", "s:p:cam2"], redis_server.url)
