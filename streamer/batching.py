@@ -75,28 +75,38 @@ class InferenceStage(Stage[Prepared, Inferred]):
     def flush(self) -> Iterable[Inferred]:
         return self._run() if self._pending else ()
 
+    def discard(self) -> list[Prepared]:
+        pending, self._pending = self._pending, []
+        return pending
+
     def _run(self) -> list[Inferred]:
         pending, self._pending = self._pending, []
-        now = time.monotonic_ns()
-        batch: list[Prepared] = []
-        for item in pending:
-            if is_expired(item.frame.deadline_ns, now, self._estimate.reserve_ns):
-                self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
-            else:
-                batch.append(item)
         # Frames of different sizes get different input shapes: one call per shape.
         by_shape: dict[tuple[int, ...], list[Prepared]] = {}
-        for item in batch:
+        for item in pending:
             by_shape.setdefault(item.tensor.shape, []).append(item)
         results: list[Inferred] = []
         for group in by_shape.values():
+            batch = self._still_in_time(group)
+            if not batch:
+                continue
             started = time.monotonic_ns()
-            outputs = self._model.run(np.stack([p.tensor for p in group]))
+            outputs = self._model.run(np.stack([p.tensor for p in batch]))
             finished = time.monotonic_ns()
             self._estimate.record_inference(finished - started)
-            for item, output in zip(group, outputs, strict=True):
+            for item, output in zip(batch, outputs, strict=True):
                 deadline = item.frame.deadline_ns
-                results.append(
-                    Inferred(item, output, late=deadline is not None and finished > deadline)
-                )
+                late = deadline is not None and finished > deadline
+                results.append(Inferred(item, output, late=late))
         return results
+
+    def _still_in_time(self, group: list[Prepared]) -> list[Prepared]:
+        """The frames that can still finish before their deadline; the others are dropped."""
+        now = time.monotonic_ns()
+        kept = []
+        for item in group:
+            if is_expired(item.frame.deadline_ns, now, self._estimate.reserve_ns):
+                self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
+            else:
+                kept.append(item)
+        return kept

@@ -91,7 +91,7 @@ def nms(
     """
     if len(xyxy) == 0:
         return np.empty((0,), np.int64)
-    offset = float(np.abs(xyxy).max()) + 1.0
+    offset = 2 * float(np.abs(xyxy).max()) + 1.0  # wider than any box, even one below zero
     shifted = xyxy + (class_ids.astype(np.float64) * offset)[:, None]
     order = np.argsort(-scores, kind="stable")
     keep: list[int] = []

@@ -36,7 +36,7 @@ T = TypeVar("T")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DRAIN_TIMEOUT_S = 10.0  # after a stop request, how long in-flight frames may take to drain
-JOIN_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 10.0  # after a halt; the sink may still be finishing a write
 
 
 def say_error(message: str) -> None:
@@ -57,8 +57,9 @@ def in_file(path: Path, build: Callable[[], T]) -> T:
 
 
 def redis_url_for(flag: str | None, from_file: str | None) -> str:
-    """--redis-url, else $STREAMER_REDIS_URL, else the pipeline's sink.redis.url, else local."""
-    return flag or os.environ.get("STREAMER_REDIS_URL") or from_file or DEFAULT_REDIS_URL
+    """--redis-url (click fills it from $STREAMER_REDIS_URL when not given), else the
+    pipeline's sink.redis.url, else the local default."""
+    return flag or from_file or DEFAULT_REDIS_URL
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,9 +147,11 @@ def _run_until_done(pipeline: Pipeline, duration: float | None) -> int:
         if len(signals) == 1:
             log.warning("%s: stopping sources and draining", signal.Signals(signum).name)
             pipeline.stop()
-        else:
+        elif len(signals) == 2:
             log.warning("second signal: stopping now")
             pipeline.halt()
+        else:
+            os._exit(EXIT_INTERRUPTED)  # a thread is stuck and the user insists
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
@@ -157,7 +160,7 @@ def _run_until_done(pipeline: Pipeline, duration: float | None) -> int:
     pipeline.start()
     try:
         with display:
-            while pipeline.running():
+            while pipeline.running() and not pipeline.supervisor.halt.is_set():
                 time.sleep(0.1)
                 now = time.monotonic()
                 if duration is not None and now - started >= duration:
@@ -168,6 +171,8 @@ def _run_until_done(pipeline: Pipeline, duration: float | None) -> int:
                     log.warning("draining took over %.0f s; stopping now", DRAIN_TIMEOUT_S)
                     pipeline.halt()
                 display.update(pipeline.stats.snapshot())
+            # Halted (a failure, a second signal, a drain that took too long): every
+            # thread gives up within moments; the join below waits a bounded time.
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -215,6 +220,8 @@ def inspect(model_file: Path) -> None:
     from streamer.models.runtime import open_session
 
     try:
+        # The inputs and outputs first, from a bare session: they are what to look at
+        # when the family is not recognised.
         session = open_session(model_file, ["cpu"], threads=1)
         click.echo(f"model: {model_file}")
         for i in session.get_inputs():

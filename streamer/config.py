@@ -106,18 +106,24 @@ class RealtimeConfig(_Model):
     """Frame deadline budget: a frame that cannot become events within this is dropped."""
 
 
-class QueueConfig(_Model):
+class LosslessQueueConfig(_Model):
     size: Annotated[int, Field(ge=1, le=100_000)] | None = None
+
+
+class QueueConfig(LosslessQueueConfig):
     overflow: Overflow | None = None
 
 
 class QueuesConfig(_Model):
-    """The queue in front of each stage. Defaults depend on whether the sources are live."""
+    """The queue in front of each stage. Defaults depend on whether the sources are live.
+
+    Only the queues before inference may drop: after it the compute is spent, and the
+    events queue holds what a consumer counts on."""
 
     decoded: QueueConfig = QueueConfig()
     prepared: QueueConfig = QueueConfig()
-    inferred: QueueConfig = QueueConfig()
-    events: QueueConfig = QueueConfig()
+    inferred: LosslessQueueConfig = LosslessQueueConfig()
+    events: LosslessQueueConfig = LosslessQueueConfig()
 
 
 class EventsConfig(_Model):
@@ -150,6 +156,12 @@ class RedisSinkConfig(_Model):
         for name in re.findall(r"{([^}]*)}", stream):
             if name not in ("pipeline", "source"):
                 raise ValueError(f"unknown placeholder {{{name}}}; use {{pipeline}} or {{source}}")
+        try:
+            stream.format(pipeline="p", source="s")
+        except (ValueError, IndexError, KeyError) as exc:
+            raise ValueError(
+                f"not a valid template ({exc}); write braces as {{{{ and }}}}"
+            ) from None
         return stream
 
 
@@ -265,7 +277,10 @@ def with_overrides(
             new_sources = []
         if not uri:
             raise ConfigError(f"--source {option}: empty URI")
-        entry = SourceConfig(id=source_id, uri=uri)
+        try:
+            entry = SourceConfig(id=source_id, uri=uri)
+        except ValidationError as exc:
+            raise ConfigError(f"--source {option}: {_one_line(exc.errors()[0])}") from None
         if entry.is_file:
             entry = entry.model_copy(update={"uri": _resolve(uri, Path.cwd())})
         index = next((i for i, s in enumerate(new_sources) if s.id == source_id), None)

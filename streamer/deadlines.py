@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 WINDOW = 16  # recent timings the reserve is taken from
+MEMORY_S = 5.0  # and none older than this
 
 
 def is_expired(deadline_ns: int | None, now_ns: int, reserve_ns: int = 0) -> bool:
@@ -26,30 +28,29 @@ class WorkEstimate:
     thread how long each frame takes there. The reserve is the slowest recent call plus,
     for a full batch, the slowest recent postprocessing of each of its frames: a frame
     is only let through when even a slow batch would still end before its deadline, so
-    latency stays within the budget rather than around it.
+    latency stays within the budget rather than around it. Timings older than
+    MEMORY_S are forgotten: if an overestimate made every frame look hopeless, no new
+    timing would ever correct it.
     """
 
     def __init__(self, max_batch: int) -> None:
         self._lock = threading.Lock()
         self._max_batch = max_batch
-        self._inference_ns: deque[int] = deque(maxlen=WINDOW)
-        self._postprocess_ns: deque[int] = deque(maxlen=WINDOW)
-        self._reserve_ns = 0
+        self._inference: deque[tuple[int, int]] = deque(maxlen=WINDOW)  # (when, took) ns
+        self._postprocess: deque[tuple[int, int]] = deque(maxlen=WINDOW)
 
     @property
     def reserve_ns(self) -> int:
-        return self._reserve_ns
+        with self._lock:
+            oldest = time.monotonic_ns() - int(MEMORY_S * 1e9)
+            infer = max((took for when, took in self._inference if when >= oldest), default=0)
+            post = max((took for when, took in self._postprocess if when >= oldest), default=0)
+        return infer + self._max_batch * post
 
     def record_inference(self, elapsed_ns: int) -> None:
         with self._lock:
-            self._inference_ns.append(elapsed_ns)
-            self._update()
+            self._inference.append((time.monotonic_ns(), elapsed_ns))
 
     def record_postprocess(self, elapsed_ns: int) -> None:
         with self._lock:
-            self._postprocess_ns.append(elapsed_ns)
-            self._update()
-
-    def _update(self) -> None:
-        slowest_post = max(self._postprocess_ns, default=0)
-        self._reserve_ns = max(self._inference_ns, default=0) + self._max_batch * slowest_post
+            self._postprocess.append((time.monotonic_ns(), elapsed_ns))

@@ -34,6 +34,7 @@ STAGE = "decode"
 FAST_PROBE = {"analyzeduration": "0", "probesize": "32768"}
 RETRY_INITIAL_S = 0.5
 RETRY_MAX_S = 10.0
+HEALTHY_S = 30.0  # a stream that lasted this long resets the reconnect backoff
 MAX_PTS_STEP_S = 10.0  # a larger jump in timestamps is a discontinuity, not a pause
 
 
@@ -47,14 +48,14 @@ class SourcePlan:
     max_frames: int | None
 
 
-def probe_file(uri: str) -> int | None:
+def probe_file(uri: str, options: dict[str, str] | None = None) -> int | None:
     """The number of frames the container announces (None: unknown); SourceError when
     `uri` is not a readable video file."""
     path = Path(uri)
     if not path.is_file():
         raise SourceError(f"{uri}: video file not found")
     try:
-        with av.open(uri) as container:
+        with av.open(uri, options=options) as container:
             if not container.streams.video:
                 raise SourceError(f"{uri}: no video track")
             return int(container.streams.video[0].frames) or None
@@ -67,13 +68,17 @@ def open_options(config: SourceConfig) -> dict[str, str]:
     options: dict[str, str] = {}
     if config.uri.startswith(("rtsp://", "rtsps://")):
         options = {"rtsp_transport": config.transport, **FAST_PROBE}
-    options.update({k: str(v) for k, v in config.ffmpeg_options.items()})
+    options.update(file_options(config))
     return options
+
+
+def file_options(config: SourceConfig) -> dict[str, str]:
+    return {k: str(v) for k, v in config.ffmpeg_options.items()}
 
 
 def _open(config: SourceConfig) -> Any:
     if config.is_file:
-        return av.open(config.uri, options={k: str(v) for k, v in config.ffmpeg_options.items()})
+        return av.open(config.uri, options=file_options(config))
     timeout = (config.open_timeout_s, config.read_timeout_s)
     if config.is_device:
         device = config.uri.removeprefix("v4l2://")
@@ -86,7 +91,7 @@ class RateLimiter:
 
     A frame is kept once its time reaches the next slot; slots advance by whole
     intervals, so 30 fps limited to 12 keeps 12 frames a second on average. After a gap
-    longer than one interval the slots restart from the frame that ended the gap.
+    longer than one interval, or a jump back in time, the slots restart from that frame.
     """
 
     def __init__(self, max_fps: float) -> None:
@@ -96,8 +101,8 @@ class RateLimiter:
         self._next_s: float | None = None
 
     def keep(self, t_s: float) -> bool:
-        if self._next_s is None or t_s - self._next_s > self._interval_s:
-            self._next_s = t_s
+        if self._next_s is None or abs(t_s - self._next_s) > self._interval_s:
+            self._next_s = t_s  # the first frame, or a jump in time either way
         if t_s < self._next_s - self._tolerance_s:
             return False
         self._next_s += self._interval_s
@@ -180,12 +185,14 @@ class VideoSource:
         delay_s = RETRY_INITIAL_S
         url = redact(self.plan.config.uri)
         while not self._should_stop():
+            opened = time.monotonic()
             try:
                 self._decode_once()
-                delay_s = RETRY_INITIAL_S
                 detail = "stream ended"
             except (av.error.FFmpegError, OSError) as exc:
                 detail = redact(str(exc))
+            if time.monotonic() - opened >= HEALTHY_S:
+                delay_s = RETRY_INITIAL_S  # it worked for a while: start the backoff afresh
             if self._should_stop():
                 return
             log.warning("source %s (%s): %s; retrying in %.1f s", self.id, url, detail, delay_s)

@@ -86,14 +86,6 @@ class Detections:
     def __len__(self) -> int:
         return len(self.xyxy)
 
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(
-            xyxy=np.empty((0, 4), np.float32),
-            confidence=np.empty((0,), np.float32),
-            class_id=np.empty((0,), np.int64),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Inferred:

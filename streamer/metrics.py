@@ -26,6 +26,11 @@ class StatsCollector(Collector):
             "Frames through postprocessing",
             value=s["frames"]["processed"],
         )
+        yield CounterMetricFamily(
+            "streamer_frames_late",
+            "Frames whose inference ended past their deadline",
+            value=s["frames"]["late"],
+        )
         dropped = CounterMetricFamily(
             "streamer_frames_dropped", "Dropped frames", labels=["stage", "reason"]
         )

@@ -13,16 +13,16 @@ import logging
 from dataclasses import dataclass
 
 from streamer.batching import InferenceStage
-from streamer.config import PipelineConfig, QueueConfig
+from streamer.config import PipelineConfig
 from streamer.deadlines import WorkEstimate
-from streamer.decode import SourcePlan, VideoSource, probe_file
+from streamer.decode import SourcePlan, VideoSource, file_options, probe_file
 from streamer.errors import ConfigError
 from streamer.events import EventFactory, new_ulid
-from streamer.messages import DropReason
+from streamer.messages import DropReason, Event
 from streamer.models import Model
 from streamer.postprocess import DetectionRules, PostprocessStage
 from streamer.preprocess import PreprocessStage
-from streamer.queues import Overflow, StageQueue
+from streamer.queues import Overflow, StageQueue, is_control
 from streamer.runtime import Stage, Supervisor, run_stage
 from streamer.sink import RedisSink, check_stream_keys, connect
 from streamer.stats import RunStats
@@ -76,8 +76,9 @@ def plan_queues(config: PipelineConfig, live: bool, max_batch: int) -> dict[str,
     }
     plans = {}
     for name, default in defaults.items():
-        given: QueueConfig = getattr(config.queues, name)
-        plans[name] = QueuePlan(given.size or default.size, given.overflow or default.overflow)
+        given = getattr(config.queues, name)
+        overflow = getattr(given, "overflow", None) or default.overflow
+        plans[name] = QueuePlan(given.size or default.size, overflow)
     return plans
 
 
@@ -119,7 +120,7 @@ def check(config: PipelineConfig) -> Checked:
     model = load_model(config)
     detection_rules(config, model)
     plan_sources(config, None)
-    frames = {s.id: probe_file(s.uri) for s in config.sources if s.is_file}
+    frames = {s.id: probe_file(s.uri, file_options(s)) for s in config.sources if s.is_file}
     return Checked(model, frames)
 
 
@@ -163,6 +164,10 @@ class Pipeline:
         self._queues = {name: self._make_queue(name, plan) for name, plan in queues.items()}
 
         estimate = WorkEstimate(max_batch)
+        if live:
+            warm_up_ns = self.model.warm_up(max_batch)
+            if self.model.spec.input_hw is not None:  # the shape live frames will have
+                estimate.record_inference(warm_up_ns)
         self._sources = [
             VideoSource(p, self._queues["decoded"], self.stats, self.supervisor)
             for p in self._plans
@@ -203,10 +208,14 @@ class Pipeline:
         )
 
     def _make_queue(self, name: str, plan: QueuePlan) -> StageQueue:  # type: ignore[type-arg]
-        def on_drop(_item: object, reason: DropReason) -> None:
-            self.stats.frame_dropped(name, reason.value)
+        return StageQueue(name, plan.size, plan.overflow, functools.partial(self._dropped, name))
 
-        return StageQueue(name, plan.size, plan.overflow, on_drop)
+    def _dropped(self, where: str, item: object, reason: DropReason) -> None:
+        """Count an item that will never reach Redis: an event is lost, a frame dropped."""
+        if isinstance(item, Event):
+            self.stats.events_lost(1)
+        else:
+            self.stats.frame_dropped(where, reason.value)
 
     @property
     def source_ids(self) -> list[str]:
@@ -242,7 +251,17 @@ class Pipeline:
         return bool(self.supervisor.alive())
 
     def join(self, timeout_s: float) -> bool:
-        return self.supervisor.join(timeout_s)
+        """Wait for every thread; once all ended, count what a halt left behind."""
+        if not self.supervisor.join(timeout_s):
+            return False
+        for name, queue in self._queues.items():
+            while (item := queue.get_nowait()) is not None:
+                if not is_control(item):
+                    self._dropped(name, item, DropReason.SHUTDOWN)
+        for stage, _, _ in self._stages:
+            for item in stage.discard():
+                self._dropped(stage.name, item, DropReason.SHUTDOWN)
+        return True
 
     @property
     def failed_sources(self) -> list[str]:

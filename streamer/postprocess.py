@@ -71,7 +71,7 @@ class PostprocessStage(Stage[Inferred, Event]):
         self._estimate.record_postprocess(time.monotonic_ns() - started)
         # A frame's latency ends with its events reaching Redis, or here if it has none.
         no_event_latency = None if events else (time.monotonic_ns() - frame.captured_ns) / 1e6
-        self._stats.frame_processed(no_event_latency)
+        self._stats.frame_processed(no_event_latency, late=item.late)
         return events
 
     def control(self, item: Control) -> Iterable[Event | Control]:

@@ -29,7 +29,8 @@ class Overflow(str, Enum):
     DROP_NEWEST = "drop_newest"
 
 
-def _is_control(item: object) -> bool:
+def is_control(item: object) -> bool:
+    """Source status and end of stream: items a queue never drops."""
     return isinstance(item, (SourceStatus, EndOfStream))
 
 
@@ -92,7 +93,7 @@ class StageQueue(Generic[T]):
             if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
                 return None
             item = self._items.popleft()
-            if not _is_control(item):
+            if not is_control(item):
                 self._data_count -= 1
             self._cond.notify_all()
             return item
@@ -111,7 +112,7 @@ class StageQueue(Generic[T]):
 
     def _evict_oldest_data(self) -> T:
         for i, queued in enumerate(self._items):
-            if not _is_control(queued):
+            if not is_control(queued):
                 del self._items[i]
                 self._data_count -= 1
                 return queued  # type: ignore[return-value]

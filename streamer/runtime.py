@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from streamer.errors import PipelineFailed
-from streamer.messages import Control, EndOfStream, SourceStatus
-from streamer.queues import POLL_S, StageQueue
+from streamer.messages import Control, EndOfStream
+from streamer.queues import POLL_S, StageQueue, is_control
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ class Supervisor:
         return not self.alive()
 
 
-def is_control(item: object) -> bool:
-    return isinstance(item, (SourceStatus, EndOfStream))
-
-
 class Stage(ABC, Generic[In, Out]):
     """One step of work between two queues. Knows nothing of threads.
 
@@ -101,6 +97,10 @@ class Stage(ABC, Generic[In, Out]):
     def control(self, item: Control) -> Iterable[Out | Control]:
         """What a control item becomes downstream: by default itself."""
         return (item,)
+
+    def discard(self) -> list[In]:
+        """After a halt: hand over, for counting, the items held back (a partial batch)."""
+        return []
 
 
 def run_stage(

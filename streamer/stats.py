@@ -51,6 +51,7 @@ class RunStats:
         self._started_ns = time.monotonic_ns()
         self._decoded: Counter[str] = Counter()
         self._processed = 0
+        self._late = 0
         self._dropped: Counter[str] = Counter()
         self._emitted = 0
         self._delivered = 0
@@ -68,10 +69,12 @@ class RunStats:
         with self._lock:
             self._dropped[f"{stage}:{reason}"] += 1
 
-    def frame_processed(self, latency_ms: float | None) -> None:
-        """A frame left postprocessing; with a latency when it caused no event."""
+    def frame_processed(self, latency_ms: float | None, late: bool = False) -> None:
+        """A frame left postprocessing; with a latency when it caused no event. `late`:
+        its inference ended past its deadline."""
         with self._lock:
             self._processed += 1
+            self._late += late
             if latency_ms is not None:
                 self._latency.add(latency_ms)
 
@@ -95,11 +98,6 @@ class RunStats:
         with self._lock:
             self._reconnects[source_id] += 1
 
-    @property
-    def processed(self) -> int:
-        with self._lock:
-            return self._processed
-
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             wall_s = (time.monotonic_ns() - self._started_ns) / 1e9
@@ -107,6 +105,7 @@ class RunStats:
                 "frames": {
                     "decoded": sum(self._decoded.values()),
                     "processed": self._processed,
+                    "late": self._late,
                     "dropped": dict(sorted(self._dropped.items())),
                 },
                 "events": {

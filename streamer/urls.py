@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 _CREDENTIALS = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*)(?::[^@/\s]*)?@"
+    # The password runs to the last "@" before the path: FFmpeg accepts "@" in it.
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*)(?::[^/\s]*)?@"
 )
 
 
@@ -16,6 +17,8 @@ def redact(text: str) -> str:
     'rtsp://admin:***@10.0.0.7/stream1'
     >>> redact("redis://:secret@localhost:6379/0")
     'redis://:***@localhost:6379/0'
+    >>> redact("rtsp://admin:p@ss@10.0.0.7/s")
+    'rtsp://admin:***@10.0.0.7/s'
     >>> redact("Connection refused: 'rtsp://u:p@cam/1'")
     "Connection refused: 'rtsp://u:***@cam/1'"
     """

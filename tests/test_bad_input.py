@@ -150,6 +150,12 @@ def test_redis_password_is_never_printed(tmp_path, person_clip, yolox_nano):
     assert "s3cret" not in result.stderr + result.stdout
 
 
+def test_a_source_id_on_the_command_line_that_is_too_long(tmp_path, person_clip, yolox_nano):
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano))
+    result = run_cli("run", str(path), "--source", f"{'x' * 65}={person_clip}")
+    assert_one_line_error(result, "--source xxx", "String should have at most 64 characters")
+
+
 def test_bad_usage(tmp_path):
     result = run_cli("run", str(tmp_path / "p.yaml"), "--max-frames", "0")
     assert result.returncode == 2

@@ -129,6 +129,14 @@ sink:
             r"sources\[0\]\.transport: Input should be 'tcp' or 'udp'",
         ),
         (
+            ("name: lobby", "name: lobby\nsink: {redis: {stream: 'a:{pipeline'}}"),
+            r"sink\.redis\.stream: not a valid template",
+        ),
+        (
+            ("name: lobby", "name: lobby\nqueues: {events: {overflow: drop_oldest}}"),
+            r"queues\.events\.overflow: unknown key",
+        ),
+        (
             ("name: lobby", "name: lobby\nqueues: {decoded: {overflow: leak}}"),
             r"queues\.decoded\.overflow: Input should be 'block', 'drop_oldest' or 'drop_newest'",
         ),

@@ -13,8 +13,9 @@ from streamer.models import Model
 from streamer.models.runtime import choose_providers
 
 
-def fixed_batch_model(path: Path, batch: int = 4) -> Path:
-    """A YOLOv8-shaped ONNX model with a fixed batch: output [B, 6, 21] cut from the input."""
+def fixed_batch_model(path: Path, batch: int = 4, half: bool = False) -> Path:
+    """A YOLOv8-shaped ONNX model with a fixed batch: output [B, 6, 21] cut from the input
+    (which is float16 with `half`)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
@@ -25,14 +26,19 @@ def fixed_batch_model(path: Path, batch: int = 4) -> Path:
     nodes = [
         const("starts", [0]), const("ends", [126]), const("axes", [1]),
         const("shape", [batch, 6, 21]),
-        helper.make_node("Flatten", ["images"], ["flat"]),
+        helper.make_node("Cast", ["images"], ["images32"], to=TensorProto.FLOAT),
+        helper.make_node("Flatten", ["images32"], ["flat"]),
         helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["cut"]),
         helper.make_node("Reshape", ["cut", "shape"], ["output0"]),
     ]  # fmt: skip
     graph = helper.make_graph(
         nodes,
         "fixed_batch",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 32, 32])],
+        [
+            helper.make_tensor_value_info(
+                "images", TensorProto.FLOAT16 if half else TensorProto.FLOAT, [batch, 3, 32, 32]
+            )
+        ],
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, 6, 21])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -50,6 +56,15 @@ def test_a_fixed_batch_is_padded_and_only_the_real_frames_come_back(tmp_path):
     assert out.shape == (2, 6, 21)
     assert out[0].min() == out[0].max() == 1.0
     assert out[1].min() == out[1].max() == 2.0
+
+
+def test_a_half_precision_input_gets_float16(tmp_path):
+    model = Model.load(
+        fixed_batch_model(tmp_path / "m.onnx", batch=2, half=True), providers=("cpu",)
+    )
+    assert model.spec.input_dtype == "float16"
+    out = model.run(np.full((1, 3, 32, 32), 0.5, np.float32))
+    assert out.dtype == np.float32 and out.shape == (1, 6, 21) and float(out.max()) == 0.5
 
 
 def test_yolox_nano_is_recognised(yolox_nano):

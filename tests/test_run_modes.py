@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import redis
 
 from streamer.decode import Pacer
 from tests.conftest import (
@@ -24,7 +26,7 @@ from tests.conftest import (
     run_with_stats,
     write_pipeline,
 )
-from tools.local_redis import free_port
+from tools.local_redis import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -45,7 +47,7 @@ def test_two_sources_batched_through_a_dynamic_model(
     )
     result, stats = run_with_stats(pipeline, redis_server.url, "--max-frames", "12")
     assert result.returncode == 0, result.stderr
-    assert stats["frames"] == {"decoded": 24, "processed": 24, "dropped": {}}
+    assert stats["frames"] == {"decoded": 24, "processed": 24, "late": 0, "dropped": {}}
     for source in ("a", "b"):
         events = read_events(redis_client, f"cams:{source}")
         assert {e["source"] for e in events} == {source}
@@ -251,7 +253,8 @@ def test_max_fps_keeps_evenly_spaced_frames_and_counts_the_rest(
     pipeline = one_source_pipeline(tmp_path, "cap", person_clip, yolox_nano, ", max_fps: 5")
     result, stats = run_with_stats(pipeline, redis_server.url, "--max-frames", "40")
     assert result.returncode == 0, result.stderr
-    assert stats["frames"] == {"decoded": 40, "processed": 20, "dropped": {"decode:max_fps": 20}}
+    assert stats["frames"] == {
+        "decoded": 40, "processed": 20, "late": 0, "dropped": {"decode:max_fps": 20}}  # fmt: skip
     events = read_events(redis_client, "streamer:cap:events")
     indices = [e["frame"]["index"] for e in events if e["type"] == "detections"]
     assert indices == list(range(0, 40, 2))
@@ -267,3 +270,38 @@ def test_skipping_non_reference_frames_decodes_fewer_frames(
     # The clip has B-frames: only its I- and P-frames are decoded.
     assert 400 < stats["frames"]["decoded"] < 1394 / 2
     assert stats["frames"]["processed"] == stats["frames"]["decoded"]
+
+
+def test_a_halt_with_redis_frozen_counts_every_event_and_frame(tmp_path, person_clip, yolox_nano):
+    pipeline = one_source_pipeline(tmp_path, "frozen", person_clip, yolox_nano, ", realtime: true")
+    stats_file = tmp_path / "stats.json"
+    with RedisServer(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "run", str(pipeline), "--redis-url", server.url,
+             "--stats-json", str(stats_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while client.xlen("streamer:frozen:events") < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGSTOP)  # Redis stops answering
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)  # drain: cannot finish while Redis is frozen
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)  # stop now
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.kill(server.pid, signal.SIGCONT)
+            client.close()
+    assert proc.returncode == 130, stderr
+    stats = json.loads(stats_file.read_text())
+    events, frames = stats["events"], stats["frames"]
+    assert events["lost"] > 0
+    assert events["emitted"] == events["delivered"] + events["lost"], events
+    assert frames["decoded"] == frames["processed"] + sum(frames["dropped"].values()), frames

@@ -74,10 +74,11 @@ def test_the_rate_limit_keeps_evenly_spaced_frames(fps_in, max_fps, kept_per_sec
     assert max(gaps) - min(gaps) <= 1 / fps_in + 1e-9  # never more than one frame uneven
 
 
-def test_the_rate_limit_restarts_after_a_gap():
+def test_the_rate_limit_restarts_after_a_gap_or_a_jump_back():
     limiter = RateLimiter(5)
-    assert [limiter.keep(t) for t in (0.0, 0.1, 0.2, 10.0, 10.1, 10.2)] == [
-        True, False, True, True, False, True]  # fmt: skip
+    times = (0.0, 0.1, 0.2, 10.0, 10.1, 10.2, 0.0, 0.1, 0.2)
+    assert [limiter.keep(t) for t in times] == [
+        True, False, True, True, False, True, True, False, True]  # fmt: skip
 
 
 def test_open_options():

@@ -25,12 +25,13 @@ def test_snapshot_has_the_documented_shape():
     stats = RunStats(["cam1", "cam2"])
     stats.frame_decoded("cam1")
     stats.frame_dropped("infer", "deadline")
-    stats.frame_processed(12.0)
+    stats.frame_processed(12.0, late=True)
     stats.events_emitted(2)
     stats.events_delivered([5.0, None])
     stats.source_reconnected("cam2")
     s = stats.snapshot()
-    assert s["frames"] == {"decoded": 1, "processed": 1, "dropped": {"infer:deadline": 1}}
+    assert s["frames"] == {
+        "decoded": 1, "processed": 1, "late": 1, "dropped": {"infer:deadline": 1}}  # fmt: skip
     assert s["events"] == {"emitted": 2, "delivered": 2, "lost": 0}
     assert set(s["latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert s["latency_ms"]["max"] == 12.0

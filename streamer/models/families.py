@@ -24,6 +24,7 @@ from streamer.models.decoders import yolox_rows
 from streamer.models.labels import COCO_LABELS
 
 FAMILIES = ("yolov8", "yolox")
+INPUT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 DEFAULT_IMGSZ = 640
 
 
@@ -41,6 +42,7 @@ class ModelSpec:
     rgb: bool
     scale: float  # pixel values are multiplied by this (1/255 or 1)
     centered: bool  # letterbox placement: centred, or top-left
+    input_dtype: str = "float32"  # float32, or float16 for half-precision exports
 
     @property
     def num_classes(self) -> int:
@@ -92,6 +94,12 @@ def recognise(
         raise ModelError(f"{path}: expected one image input [B,3,H,W]; {_describe(session)}")
     if len(outputs) != 1 or len(outputs[0].shape) != 3:
         raise ModelError(f"{path}: expected one detection output of rank 3; {_describe(session)}")
+    input_dtype = INPUT_TYPES.get(inputs[0].type)
+    if input_dtype is None:
+        raise ModelError(
+            f"{path}: input {inputs[0].name} is {inputs[0].type}; "
+            "expected float or float16 images; " + _describe(session)
+        )
     batch, channels, height, width = (_dim(d) for d in inputs[0].shape)
     if channels not in (None, 3):
         raise ModelError(f"{path}: expected a 3-channel image input; {_describe(session)}")
@@ -113,7 +121,8 @@ def recognise(
     given_labels = tuple(labels) if labels else _metadata_labels(meta)
     if family == "yolov8":
         if d1 is None:  # some exporters leave the channel axis symbolic: run once to see it
-            d1 = _probe_output_shape(session, batch, fixed_hw or (imgsz or DEFAULT_IMGSZ,) * 2)[1]
+            hw = fixed_hw or (imgsz or DEFAULT_IMGSZ,) * 2
+            d1 = _probe_output_shape(session, batch, hw, input_dtype)[1]
         if d1 < 5:
             raise ModelError(
                 f"{path}: not a YOLOv8-style output [B, 4+nc, N]; {_describe(session)}"
@@ -145,14 +154,15 @@ def recognise(
         rgb=rgb,
         scale=scale,
         centered=centered,
+        input_dtype=input_dtype,
     )
 
 
 def _probe_output_shape(
-    session: ort.InferenceSession, batch: int | None, input_hw: tuple[int, int]
+    session: ort.InferenceSession, batch: int | None, input_hw: tuple[int, int], dtype: str
 ) -> tuple[int, ...]:
     """The output shape of one inference on a blank input."""
-    blank = np.zeros((batch or 1, 3, *input_hw), np.float32)
+    blank = np.zeros((batch or 1, 3, *input_hw), dtype)
     (output,) = session.run(None, {session.get_inputs()[0].name: blank})
     return tuple(int(d) for d in output.shape)
 
