@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh test
 
 echo "== ruff"
-.venv/bin/ruff check streamer tests tools
-.venv/bin/ruff format --check streamer tests tools
+.venv/bin/ruff check streamer tests tools benchmarks
+.venv/bin/ruff format --check streamer tests tools benchmarks
 echo "== mypy"
 .venv/bin/mypy streamer
 echo "== pytest"

@@ -8,6 +8,9 @@ from collections import deque
 
 WINDOW = 16  # recent timings the reserve is taken from
 MEMORY_S = 5.0  # and none older than this
+# Inference time swings with what else the CPU runs (decoders, other processes): the
+# reserve keeps a quarter on top of the slowest recent call.
+HEADROOM = 1.25
 
 
 def is_expired(deadline_ns: int | None, now_ns: int, reserve_ns: int = 0) -> bool:
@@ -45,7 +48,7 @@ class WorkEstimate:
             oldest = time.monotonic_ns() - int(MEMORY_S * 1e9)
             infer = max((took for when, took in self._inference if when >= oldest), default=0)
             post = max((took for when, took in self._postprocess if when >= oldest), default=0)
-        return infer + self._max_batch * post
+        return int(HEADROOM * infer) + self._max_batch * post
 
     def record_inference(self, elapsed_ns: int) -> None:
         with self._lock:

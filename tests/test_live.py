@@ -72,7 +72,7 @@ def test_an_overloaded_camera_keeps_latency_bounded_and_processes_the_newest_fra
     budget_ms = 400
     pipeline = live_pipeline(
         tmp_path, "busy", {"cam1": fast_camera.url("cam1")}, yolov8n,
-        f"realtime: {{max_latency_ms: {budget_ms}}}\n",
+        f"  batch: {{max_size: 1}}\nrealtime: {{max_latency_ms: {budget_ms}}}\n",
     )  # fmt: skip
     result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "10")
     assert result.returncode == 0, result.stderr
