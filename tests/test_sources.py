@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import itertools
+import threading
 from pathlib import Path
 
+import av
 import pytest
 
 from streamer.config import SourceConfig
@@ -89,3 +93,49 @@ def test_open_options():
     assert open_options(SourceConfig(id="a", uri="https://cdn/live.m3u8")) == {}
     device = SourceConfig(id="a", uri="/dev/video0")
     assert (device.is_device, device.is_file) == (True, False)
+
+
+def test_an_hls_stream_over_http_is_a_live_source(
+    tmp_path, redis_client, redis_server, person_clip, yolox_nano
+):
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    with (
+        av.open(str(person_clip)) as src,
+        av.open(
+            str(hls / "index.m3u8"),
+            "w",
+            format="hls",
+            options={"hls_time": "2", "hls_list_size": "0"},
+        ) as dst,
+    ):
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for i, packet in enumerate(src.demux(src.streams.video[0])):
+            if packet.dts is None or i >= 100:
+                continue
+            packet.stream = stream
+            dst.mux(packet)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(hls))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        server_thread = threading.Thread(target=web.serve_forever)
+        server_thread.start()
+        try:
+            url = f"http://127.0.0.1:{web.server_address[1]}/index.m3u8"
+            pipeline = write_pipeline(
+                tmp_path / "hls.yaml",
+                f"name: hls\nsources:\n  - {{id: cdn, uri: '{url}'}}\n"
+                f"model:\n  path: '{yolox_nano}'\nrealtime: {{max_latency_ms: 2000}}\n",
+            )
+            result, stats = run_with_stats(pipeline, redis_server.url, "--max-frames", "30")
+        finally:
+            web.shutdown()
+            server_thread.join(timeout=5)
+    assert result.returncode == 0, result.stderr
+    assert stats["sources"]["cdn"]["frames"] == 30
+    events = read_events(redis_client, "streamer:hls:events")
+    assert events[0]["status"] == "connected"
+    # A recorded playlist arrives faster than real time: as for any live source, what the
+    # model cannot take in time is dropped, and counted.
+    detections = sum(e["type"] == "detections" for e in events)
+    assert detections >= 1
+    assert detections + sum(stats["frames"]["dropped"].values()) == 30
