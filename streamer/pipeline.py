@@ -112,16 +112,17 @@ def detection_rules(config: PipelineConfig, model: Model) -> DetectionRules:
 @dataclass(frozen=True)
 class Checked:
     model: Model
+    rules: DetectionRules
     file_frames: dict[str, int | None]  # frames each file source announces (None: unknown)
 
 
 def check(config: PipelineConfig) -> Checked:
     """Everything `streamer validate` checks: the model, the class filter, the video files."""
     model = load_model(config)
-    detection_rules(config, model)
+    rules = detection_rules(config, model)
     plan_sources(config, None)
     frames = {s.id: probe_file(s.uri, file_options(s)) for s in config.sources if s.is_file}
-    return Checked(model, frames)
+    return Checked(model, rules, frames)
 
 
 def _expected_frames(plans: list[SourcePlan], file_frames: dict[str, int | None]) -> int | None:
@@ -147,8 +148,6 @@ class Pipeline:
         self._plans = plan_sources(config, max_frames)
         self.expected_frames = _expected_frames(self._plans, checked.file_frames)
         source_ids = [p.config.id for p in self._plans]
-        self.stats = RunStats(source_ids)
-        self.stats.providers = self.model.providers
         self.supervisor = Supervisor()
         client = connect(redis_url)
         template = config.sink.redis.stream
@@ -168,6 +167,8 @@ class Pipeline:
             warm_up_ns = self.model.warm_up(max_batch)
             if self.model.spec.input_hw is not None:  # the shape live frames will have
                 estimate.record_inference(warm_up_ns)
+        self.stats = RunStats(source_ids)  # the run's clock starts once all is ready
+        self.stats.providers = self.model.providers
         self._sources = [
             VideoSource(p, self._queues["decoded"], self.stats, self.supervisor)
             for p in self._plans
@@ -185,7 +186,7 @@ class Pipeline:
             (
                 PostprocessStage(
                     self.model,
-                    detection_rules(config, self.model),
+                    checked.rules,
                     factory,
                     frozenset(config.events.emit),
                     estimate,
