@@ -47,12 +47,14 @@ class InferenceStage(Stage[Prepared, Inferred]):
         due = self._first_ns + self._max_wait_ns
         deadlines = [p.frame.deadline_ns for p in self._pending if p.frame.deadline_ns is not None]
         if deadlines:
-            due = min(due, min(deadlines) - self._estimate.reserve_ns)
+            due = min(due, min(deadlines) - self._estimate.reserve_ns(len(self._pending)))
         return due
 
     def process(self, item: Prepared) -> Iterable[Inferred]:
         now = time.monotonic_ns()
-        if is_expired(item.frame.deadline_ns, now, self._estimate.reserve_ns):
+        if is_expired(
+            item.frame.deadline_ns, now, self._estimate.reserve_ns(len(self._pending) + 1)
+        ):
             self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
             return ()
         if not self._pending:
@@ -103,9 +105,10 @@ class InferenceStage(Stage[Prepared, Inferred]):
     def _still_in_time(self, group: list[Prepared]) -> list[Prepared]:
         """The frames that can still finish before their deadline; the others are dropped."""
         now = time.monotonic_ns()
+        reserve = self._estimate.reserve_ns(len(group))
         kept = []
         for item in group:
-            if is_expired(item.frame.deadline_ns, now, self._estimate.reserve_ns):
+            if is_expired(item.frame.deadline_ns, now, reserve):
                 self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
             else:
                 kept.append(item)

@@ -153,29 +153,27 @@ def _run_until_done(pipeline: Pipeline, duration: float | None) -> int:
         else:
             os._exit(EXIT_INTERRUPTED)  # a thread is stuck and the user insists
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Kept until the process exits: a third signal must work during the final join too.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     started = time.monotonic()
     stop_requested_at: float | None = None
     display = RunDisplay(pipeline.expected_frames, interactive=sys.stderr.isatty())
     pipeline.start()
-    try:
-        with display:
-            while pipeline.running() and not pipeline.supervisor.halt.is_set():
-                time.sleep(0.1)
-                now = time.monotonic()
-                if duration is not None and now - started >= duration:
-                    pipeline.stop()
-                if pipeline.supervisor.stop_sources.is_set() and stop_requested_at is None:
-                    stop_requested_at = now
-                if stop_requested_at is not None and now - stop_requested_at > DRAIN_TIMEOUT_S:
-                    log.warning("draining took over %.0f s; stopping now", DRAIN_TIMEOUT_S)
-                    pipeline.halt()
-                display.update(pipeline.stats.snapshot())
-            # Halted (a failure, a second signal, a drain that took too long): every
-            # thread gives up within moments; the join below waits a bounded time.
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with display:
+        while pipeline.running() and not pipeline.supervisor.halt.is_set():
+            time.sleep(0.1)
+            now = time.monotonic()
+            if duration is not None and now - started >= duration:
+                pipeline.stop()
+            if pipeline.supervisor.stop_sources.is_set() and stop_requested_at is None:
+                stop_requested_at = now
+            if stop_requested_at is not None and now - stop_requested_at > DRAIN_TIMEOUT_S:
+                log.warning("draining took over %.0f s; stopping now", DRAIN_TIMEOUT_S)
+                pipeline.halt()
+            display.update(pipeline.stats.snapshot())
+        # Halted (a failure, a second signal, a drain that took too long): every
+        # thread gives up within moments; the join below waits a bounded time.
     if not pipeline.join(JOIN_TIMEOUT_S):
         log.error("threads still running at exit: %s", ", ".join(pipeline.supervisor.alive()))
         return EXIT_FAILED  # the caller exits without waiting for them

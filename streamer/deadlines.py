@@ -28,27 +28,26 @@ class WorkEstimate:
     """How long the work left after batch formation takes: the reserve a frame needs.
 
     The inference thread records how long each model call takes, the postprocessing
-    thread how long each frame takes there. The reserve is the slowest recent call plus,
-    for a full batch, the slowest recent postprocessing of each of its frames: a frame
+    thread how long each frame takes there. The reserve is the slowest recent call plus
+    the slowest recent postprocessing of each frame of the batch: a frame
     is only let through when even a slow batch would still end before its deadline, so
     latency stays within the budget rather than around it. Timings older than
     MEMORY_S are forgotten: if an overestimate made every frame look hopeless, no new
     timing would ever correct it.
     """
 
-    def __init__(self, max_batch: int) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._max_batch = max_batch
         self._inference: deque[tuple[int, int]] = deque(maxlen=WINDOW)  # (when, took) ns
         self._postprocess: deque[tuple[int, int]] = deque(maxlen=WINDOW)
 
-    @property
-    def reserve_ns(self) -> int:
+    def reserve_ns(self, batch_size: int = 1) -> int:
+        """What a frame entering a batch of `batch_size` frames still needs."""
         with self._lock:
             oldest = time.monotonic_ns() - int(MEMORY_S * 1e9)
             infer = max((took for when, took in self._inference if when >= oldest), default=0)
             post = max((took for when, took in self._postprocess if when >= oldest), default=0)
-        return int(HEADROOM * infer) + self._max_batch * post
+        return int(HEADROOM * infer) + batch_size * post
 
     def record_inference(self, elapsed_ns: int) -> None:
         with self._lock:

@@ -162,7 +162,7 @@ class Pipeline:
         queues = plan_queues(config, live, max_batch)
         self._queues = {name: self._make_queue(name, plan) for name, plan in queues.items()}
 
-        estimate = WorkEstimate(max_batch)
+        estimate = WorkEstimate()
         if live:
             warm_up_ns = self.model.warm_up(max_batch)
             if self.model.spec.input_hw is not None:  # the shape live frames will have

@@ -62,7 +62,7 @@ class PreprocessStage(Stage[Frame, Prepared]):
         self._input_hw: dict[tuple[int, int], tuple[int, int]] = {}
 
     def process(self, item: Frame) -> Iterable[Prepared]:
-        if is_expired(item.deadline_ns, time.monotonic_ns(), self._estimate.reserve_ns):
+        if is_expired(item.deadline_ns, time.monotonic_ns(), self._estimate.reserve_ns()):
             self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
             return ()
         frame_hw = (item.height, item.width)

@@ -5,10 +5,11 @@ it cannot write for now: loading, read-only replica, out of memory), events wait
 bounded in-memory spool and are retried with backoff, in order; only when the spool is
 full is the oldest event dropped, and it is counted as lost and reported.
 
-Delivery is at least once. When a batch fails in a way that leaves unknown how much of
-it Redis wrote (a timeout, a connection cut mid-way), the next attempt first reads the
-last entry of each stream and skips what is already there; an event can still be written
-twice in rare cases, and consumers that must not see one twice dedupe on its `id`.
+Delivery is at least once. Each batch is one MULTI/EXEC transaction. When its reply is
+lost (a timeout, a connection cut), the next attempt first reads the last entry of each
+stream and does not write again a batch Redis already has; an event can still be written
+twice in rare cases (another writer on the same stream), and consumers that must not see
+one twice dedupe on its `id`.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class RedisSink:
         pipeline goes on and the spool, not the queue, holds the backlog.
         """
         ended: set[str] = set()
-        enough = SPOOL_LIMIT if self._outage_since is not None else BATCH_SIZE
+        in_outage = self._outage_since is not None
         item = self._inbox.get(timeout_s)
         while item is not None:
             if isinstance(item, EndOfStream):
@@ -158,7 +159,7 @@ class RedisSink:
                 if len(self._spool) >= SPOOL_LIMIT:
                     self._lose_oldest()
                 self._spool.append(item)
-            if len(self._spool) >= enough:
+            if not in_outage and len(self._spool) >= BATCH_SIZE:
                 break
             item = self._inbox.get_nowait()
         return ended
@@ -177,7 +178,9 @@ class RedisSink:
             if self._unconfirmed:
                 self._reconcile()
             batch = list(itertools.islice(self._spool, BATCH_SIZE))
-            pipe = self._client.pipeline(transaction=False)
+            # MULTI/EXEC: Redis writes a batch whole or not at all (a reply such as OOM or
+            # READONLY aborts all of it), which is what _reconcile relies on.
+            pipe = self._client.pipeline(transaction=True)
             for event in batch:
                 pipe.xadd(
                     self.stream_key(event.source_id),
@@ -219,10 +222,10 @@ class RedisSink:
         return True
 
     def _reconcile(self) -> None:
-        """After a batch that may have partly reached Redis: take off the spool what did.
+        """After a batch whose reply was lost: take it off the spool if Redis has it.
 
-        Redis runs a pipeline's commands in order, so what it wrote is a head of the
-        batch; the last entry of each stream tells how far that head reaches.
+        A batch is one transaction, written whole or not at all; the last entry of each
+        of its streams tells which.
         """
         batch = list(itertools.islice(self._spool, self._unconfirmed))
         newest_ids: dict[str, object] = {}

@@ -34,7 +34,7 @@ def prepared(index: int, deadline_ns: int | None = None, hw: tuple[int, int] = (
 
 def stage(model: CountingModel, max_batch: int = 2, max_wait_ms: float = 50.0):
     stats = RunStats(["cam"])
-    return InferenceStage(model, max_batch, max_wait_ms, WorkEstimate(max_batch), stats), stats  # type: ignore[arg-type]
+    return InferenceStage(model, max_batch, max_wait_ms, WorkEstimate(), stats), stats  # type: ignore[arg-type]
 
 
 def test_a_batch_runs_as_soon_as_it_is_full():

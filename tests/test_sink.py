@@ -201,3 +201,23 @@ def test_a_key_that_is_not_a_stream_is_refused_at_start(redis_server, redis_clie
     redis_client.set("s:p:cam1", "a string")
     with pytest.raises(SinkError, match="key 's:p:cam1' holds a string, not a stream"):
         check_stream_keys(redis_client, ["s:p:cam1", "s:p:cam2"], redis_server.url)
+
+
+def test_a_full_spool_loses_the_oldest_and_never_stalls_the_pipeline(tmp_path, monkeypatch):
+    monkeypatch.setattr("streamer.sink.SPOOL_LIMIT", 10)
+    server = RedisServer(tmp_path / "r").start()
+    inbox, stats, supervisor, thread = start_sink(server.url)
+    server.stop()
+    stop = threading.Event()
+    inbox.put(event(1), stop)
+    time.sleep(0.5)  # the sink has met the outage
+    for i in range(2, 101):
+        inbox.put(event(i), stop)
+    deadline = time.monotonic() + 5
+    while len(inbox) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(inbox) == 0  # taken in, not left to block the stages upstream
+    assert stats.snapshot()["events"]["lost"] == 90
+    supervisor.halt.set()
+    thread.join(timeout=15)
+    assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 0, "lost": 100}
