@@ -98,6 +98,11 @@ class StageQueue(Generic[T]):
             self._cond.notify_all()
             return item
 
+    def wait_for_room(self, timeout: float = POLL_S) -> bool:
+        """True once a data item can be added without dropping or waiting."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._data_count < self.maxsize, timeout)
+
     def get_nowait(self) -> T | Control | None:
         return self.get(timeout=0)
 

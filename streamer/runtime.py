@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 from streamer.errors import PipelineFailed
 from streamer.messages import Control, EndOfStream
-from streamer.queues import POLL_S, StageQueue, is_control
+from streamer.queues import POLL_S, Overflow, StageQueue, is_control
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,11 @@ def run_stage(
                 outbox.put(out, supervisor.halt)  # type: ignore[arg-type]
 
     while remaining and not supervisor.halt.is_set():
+        if outbox.overflow is not Overflow.BLOCK and not outbox.wait_for_room():
+            # A leaky outbox is full: take nothing yet. The input waits in its own leaky
+            # queue, where the freshest frame wins, and no work is spent on a frame that
+            # would only be pushed out of the outbox again.
+            continue
         item = inbox.get(stage.wait_s())
         if item is None:
             forward(stage.poll())
