@@ -116,6 +116,17 @@ def write_pipeline(path: Path, text: str) -> Path:
     return path
 
 
+def sources_pipeline(
+    folder: Path, name: str, uris: dict[str, str], model: Path, extra: str = ""
+) -> Path:
+    """A pipeline file `folder/name.yaml` with one source per id in `uris`."""
+    sources = "".join(f"  - {{id: {sid}, uri: '{uri}'}}\n" for sid, uri in uris.items())
+    return write_pipeline(
+        folder / f"{name}.yaml",
+        f"name: {name}\nsources:\n{sources}model:\n  path: '{model}'\n{extra}",
+    )
+
+
 def one_source_pipeline(
     folder: Path, name: str, clip: Path, model: Path, source_extra: str = "", extra: str = ""
 ) -> Path:

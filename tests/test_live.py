@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_events, run_with_stats, write_pipeline
+from tests.conftest import read_events, run_with_stats, sources_pipeline
 from tools.rtsp import RtspServer, rtsp_server_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -33,21 +33,11 @@ def fast_camera(camera_clip: Path) -> Iterator[RtspServer]:
         yield server
 
 
-def live_pipeline(
-    folder: Path, name: str, urls: dict[str, str], model: Path, extra: str = ""
-) -> Path:
-    sources = "".join(f"  - {{id: {sid}, uri: '{url}'}}\n" for sid, url in urls.items())
-    return write_pipeline(
-        folder / f"{name}.yaml",
-        f"name: {name}\nsources:\n{sources}model:\n  path: '{model}'\n{extra}",
-    )
-
-
 def test_two_cameras_give_contract_valid_events_within_the_budget(
     tmp_path, redis_client, redis_server, two_cameras, yolox_nano
 ):
     urls = {sid: two_cameras.url(sid) for sid in ("cam1", "cam2")}
-    pipeline = live_pipeline(tmp_path, "lobby", urls, yolox_nano,
+    pipeline = sources_pipeline(tmp_path, "lobby", urls, yolox_nano,
                              "realtime: {max_latency_ms: 500}\n")  # fmt: skip
     result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "6")
     assert result.returncode == 0, result.stderr
@@ -70,7 +60,7 @@ def test_an_overloaded_camera_keeps_latency_bounded_and_processes_the_newest_fra
     tmp_path, redis_client, redis_server, fast_camera, yolov8n
 ):
     budget_ms = 400
-    pipeline = live_pipeline(
+    pipeline = sources_pipeline(
         tmp_path, "busy", {"cam1": fast_camera.url("cam1")}, yolov8n,
         f"  batch: {{max_size: 1}}\nrealtime: {{max_latency_ms: {budget_ms}}}\n",
     )  # fmt: skip

@@ -17,7 +17,7 @@ from streamer.messages import DropReason, EndOfStream, SourceStatus
 from streamer.queues import Overflow, StageQueue
 from streamer.runtime import Supervisor
 from streamer.stats import RunStats
-from tests.conftest import read_events, run_with_stats, write_pipeline
+from tests.conftest import read_events, run_with_stats, sources_pipeline
 from tools.local_redis import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -41,11 +41,8 @@ def test_an_unreachable_camera_is_retried_while_a_file_goes_on(
     tmp_path, redis_client, redis_server, person_clip, yolox_nano
 ):
     camera = f"rtsp://viewer:s3cret@127.0.0.1:{free_port()}/stream1"
-    pipeline = write_pipeline(
-        tmp_path / "mixed.yaml",
-        f"name: mixed\nsources:\n  - {{id: file, uri: '{person_clip}'}}\n"
-        f"  - {{id: door, uri: '{camera}'}}\nmodel:\n  path: '{yolox_nano}'\n",
-    )
+    uris = {"file": str(person_clip), "door": camera}
+    pipeline = sources_pipeline(tmp_path, "mixed", uris, yolox_nano)
     result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "3")
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stderr
@@ -121,11 +118,8 @@ def test_an_hls_stream_over_http_is_a_live_source(
         server_thread.start()
         try:
             url = f"http://127.0.0.1:{web.server_address[1]}/index.m3u8"
-            pipeline = write_pipeline(
-                tmp_path / "hls.yaml",
-                f"name: hls\nsources:\n  - {{id: cdn, uri: '{url}'}}\n"
-                f"model:\n  path: '{yolox_nano}'\nrealtime: {{max_latency_ms: 2000}}\n",
-            )
+            pipeline = sources_pipeline(tmp_path, "hls", {"cdn": url}, yolox_nano,
+                                        "realtime: {max_latency_ms: 2000}\n")  # fmt: skip
             result, stats = run_with_stats(pipeline, redis_server.url, "--max-frames", "30")
         finally:
             web.shutdown()
