@@ -93,7 +93,7 @@ class InferenceStage(Stage[Prepared, Inferred]):
             if not batch:
                 continue
             started = time.monotonic_ns()
-            outputs = self._model.run(np.stack([p.tensor for p in batch]))
+            outputs = self._model.run(stacked(batch))
             finished = time.monotonic_ns()
             self._estimate.record_inference(finished - started)
             for item, output in zip(batch, outputs, strict=True):
@@ -113,3 +113,10 @@ class InferenceStage(Stage[Prepared, Inferred]):
             else:
                 kept.append(item)
         return kept
+
+
+def stacked(batch: list[Prepared]) -> np.ndarray:
+    """The batch's tensors as one `[B, 3, H, W]` array; a batch of one is a view, no copy."""
+    if len(batch) == 1:
+        return batch[0].tensor[None]
+    return np.stack([p.tensor for p in batch])

@@ -250,8 +250,6 @@ class VideoSource:
                     self._sleep_until(captured_ns)
                 else:
                     captured_ns = time.monotonic_ns()
-                image = av_frame.to_ndarray(format="bgr24")
-                image.setflags(write=False)
                 frame = Frame(
                     source_id=self.id,
                     index=index,
@@ -259,7 +257,7 @@ class VideoSource:
                     captured_ns=captured_ns,
                     captured_at=time.time() - (time.monotonic_ns() - captured_ns) / 1e9,
                     deadline_ns=captured_ns + budget_ns if self.plan.realtime else None,
-                    image=image,
+                    picture=av_frame,
                 )
                 yield frame
 

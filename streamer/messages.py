@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+import av
 import numpy as np
 
 
@@ -27,7 +28,12 @@ class DropReason(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded picture, made by a source and never changed afterwards."""
+    """One decoded picture, made by a source and never changed afterwards.
+
+    `picture` is the decoder's own frame (YUV, as decoded) or, from other sources, an
+    H x W x 3 uint8 BGR array. Decoded frames are converted to BGR only by the stage that
+    uses them, resized in the same pass: a frame dropped on the way costs no conversion.
+    """
 
     source_id: str
     index: int  # 0-based position among the frames decoded from this source in this run
@@ -35,15 +41,19 @@ class Frame:
     captured_ns: int  # arrival (or paced presentation) time, monotonic
     captured_at: float  # the same instant on the wall clock
     deadline_ns: int | None  # None: offline, never dropped for lateness
-    image: np.ndarray  # H x W x 3 uint8 BGR, read-only
+    picture: av.VideoFrame | np.ndarray  # read-only by contract
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        if isinstance(self.picture, av.VideoFrame):
+            return int(self.picture.width)
+        return int(self.picture.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        if isinstance(self.picture, av.VideoFrame):
+            return int(self.picture.height)
+        return int(self.picture.shape[0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from streamer.boxes import letterbox_geometry
 from streamer.deadlines import WorkEstimate, is_expired
@@ -18,14 +20,39 @@ from streamer.stats import RunStats
 PAD_VALUE = 114  # the grey both Ultralytics and YOLOX pad with
 
 
-def letterbox_image(
-    image: np.ndarray, dst_hw: tuple[int, int], lb: Letterbox, pad_value: int = PAD_VALUE
+def resized_bgr(
+    picture: av.VideoFrame | np.ndarray,
+    size_wh: tuple[int, int],
+    reformatter: VideoReformatter | None = None,
 ) -> np.ndarray:
-    """`image` resized by `lb` and padded to `dst_hw` (H x W x 3 uint8)."""
-    h, w = image.shape[:2]
+    """`picture` as H x W x 3 uint8 BGR at `size_wh`. A decoded frame goes from its own
+    pixel format to BGR and to the new size in one pass, never through a full-size copy."""
+    width, height = size_wh
+    if isinstance(picture, av.VideoFrame):
+        reformatter = reformatter or VideoReformatter()
+        bgr = reformatter.reformat(
+            picture, width=width, height=height, format="bgr24", interpolation="BILINEAR"
+        )
+        return bgr.to_ndarray()
+    if (width, height) != (picture.shape[1], picture.shape[0]):
+        return cv2.resize(picture, (width, height), interpolation=cv2.INTER_LINEAR)
+    return picture
+
+
+def letterbox_image(
+    picture: av.VideoFrame | np.ndarray,
+    dst_hw: tuple[int, int],
+    lb: Letterbox,
+    reformatter: VideoReformatter | None = None,
+    pad_value: int = PAD_VALUE,
+) -> np.ndarray:
+    """`picture` resized by `lb` and padded to `dst_hw` (H x W x 3 uint8 BGR)."""
+    if isinstance(picture, av.VideoFrame):
+        w, h = picture.width, picture.height
+    else:
+        h, w = picture.shape[:2]
     new_w, new_h = round(w * lb.scale_x), round(h * lb.scale_y)
-    if (new_w, new_h) != (w, h):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    image = resized_bgr(picture, (new_w, new_h), reformatter)
     dst_h, dst_w = dst_hw
     return cv2.copyMakeBorder(
         image,
@@ -44,9 +71,14 @@ def to_tensor(image_bgr: np.ndarray, rgb: bool, scale: float) -> np.ndarray:
     return np.asarray(blob[0])
 
 
-def prepare(frame: Frame, spec: ModelSpec, input_hw: tuple[int, int]) -> Prepared:
+def prepare(
+    frame: Frame,
+    spec: ModelSpec,
+    input_hw: tuple[int, int],
+    reformatter: VideoReformatter | None = None,
+) -> Prepared:
     lb = letterbox_geometry((frame.height, frame.width), input_hw, spec.centered)
-    boxed = letterbox_image(frame.image, input_hw, lb)
+    boxed = letterbox_image(frame.picture, input_hw, lb, reformatter)
     return Prepared(frame=frame, tensor=to_tensor(boxed, spec.rgb, spec.scale), letterbox=lb)
 
 
@@ -60,6 +92,7 @@ class PreprocessStage(Stage[Frame, Prepared]):
         self._estimate = estimate
         self._stats = stats
         self._input_hw: dict[tuple[int, int], tuple[int, int]] = {}
+        self._reformatter = VideoReformatter()  # keeps its scaler between frames
 
     def process(self, item: Frame) -> Iterable[Prepared]:
         if is_expired(item.deadline_ns, time.monotonic_ns(), self._estimate.reserve_ns()):
@@ -69,4 +102,4 @@ class PreprocessStage(Stage[Frame, Prepared]):
         input_hw = self._input_hw.get(frame_hw)
         if input_hw is None:
             input_hw = self._input_hw[frame_hw] = self._model.input_hw_for(frame_hw)
-        return (prepare(item, self._model.spec, input_hw),)
+        return (prepare(item, self._model.spec, input_hw, self._reformatter),)
