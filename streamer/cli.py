@@ -269,6 +269,11 @@ def events() -> None:
     show_default=True,
     help="Consumer name within --group.",
 )
+@click.option(
+    "--claim-idle-ms",
+    type=click.IntRange(min=0),
+    help="With --group, also take over events other consumers left pending this long.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print each event's JSON on one line.")
 def events_tail(
     redis_url: str,
@@ -277,20 +282,24 @@ def events_tail(
     follow: bool,
     group: str | None,
     consumer_name: str,
+    claim_idle_ms: int | None,
     as_json: bool,
 ) -> None:
     """Print events from a stream: the last ones, then new ones with --follow."""
-    from streamer.sink import connect
-
+    if claim_idle_ms is not None and not group:
+        fail_usage("--claim-idle-ms needs --group")
     try:
-        client = connect(redis_url)
+        client = consumer.connect(redis_url)
         key = stream or _only_stream(client)
-        entries = (
-            consumer.read_group(client, key, group, consumer_name, count, follow)
-            if group
-            else consumer.tail(client, key, count, follow)
-        )
-        for entry in entries:
+        if group:
+            # --count is how many to take: the group hands out new events, not the last N.
+            reader = consumer.Consumer(client, key, group, consumer_name, auto_ack=True)
+            read = reader.events(follow=follow, limit=count, claim_idle_ms=claim_idle_ms)
+        else:
+            reader = consumer.Consumer(client, key, start="0" if count is None else count)
+            read = reader.events(follow=follow)
+        for event in read:
+            entry = consumer.StreamEntry(event.entry_id, event.raw)
             click.echo(json.dumps(entry.event) if as_json else _one_line(entry))
     except StreamerError as exc:
         fail_usage(str(exc))
