@@ -148,7 +148,7 @@ def run_plain_loop(url: str, model: Model, seconds: float, confidence: float) ->
             arrived, image = frames.get(timeout=1)
         except queue.Empty:
             continue
-        frame = Frame("cam1", index, None, time.monotonic_ns(), arrived, None, image)
+        frame = Frame("cam1", index, None, time.monotonic_ns(), arrived, None, image, arrived)
         index += 1
         prepared = prepare(frame, model.spec, model.input_hw_for(image.shape[:2]))
         output = model.run(prepared.tensor[None])[0]

@@ -245,9 +245,12 @@ class VideoSource:
                 ):
                     self._stats.frame_dropped(STAGE, DropReason.RATE_LIMIT.value)
                     continue
-                if paced:
-                    captured_ns = pacer.stamp_ns(pts_s)
-                    self._sleep_until(captured_ns)
+                # A file's clock is its own timestamps (made robust by the pacer), whatever
+                # the speed it is read at; a live source's clock is the arrival time.
+                media_ns = pacer.stamp_ns(pts_s) if config.is_file else None
+                if paced and media_ns is not None:
+                    self._sleep_until(media_ns)
+                    captured_ns = media_ns
                 else:
                     captured_ns = time.monotonic_ns()
                 frame = Frame(
@@ -258,6 +261,7 @@ class VideoSource:
                     captured_at=time.time() - (time.monotonic_ns() - captured_ns) / 1e9,
                     deadline_ns=captured_ns + budget_ns if self.plan.realtime else None,
                     picture=av_frame,
+                    time_s=(media_ns if media_ns is not None else captured_ns) / 1e9,
                 )
                 yield frame
 

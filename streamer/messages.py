@@ -42,6 +42,7 @@ class Frame:
     captured_at: float  # the same instant on the wall clock
     deadline_ns: int | None  # None: offline, never dropped for lateness
     picture: av.VideoFrame | np.ndarray  # read-only by contract
+    time_s: float  # on the source's own clock (a file's timestamps, a camera's arrival)
 
     @property
     def width(self) -> int:

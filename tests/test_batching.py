@@ -28,7 +28,7 @@ class CountingModel:
 def prepared(index: int, deadline_ns: int | None = None, hw: tuple[int, int] = (4, 4)) -> Prepared:
     image = np.zeros((8, 8, 3), np.uint8)
     now = time.monotonic_ns()
-    frame = Frame("cam", index, None, now, time.time(), deadline_ns, image)
+    frame = Frame("cam", index, None, now, time.time(), deadline_ns, image, now / 1e9)
     return Prepared(frame, np.zeros((3, *hw), np.float32), Letterbox(1, 1, 0, 0))
 
 

@@ -1,0 +1,291 @@
+"""Multi-object tracking for one source: ByteTrack's association on a clock, not a frame count.
+
+ByteTrack (Zhang et al., 2022) matches confident boxes to every live track first, then the
+remaining tracks to low-confidence boxes, which keeps a track alive through a partial
+occlusion. Motion is a constant-velocity Kalman filter over box centre and size.
+
+Unlike the reference implementation, everything here is measured in seconds of the
+source's own clock: prediction steps by the time between frames and a track is lost after
+`lost_after_s`, so frames dropped under load make a step longer instead of ending tracks.
+Written here rather than taken from a package because the packaged ByteTracks count
+frames (a dropped frame ages every track) and pull in heavy dependencies; the filter and
+the matching are vectorised over all tracks so 50 objects cost well under a millisecond.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from streamer.boxes import iou_matrix
+from streamer.messages import Detections
+
+# Kalman noise, as fractions of the box height (ByteTrack's weights, per 1/30 s frame).
+_POSITION_STD = 1.0 / 20
+_VELOCITY_STD = 1.0 / 160
+_REFERENCE_STEP_S = 1.0 / 30
+_MAX_STEP_S = 1.0  # a longer gap predicts no further: velocity is not known that well
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    high_confidence: float = 0.5  # boxes that may start tracks and are matched first
+    low_confidence: float = 0.1  # weaker boxes, only used to keep existing tracks alive
+    match_iou: float = 0.2  # least IoU between a predicted track and a box, first round
+    low_match_iou: float = 0.5  # the same for the second, low-confidence round
+    confirm_hits: int = 3  # boxes a new track needs before it counts as an object
+    confirm_s: float = 0.5  # and seconds it must have been seen for
+    lost_after_s: float = 1.0  # unseen this long: the object has left
+
+
+@dataclass
+class Track:
+    """One tracked object. `box` is the last box it was seen with, as detected."""
+
+    track_id: int
+    class_id: int
+    box: np.ndarray  # x1, y1, x2, y2 in source pixels
+    confidence: float
+    first_seen_s: float
+    last_seen_s: float
+    hits: int = 1
+    best_confidence: float = 0.0
+    confirmed: bool = False
+
+    @property
+    def dwell_s(self) -> float:
+        return self.last_seen_s - self.first_seen_s
+
+
+@dataclass(frozen=True)
+class TrackerUpdate:
+    """What one frame did to the tracks."""
+
+    seen: list[Track]  # tracks matched to a box in this frame (tentative ones too)
+    confirmed: list[Track]  # became objects in this frame (also in `seen`)
+    ended: list[Track]  # confirmed tracks that are gone (unseen for lost_after_s)
+    discarded: list[Track]  # tentative tracks that were not seen again: never objects
+
+
+def _to_state(boxes: np.ndarray) -> np.ndarray:
+    """x1,y1,x2,y2 -> centre x, centre y, width, height."""
+    wh = boxes[:, 2:4] - boxes[:, 0:2]
+    return np.concatenate([boxes[:, 0:2] + wh / 2, wh], axis=1)
+
+
+def _to_boxes(state: np.ndarray) -> np.ndarray:
+    half = state[:, 2:4] / 2
+    return np.concatenate([state[:, 0:2] - half, state[:, 0:2] + half], axis=1)
+
+
+class KalmanBoxes:
+    """Constant-velocity Kalman filters for N boxes at once: state (cx, cy, w, h) and
+    their velocities in pixels per second."""
+
+    def __init__(self) -> None:
+        self.mean = np.zeros((0, 8))
+        self.cov = np.zeros((0, 8, 8))
+
+    def add(self, boxes: np.ndarray) -> None:
+        z = _to_state(boxes)
+        h = z[:, 3:4]
+        mean = np.concatenate([z, np.zeros_like(z)], axis=1)
+        pos = 2 * _POSITION_STD * h
+        vel = 10 * _VELOCITY_STD * h / _REFERENCE_STEP_S
+        std = np.concatenate([pos, pos, pos, pos, vel, vel, vel, vel], axis=1)
+        self.mean = np.concatenate([self.mean, mean])
+        self.cov = np.concatenate([self.cov, np.apply_along_axis(np.diag, 1, std**2)])
+
+    def keep(self, rows: np.ndarray) -> None:
+        self.mean, self.cov = self.mean[rows], self.cov[rows]
+
+    def predict(self, step_s: float) -> None:
+        if not len(self.mean) or step_s <= 0:
+            return
+        dt = min(step_s, _MAX_STEP_S)
+        motion = np.eye(8)
+        motion[:4, 4:] = dt * np.eye(4)
+        h = self.mean[:, 3:4]
+        scale = dt / _REFERENCE_STEP_S
+        pos = _POSITION_STD * h
+        vel = _VELOCITY_STD * h / _REFERENCE_STEP_S
+        q = np.concatenate([pos, pos, pos, pos, vel, vel, vel, vel], axis=1) ** 2 * scale
+        self.mean = self.mean @ motion.T
+        self.cov = motion @ self.cov @ motion.T
+        self.cov[:, range(8), range(8)] += q
+
+    def update(self, rows: np.ndarray, boxes: np.ndarray) -> None:
+        """Correct the filters `rows` with measured `boxes`."""
+        if not len(rows):
+            return
+        z = _to_state(boxes)
+        mean, cov = self.mean[rows], self.cov[rows]
+        r = (_POSITION_STD * z[:, 3:4]) ** 2 * np.ones((1, 4))
+        innovation_cov = cov[:, :4, :4] + np.apply_along_axis(np.diag, 1, r)
+        gain = cov[:, :, :4] @ np.linalg.inv(innovation_cov)
+        self.mean[rows] = mean + (gain @ (z - mean[:, :4])[:, :, None])[:, :, 0]
+        self.cov[rows] = cov - gain @ cov[:, :4, :]
+
+    def boxes(self) -> np.ndarray:
+        return _to_boxes(self.mean[:, :4])
+
+
+def _match(
+    track_boxes: np.ndarray,
+    track_classes: np.ndarray,
+    det_boxes: np.ndarray,
+    det_classes: np.ndarray,
+    min_iou: float,
+) -> list[tuple[int, int]]:
+    """Optimal one-to-one pairs (track row, detection row) with IoU >= `min_iou` and the
+    same class."""
+    if not len(track_boxes) or not len(det_boxes):
+        return []
+    iou = iou_matrix(track_boxes, det_boxes)
+    iou[track_classes[:, None] != det_classes[None, :]] = 0.0
+    rows, cols = linear_sum_assignment(-iou)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
+
+
+class Tracker:
+    """Tracks the boxes of one source across frames; call `update` once per frame, in
+    time order, and `end_all` when the source ends."""
+
+    def __init__(self, settings: TrackerSettings) -> None:
+        self.settings = settings
+        self._tracks: list[Track] = []
+        self._filters = KalmanBoxes()
+        self._last_s: float | None = None
+        self._next_id = 1
+
+    @property
+    def tracks(self) -> list[Track]:
+        return list(self._tracks)
+
+    def update(self, t_s: float, detections: Detections) -> TrackerUpdate:
+        s = self.settings
+        previous_s = self._last_s
+        if previous_s is not None:
+            self._filters.predict(t_s - previous_s)
+        self._last_s = t_s
+
+        # Objects unseen for longer than lost_after_s have left, whatever this frame shows:
+        # the outcome does not depend on whether the frames in between were dropped.
+        expired = [t for t in self._tracks if t.last_seen_s < t_s - s.lost_after_s]
+        if expired:
+            alive = [i for i, t in enumerate(self._tracks) if t.last_seen_s >= t_s - s.lost_after_s]
+            self._tracks = [self._tracks[i] for i in alive]
+            self._filters.keep(np.array(alive, dtype=np.int64))
+        ended = [t for t in expired if t.confirmed]
+        discarded = [t for t in expired if not t.confirmed]
+
+        conf = detections.confidence
+        high = np.flatnonzero(conf >= s.high_confidence)
+        low = np.flatnonzero((conf >= s.low_confidence) & (conf < s.high_confidence))
+        predicted = self._filters.boxes()
+        classes = np.array([t.class_id for t in self._tracks], dtype=np.int64)
+        det_classes = detections.class_id
+        matches: dict[int, int] = {}  # track row -> detection index
+
+        # Round 1: confident boxes against every track, confirmed (seen or lost) first.
+        established = [i for i, t in enumerate(self._tracks) if t.confirmed]
+        tentative = [i for i, t in enumerate(self._tracks) if not t.confirmed]
+        free_high = [int(d) for d in high]
+        for candidates in (established, tentative):
+            pairs = _match(
+                predicted[candidates], classes[candidates], detections.xyxy[free_high],
+                det_classes[free_high], s.match_iou,
+            )  # fmt: skip
+            for r, c in pairs:
+                matches[candidates[r]] = free_high[c]
+            taken = {free_high[c] for _, c in pairs}
+            free_high = [d for d in free_high if d not in taken]
+        # Round 1b (OC-SORT's recovery): a track whose prediction missed, because the
+        # object turned or stopped during a gap, is matched by the box it was last seen with.
+        missed = [i for i in established if i not in matches]
+        last_boxes = np.array([self._tracks[i].box for i in missed]).reshape(-1, 4)
+        pairs = _match(
+            last_boxes, classes[missed], detections.xyxy[free_high], det_classes[free_high],
+            s.match_iou,
+        )  # fmt: skip
+        for r, c in pairs:
+            matches[missed[r]] = free_high[c]
+        taken = {free_high[c] for _, c in pairs}
+        free_high = [d for d in free_high if d not in taken]
+        # Round 2: weak boxes keep confirmed tracks that were seen last frame alive.
+        unmatched = [
+            i for i in established
+            if i not in matches and self._tracks[i].last_seen_s == previous_s
+        ]  # fmt: skip
+        pairs = _match(
+            predicted[unmatched], classes[unmatched], detections.xyxy[low],
+            det_classes[low], s.low_match_iou,
+        )  # fmt: skip
+        for r, c in pairs:
+            matches[unmatched[r]] = int(low[c])
+
+        seen, confirmed = [], []
+        for row, d in matches.items():
+            track = self._tracks[row]
+            track.box = detections.xyxy[d].copy()
+            track.confidence = float(conf[d])
+            track.best_confidence = max(track.best_confidence, track.confidence)
+            track.last_seen_s = t_s
+            track.hits += 1
+            if not track.confirmed and self._is_confirmed(track):
+                track.confirmed = True
+                confirmed.append(track)
+            seen.append(track)
+        matched_rows = sorted(matches)
+        self._filters.update(
+            np.array(matched_rows, dtype=np.int64),
+            detections.xyxy[[matches[r] for r in matched_rows]],
+        )
+
+        # A tentative track missed once was noise; a confirmed one may be behind something.
+        keep: list[int] = []
+        for row, track in enumerate(self._tracks):
+            if row in matches or track.confirmed:
+                keep.append(row)
+            else:
+                discarded.append(track)
+        self._tracks = [self._tracks[r] for r in keep]
+        self._filters.keep(np.array(keep, dtype=np.int64))
+
+        # New tracks from confident boxes nothing claimed.
+        if free_high:
+            new_boxes = detections.xyxy[free_high]
+            self._filters.add(new_boxes)
+            for d in free_high:
+                track = Track(
+                    track_id=self._next_id,
+                    class_id=int(det_classes[d]),
+                    box=detections.xyxy[d].copy(),
+                    confidence=float(conf[d]),
+                    best_confidence=float(conf[d]),
+                    first_seen_s=t_s,
+                    last_seen_s=t_s,
+                )
+                self._next_id += 1
+                if self._is_confirmed(track):
+                    track.confirmed = True
+                    confirmed.append(track)
+                self._tracks.append(track)
+                seen.append(track)
+        return TrackerUpdate(seen=seen, confirmed=confirmed, ended=ended, discarded=discarded)
+
+    def end_all(self) -> list[Track]:
+        """Every confirmed track, as ended; the tracker starts afresh."""
+        ended = [t for t in self._tracks if t.confirmed]
+        self._tracks = []
+        self._filters = KalmanBoxes()
+        self._last_s = None
+        return ended
+
+    def _is_confirmed(self, track: Track) -> bool:
+        return (
+            track.hits >= self.settings.confirm_hits
+            and track.last_seen_s - track.first_seen_s >= self.settings.confirm_s
+        )
