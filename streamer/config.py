@@ -21,7 +21,15 @@ from streamer.errors import ConfigError
 from streamer.queues import Overflow
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-EVENT_TYPES = ("detections",)  # object events need tracking, which comes with zones and lines
+OBJECT_EVENT_TYPES = (
+    "object_appeared",
+    "object_left",
+    "zone_entered",
+    "zone_exited",
+    "line_crossed",
+)
+EVENT_TYPES = (*OBJECT_EVENT_TYPES, "detections")
+Anchor = Literal["bottom_center", "center", "top_center"]
 Provider = Literal["tensorrt", "cuda", "cpu"]
 PROVIDER_NAMES: tuple[Provider, ...] = ("tensorrt", "cuda", "cpu")
 _URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -127,8 +135,9 @@ class QueuesConfig(_Model):
 
 
 class EventsConfig(_Model):
-    emit: list[str] = Field(default_factory=lambda: ["detections"])
-    """Event types to emit besides source_status, which is always emitted."""
+    emit: list[str] = Field(default_factory=lambda: list(OBJECT_EVENT_TYPES))
+    """Event types to emit besides source_status, which is always emitted. `detections`
+    (every frame's boxes) is high volume: a pipeline turns it on."""
 
     @field_validator("emit")
     @classmethod
@@ -136,10 +145,63 @@ class EventsConfig(_Model):
         for name in emit:
             if name not in EVENT_TYPES:
                 raise ValueError(
-                    f"{name!r} is not an event type this version emits "
-                    f"(available: {', '.join(EVENT_TYPES)})"
+                    f"{name!r} is not an event type (available: {', '.join(EVENT_TYPES)})"
                 )
         return emit
+
+
+class TrackingConfig(_Model):
+    """Multi-object tracking (ByteTrack-style), run when object, zone or line events are on."""
+
+    high_confidence: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Boxes at least this confident start tracks and are matched first (default: the
+    model's confidence)."""
+    low_confidence: Annotated[float, Field(gt=0, le=1)] = 0.1
+    """Weaker boxes down to this only keep existing tracks alive (through occlusions)."""
+    match_iou: Annotated[float, Field(gt=0, le=1)] = 0.2
+    """Least overlap between a track's predicted box and a detection to match them."""
+    confirm_hits: Annotated[int, Field(ge=1, le=1000)] = 3
+    """Detections a new track needs before it is an object (object_appeared)."""
+    confirm_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    """And seconds it must have been seen for: a box that flickers for a moment (a
+    misclassified sliver at the frame's edge) is no object."""
+    lost_after_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    """An object unseen this long has left (object_left). Measured on the source's clock,
+    so frames dropped under load do not end tracks."""
+
+
+Point = tuple[float, float]
+
+
+class _Region(_Model):
+    name: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
+    labels: list[str] | None = None
+    """Only objects with these labels (default: every label)."""
+    sources: list[str] | None = None
+    """Only on these sources (default: every source)."""
+    anchor: Anchor = "bottom_center"
+    """The point of an object's box that is judged: where a person's feet are, by default."""
+    hysteresis: Annotated[float, Field(ge=0, le=2)] = 0.1
+    """Dead band on each side of the boundary, as a fraction of the object's box height:
+    an object must be this far past it to change side, so jitter gives no extra events."""
+
+
+class ZoneConfig(_Region):
+    polygon: Annotated[list[Point], Field(min_length=3)]
+    """Corners in source pixels, in order."""
+
+
+class LineConfig(_Region):
+    points: tuple[Point, Point]
+    """From A to B in source pixels; crossing to the side where cross(B-A, P-A) > 0 (to the
+    right of A->B on screen, y down) is `in`."""
+
+    @field_validator("points")
+    @classmethod
+    def _not_a_point(cls, points: tuple[Point, Point]) -> tuple[Point, Point]:
+        if points[0] == points[1]:
+            raise ValueError("the two points of a line must differ")
+        return points
 
 
 class RedisSinkConfig(_Model):
@@ -176,16 +238,33 @@ class PipelineConfig(_Model):
     realtime: RealtimeConfig = RealtimeConfig()
     queues: QueuesConfig = QueuesConfig()
     events: EventsConfig = EventsConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    zones: list[ZoneConfig] = Field(default_factory=list)
+    lines: list[LineConfig] = Field(default_factory=list)
     sink: SinkConfig = SinkConfig()
 
     @model_validator(mode="after")
-    def _unique_source_ids(self) -> PipelineConfig:
+    def _unique_names(self) -> PipelineConfig:
         seen: set[str] = set()
         for source in self.sources:
             if source.id in seen:
                 raise ValueError(f"source id {source.id!r} is used twice")
             seen.add(source.id)
+        for kind, regions in (("zone", self.zones), ("line", self.lines)):
+            names: set[str] = set()
+            for region in regions:
+                if region.name in names:
+                    raise ValueError(f"{kind} name {region.name!r} is used twice")
+                names.add(region.name)
+                for source_id in region.sources or ():
+                    if source_id not in seen:
+                        raise ValueError(f"{kind} {region.name!r}: no source with id {source_id!r}")
         return self
+
+    @property
+    def tracks_objects(self) -> bool:
+        """Whether any event needs tracking."""
+        return any(t in OBJECT_EVENT_TYPES for t in self.events.emit)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

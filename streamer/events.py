@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 from streamer.messages import Detections, Event, Frame, SourceStatus
+from streamer.rules import Occurrence
 
 SCHEMA_VERSION = 1
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -82,6 +83,29 @@ class EventFactory:
         payload = self._base(frame.source_id, "detections", frame)
         payload["objects"] = self.objects(detections)
         return Event(frame.source_id, "detections", payload, frame.captured_ns)
+
+    def occurrence(self, occurrence: Occurrence, timed: bool = True) -> Event:
+        """An object event; `timed`: its frame's latency counts (not for the events a
+        source's end causes after its last frame)."""
+        frame = occurrence.frame
+        payload = self._base(frame.source_id, occurrence.type, frame)
+        o = occurrence.object
+        payload["object"] = {
+            "track_id": o.track_id,
+            "label": self._labels[o.class_id],
+            "class_id": o.class_id,
+            "confidence": _round(o.confidence),
+            "bbox": [_round(max(v, 0.0), 1) for v in o.bbox],
+            "first_seen": _round(o.first_seen_at),
+            "last_seen": _round(o.last_seen_at),
+        }
+        if o.dwell_s is not None:
+            payload["object"]["dwell_s"] = _round(o.dwell_s)
+        payload["zone"] = occurrence.zone
+        payload["line"] = occurrence.line
+        payload["direction"] = occurrence.direction
+        captured_ns = frame.captured_ns if timed else None
+        return Event(frame.source_id, occurrence.type, payload, captured_ns)
 
     def source_status(self, status: SourceStatus) -> Event:
         payload = self._base(status.source_id, "source_status", None)

@@ -8,6 +8,7 @@ filter, Redis) is checked when a `Pipeline` is made, before any thread starts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -18,14 +19,17 @@ from streamer.deadlines import WorkEstimate
 from streamer.decode import SourcePlan, VideoSource, file_options, probe_file
 from streamer.errors import ConfigError
 from streamer.events import EventFactory, new_ulid
+from streamer.geometry import polygon_contour
 from streamer.messages import DropReason, Event
 from streamer.models import Model
 from streamer.postprocess import DetectionRules, PostprocessStage
 from streamer.preprocess import PreprocessStage
 from streamer.queues import Overflow, StageQueue, is_control
+from streamer.rules import LineRule, ObjectRules, ZoneRule
 from streamer.runtime import Stage, Supervisor, run_stage
 from streamer.sink import RedisSink, check_stream_keys, connect
 from streamer.stats import RunStats
+from streamer.tracking import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
 
@@ -95,34 +99,100 @@ def load_model(config: PipelineConfig) -> Model:
 
 
 def detection_rules(config: PipelineConfig, model: Model) -> DetectionRules:
-    class_ids = None
-    if config.model.classes is not None:
-        labels = model.spec.labels
-        unknown = [c for c in config.model.classes if c not in labels]
-        if unknown:
-            shown = ", ".join(labels[:12]) + (", ..." if len(labels) > 12 else "")
-            raise ConfigError(
-                f"model.classes: unknown label {unknown[0]!r} (the model has: {shown})"
-            )
-        class_ids = frozenset(labels.index(c) for c in config.model.classes)
     m = config.model
+    class_ids = _class_ids(m.classes, model, "model.classes")
     return DetectionRules(m.confidence, m.iou, m.max_detections, class_ids)
+
+
+def _class_ids(labels: list[str] | None, model: Model, where: str) -> frozenset[int] | None:
+    if labels is None:
+        return None
+    known = model.spec.labels
+    unknown = [name for name in labels if name not in known]
+    if unknown:
+        shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        raise ConfigError(f"{where}: unknown label {unknown[0]!r} (the model has: {shown})")
+    return frozenset(known.index(name) for name in labels)
+
+
+def region_rules(config: PipelineConfig, model: Model) -> tuple[list[ZoneRule], list[LineRule]]:
+    """The pipeline's zones and lines, with their labels checked against the model."""
+    zones = [
+        ZoneRule(
+            z.name, polygon_contour(z.polygon), _class_ids(z.labels, model, f"zones[{i}].labels"),
+            z.anchor, z.hysteresis,
+        )
+        for i, z in enumerate(config.zones)
+    ]  # fmt: skip
+    lines = [
+        LineRule(
+            ln.name, ln.points[0], ln.points[1],
+            _class_ids(ln.labels, model, f"lines[{i}].labels"), ln.anchor, ln.hysteresis,
+        )
+        for i, ln in enumerate(config.lines)
+    ]  # fmt: skip
+    return zones, lines
+
+
+def tracker_settings(config: PipelineConfig) -> TrackerSettings:
+    t = config.tracking
+    high = t.high_confidence if t.high_confidence is not None else config.model.confidence
+    return TrackerSettings(
+        high_confidence=high,
+        low_confidence=min(t.low_confidence, high),
+        match_iou=t.match_iou,
+        confirm_hits=t.confirm_hits,
+        confirm_s=t.confirm_s,
+        lost_after_s=t.lost_after_s,
+    )
+
+
+def object_rules(
+    config: PipelineConfig, zones: list[ZoneRule], lines: list[LineRule]
+) -> dict[str, ObjectRules]:
+    """A tracker and the zones and lines that apply, per source; none when no event needs
+    tracking."""
+    if not config.tracks_objects:
+        return {}
+    settings = tracker_settings(config)
+    by_name = {r.name: r for r in config.zones + config.lines}
+
+    def applies(name: str, source_id: str) -> bool:
+        only = by_name[name].sources
+        return only is None or source_id in only
+
+    return {
+        s.id: ObjectRules(
+            Tracker(settings),
+            [z for z in zones if applies(z.name, s.id)],
+            [ln for ln in lines if applies(ln.name, s.id)],
+        )
+        for s in config.sources
+    }
 
 
 @dataclass(frozen=True)
 class Checked:
     model: Model
     rules: DetectionRules
+    zones: list[ZoneRule]
+    lines: list[LineRule]
     file_frames: dict[str, int | None]  # frames each file source announces (None: unknown)
 
 
 def check(config: PipelineConfig) -> Checked:
-    """Everything `streamer validate` checks: the model, the class filter, the video files."""
+    """Everything `streamer validate` checks: the model, the labels named in the class
+    filter, zones and lines, the video files."""
     model = load_model(config)
     rules = detection_rules(config, model)
+    if config.tracks_objects:
+        # The tracker also takes weak boxes, to keep tracks alive through occlusions.
+        low = tracker_settings(config).low_confidence
+        rules = dataclasses.replace(rules, confidence=min(rules.confidence, low))
+    zones, lines = region_rules(config, model)
     plan_sources(config, None)
     frames = {s.id: probe_file(s.uri, file_options(s)) for s in config.sources if s.is_file}
-    return Checked(model, rules, frames)
+    return Checked(model, rules, zones, lines, frames)
 
 
 def _expected_frames(plans: list[SourcePlan], file_frames: dict[str, int | None]) -> int | None:
@@ -169,6 +239,7 @@ class Pipeline:
                 estimate.record_inference(warm_up_ns)
         self.stats = RunStats(source_ids)  # the run's clock starts once all is ready
         self.stats.providers = self.model.providers
+        self.stats.count_regions([z.name for z in config.zones], [ln.name for ln in config.lines])
         self._sources = [
             VideoSource(p, self._queues["decoded"], self.stats, self.supervisor)
             for p in self._plans
@@ -189,6 +260,8 @@ class Pipeline:
                     checked.rules,
                     factory,
                     frozenset(config.events.emit),
+                    config.model.confidence,
+                    object_rules(config, checked.zones, checked.lines),
                     estimate,
                     self.stats,
                 ),

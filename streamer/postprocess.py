@@ -11,8 +11,9 @@ import numpy as np
 from streamer.boxes import nms, unletterbox
 from streamer.deadlines import WorkEstimate
 from streamer.events import EventFactory
-from streamer.messages import Control, Detections, Event, Inferred, SourceStatus
+from streamer.messages import Control, Detections, EndOfStream, Event, Inferred, SourceStatus
 from streamer.models import Model
+from streamer.rules import ObjectRules, Occurrence
 from streamer.runtime import Stage
 from streamer.stats import RunStats
 
@@ -41,7 +42,17 @@ def detections_from_output(model: Model, item: Inferred, rules: DetectionRules) 
     )
 
 
+def confident(detections: Detections, confidence: float) -> Detections:
+    keep = detections.confidence >= confidence
+    if keep.all():
+        return detections
+    return Detections(detections.xyxy[keep], detections.confidence[keep], detections.class_id[keep])
+
+
 class PostprocessStage(Stage[Inferred, Event]):
+    """Boxes from the model output, then events: every frame's boxes (`detections`) and,
+    through each source's tracker and rules, object, zone and line events."""
+
     name = "postprocess"
 
     def __init__(
@@ -50,13 +61,20 @@ class PostprocessStage(Stage[Inferred, Event]):
         rules: DetectionRules,
         factory: EventFactory,
         emit: frozenset[str],
+        shown_confidence: float,
+        objects: dict[str, ObjectRules],
         estimate: WorkEstimate,
         stats: RunStats,
     ) -> None:
+        """`rules.confidence` is the threshold boxes are decoded at (lower than the
+        model's confidence when the tracker uses weak boxes); `detections` events show
+        boxes from `confidence` up. `objects`: per source, empty when nothing is tracked."""
         self._model = model
         self._rules = rules
         self._factory = factory
         self._emit = emit
+        self._shown_confidence = shown_confidence
+        self._objects = objects
         self._estimate = estimate
         self._stats = stats
 
@@ -66,7 +84,12 @@ class PostprocessStage(Stage[Inferred, Event]):
         frame = item.prepared.frame
         events = []
         if "detections" in self._emit:
-            events.append(self._factory.detections(frame, detections))
+            shown = confident(detections, self._shown_confidence)
+            events.append(self._factory.detections(frame, shown))
+        objects = self._objects.get(frame.source_id)
+        if objects is not None:
+            events += self._object_events(objects.on_frame(frame, detections), timed=True)
+            self._stats.objects_active(frame.source_id, objects.active_objects)
         self._stats.events_emitted(len(events))
         self._estimate.record_postprocess(time.monotonic_ns() - started)
         # A frame's latency ends with its events reaching Redis, or here if it has none.
@@ -75,7 +98,23 @@ class PostprocessStage(Stage[Inferred, Event]):
         return events
 
     def control(self, item: Control) -> Iterable[Event | Control]:
+        out: list[Event | Control] = []
+        objects = self._objects.get(item.source_id)
+        # A source that ended or lost its connection no longer shows its objects: they left.
+        ends = isinstance(item, EndOfStream) or (
+            isinstance(item, SourceStatus) and item.status in ("disconnected", "ended")
+        )
+        if objects is not None and ends:
+            out += self._object_events(objects.on_end(), timed=False)
+            self._stats.objects_active(item.source_id, 0)
         if isinstance(item, SourceStatus):
-            self._stats.events_emitted(1)
-            return (self._factory.source_status(item),)
-        return (item,)
+            out.append(self._factory.source_status(item))
+        self._stats.events_emitted(sum(isinstance(e, Event) for e in out))
+        if isinstance(item, EndOfStream):
+            out.append(item)
+        return out
+
+    def _object_events(self, occurrences: list[Occurrence], timed: bool) -> list[Event]:
+        for o in occurrences:
+            self._stats.object_event(o.type, o.zone or o.line, o.direction)
+        return [self._factory.occurrence(o, timed) for o in occurrences if o.type in self._emit]

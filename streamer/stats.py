@@ -58,6 +58,10 @@ class RunStats:
         self._lost = 0
         self._reconnects: Counter[str] = Counter()
         self._latency = LatencyHistogram()
+        self._objects: Counter[str] = Counter()  # appeared, left
+        self._active: dict[str, int] = {}  # source -> confirmed objects now in view
+        self._zones: dict[str, Counter[str]] = {}  # zone -> entered, exited
+        self._lines: dict[str, Counter[str]] = {}  # line -> in, out
         self._source_ids = list(source_ids)
         self.providers: list[str] = []
 
@@ -94,6 +98,28 @@ class RunStats:
         with self._lock:
             self._lost += n
 
+    def count_regions(self, zones: list[str], lines: list[str]) -> None:
+        """Zones and lines to report, at zero until something happens in them."""
+        with self._lock:
+            for name in zones:
+                self._zones.setdefault(name, Counter())
+            for name in lines:
+                self._lines.setdefault(name, Counter())
+
+    def object_event(self, type_: str, region: str | None, direction: str | None) -> None:
+        """Count an object, zone or line occurrence (emitted or not)."""
+        with self._lock:
+            if type_ in ("object_appeared", "object_left"):
+                self._objects[type_.removeprefix("object_")] += 1
+            elif type_ in ("zone_entered", "zone_exited") and region is not None:
+                self._zones.setdefault(region, Counter())[type_.removeprefix("zone_")] += 1
+            elif type_ == "line_crossed" and region is not None and direction is not None:
+                self._lines.setdefault(region, Counter())[direction] += 1
+
+    def objects_active(self, source_id: str, n: int) -> None:
+        with self._lock:
+            self._active[source_id] = n
+
     def source_reconnected(self, source_id: str) -> None:
         with self._lock:
             self._reconnects[source_id] += 1
@@ -126,4 +152,21 @@ class RunStats:
                     for sid in self._source_ids
                 },
                 "providers": list(self.providers),
+                "objects": {
+                    "appeared": self._objects["appeared"],
+                    "left": self._objects["left"],
+                    "active": sum(self._active.values()),
+                },
+                "zones": {
+                    name: {
+                        "entered": c["entered"],
+                        "exited": c["exited"],
+                        "inside": c["entered"] - c["exited"],
+                    }
+                    for name, c in sorted(self._zones.items())
+                },
+                "lines": {
+                    name: {"in": c["in"], "out": c["out"]}
+                    for name, c in sorted(self._lines.items())
+                },
             }

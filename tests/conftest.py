@@ -117,22 +117,35 @@ def write_pipeline(path: Path, text: str) -> Path:
 
 
 def sources_pipeline(
-    folder: Path, name: str, uris: dict[str, str], model: Path, extra: str = ""
+    folder: Path,
+    name: str,
+    uris: dict[str, str],
+    model: Path,
+    extra: str = "",
+    emit: str = "[detections]",
 ) -> Path:
     """A pipeline file `folder/name.yaml` with one source per id in `uris`."""
     sources = "".join(f"  - {{id: {sid}, uri: '{uri}'}}\n" for sid, uri in uris.items())
     return write_pipeline(
         folder / f"{name}.yaml",
-        f"name: {name}\nsources:\n{sources}model:\n  path: '{model}'\n{extra}",
+        f"name: {name}\nevents: {{emit: {emit}}}\nsources:\n{sources}"
+        f"model:\n  path: '{model}'\n{extra}",
     )
 
 
 def one_source_pipeline(
-    folder: Path, name: str, clip: Path, model: Path, source_extra: str = "", extra: str = ""
+    folder: Path,
+    name: str,
+    clip: Path,
+    model: Path,
+    source_extra: str = "",
+    extra: str = "",
+    emit: str = "[detections]",
 ) -> Path:
     """A pipeline file `folder/name.yaml` with one source `cam1` playing `clip`."""
     return write_pipeline(
         folder / f"{name}.yaml",
-        f"name: {name}\nsources:\n  - {{id: cam1, uri: '{clip}'{source_extra}}}\n"
+        f"name: {name}\nevents: {{emit: {emit}}}\n"
+        f"sources:\n  - {{id: cam1, uri: '{clip}'{source_extra}}}\n"
         f"model:\n  path: '{model}'\n{extra}",
     )

@@ -35,7 +35,9 @@ def test_minimal_file_gets_defaults_and_paths_relative_to_the_file(tmp_path):
     assert config.model.confidence == 0.25
     assert config.model.providers == ["tensorrt", "cuda", "cpu"]
     assert config.realtime.max_latency_ms == 500
-    assert config.events.emit == ["detections"]
+    assert config.events.emit == [
+        "object_appeared", "object_left", "zone_entered", "zone_exited", "line_crossed"
+    ]  # fmt: skip
     assert config.sink.redis.stream == "streamer:{pipeline}:events"
     assert config.sink.redis.maxlen == 100_000
 
@@ -113,8 +115,30 @@ sink:
             r"model\.format: Input should be 'auto', 'yolov8', 'yolo11' or 'yolox'",
         ),
         (
-            ("name: lobby", "name: lobby\nevents: {emit: [zone_entered]}"),
-            r"events\.emit: 'zone_entered' is not an event type this version emits",
+            ("name: lobby", "name: lobby\nevents: {emit: [zone_entred]}"),
+            r"events\.emit: 'zone_entred' is not an event type \(available: object_appeared",
+        ),
+        (
+            ("name: lobby", "name: lobby\nzones: [{name: door, polygon: [[0, 0], [9, 9]]}]"),
+            r"zones\[0\]\.polygon: List should have at least 3 items",
+        ),
+        (
+            ("name: lobby", "name: lobby\nlines: [{name: gate, points: [[5, 5], [5, 5]]}]"),
+            r"lines\[0\]\.points: the two points of a line must differ",
+        ),
+        (
+            (
+                "name: lobby",
+                "name: lobby\nlines: [{name: g, points: [[0, 0], [5, 5]], sources: [x]}]",
+            ),
+            r"line 'g': no source with id 'x'",
+        ),
+        (
+            (
+                "name: lobby",
+                "name: lobby\nzones: [{name: d, polygon: [[0, 0], [9, 0], [9, 9]], sizee: 1}]",
+            ),
+            r"zones\[0\]\.sizee: unknown key",
         ),
         (
             ("name: lobby", "name: lobby\nsink: {redis: {stream: 'a:{camera}'}}"),

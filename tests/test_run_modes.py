@@ -35,7 +35,8 @@ def two_cameras(tmp_path: Path, clip: Path, model: Path, extra: str = "") -> Pat
     return write_pipeline(
         tmp_path / "two.yaml",
         f"name: two\nsources:\n  - {{id: a, uri: '{clip}'}}\n  - {{id: b, uri: '{clip}'}}\n"
-        f"model:\n  path: '{model}'\n  batch: {{max_size: 4, max_wait_ms: 50}}\n{extra}",
+        f"model:\n  path: '{model}'\n  batch: {{max_size: 4, max_wait_ms: 50}}\n{extra}"
+        "events: {emit: [detections]}\n",
     )
 
 
@@ -233,7 +234,7 @@ def test_h265_in_mkv_with_audio_and_mpeg4_in_avi(
     pipeline = write_pipeline(
         tmp_path / "formats.yaml",
         f"name: formats\nsources:\n  - {{id: hevc, uri: '{hevc}'}}\n  - {{id: avi, uri: '{avi}'}}\n"
-        f"model:\n  path: '{yolox_nano}'\n  classes: [person]\n",
+        f"model:\n  path: '{yolox_nano}'\n  classes: [person]\nevents: {{emit: [detections]}}\n",
     )
     result, stats = run_with_stats(pipeline, redis_server.url)
     assert result.returncode == 0, result.stderr

@@ -29,6 +29,11 @@ def test_snapshot_has_the_documented_shape():
     stats.events_emitted(2)
     stats.events_delivered([5.0, None])
     stats.source_reconnected("cam2")
+    stats.count_regions(["door", "yard"], ["gate"])
+    stats.object_event("object_appeared", None, None)
+    stats.object_event("zone_entered", "door", None)
+    stats.object_event("line_crossed", "gate", "in")
+    stats.objects_active("cam1", 1)
     s = stats.snapshot()
     assert s["frames"] == {
         "decoded": 1, "processed": 1, "late": 1, "dropped": {"infer:deadline": 1}}  # fmt: skip
@@ -39,4 +44,11 @@ def test_snapshot_has_the_documented_shape():
         "cam1": {"reconnects": 0, "frames": 1},
         "cam2": {"reconnects": 1, "frames": 0},
     }
-    assert set(s) == {"frames", "events", "latency_ms", "fps", "wall_s", "sources", "providers"}
+    assert s["objects"] == {"appeared": 1, "left": 0, "active": 1}
+    assert s["zones"] == {
+        "door": {"entered": 1, "exited": 0, "inside": 1},
+        "yard": {"entered": 0, "exited": 0, "inside": 0},
+    }
+    assert s["lines"] == {"gate": {"in": 1, "out": 0}}
+    assert set(s) == {"frames", "events", "latency_ms", "fps", "wall_s", "sources", "providers",
+                      "objects", "zones", "lines"}  # fmt: skip

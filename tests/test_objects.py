@@ -1,0 +1,157 @@
+"""Objects, zones and lines end to end: rendered clip -> real detector -> tracker -> Redis.
+
+`pipelines/parking-zones.yaml` runs on the repository's rendered parking clip, whose exact
+ground truth (every object's box in every frame) is in `sample_videos/parking.json`. The
+expected events are worked out from that ground truth here, independently of the rules'
+code: the counts, directions and dwell times of the events must match it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import read_events, run_with_stats
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE = ROOT / "pipelines" / "parking-zones.yaml"
+TRUTH = json.loads((ROOT / "sample_videos" / "parking.json").read_text())
+FPS = TRUTH["fps"]
+LINE_X = 300.0  # midline: from (300, 0) to (300, 360)
+BAND_PX = 4.0  # ground-truth anchors this close to a boundary decide nothing
+
+
+def truth_tracks() -> dict[int, list[tuple[int, str, list[float]]]]:
+    """object id -> [(frame index, label, xyxy)] for every frame the object is visible in."""
+    tracks: dict[int, list[tuple[int, str, list[float]]]] = {}
+    for index, boxes in sorted(TRUTH["boxes"].items(), key=lambda kv: int(kv[0])):
+        for box in boxes:
+            tracks.setdefault(box["object_id"], []).append((int(index), box["label"], box["xyxy"]))
+    return tracks
+
+
+def expected_crossings() -> Counter[tuple[str, str]]:
+    """(label, direction) of every time an object's bottom centre goes across x = 300:
+    right to left is `in` (the line runs top to bottom)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for seen in truth_tracks().values():
+        side = 0
+        for _, label, (x1, _, x2, _) in seen:
+            dx = (x1 + x2) / 2 - LINE_X
+            if abs(dx) < BAND_PX:
+                continue
+            new = 1 if dx > 0 else -1
+            if side and new != side:
+                out[(label, "in" if new < 0 else "out")] += 1
+            side = new
+    return out
+
+
+def expected_zone_visits() -> int:
+    """People whose feet are in the lower-left corner (x < 300, y > 200) at some point."""
+    visits = 0
+    for seen in truth_tracks().values():
+        inside = [
+            (x1 + x2) / 2 < LINE_X - BAND_PX and y2 > 200 + BAND_PX
+            for _, label, (x1, _, x2, y2) in seen
+            if label == "person"
+        ]
+        pairs = zip([False, *inside], inside, strict=False)
+        visits += sum(1 for before, now in pairs if now and not before)
+    return visits
+
+
+def run_parking(tmp_path: Path, redis_server: Any, redis_client: Any, max_fps: float | None):
+    config = yaml.safe_load(PIPELINE.read_text())
+    config["sources"][0]["uri"] = str(ROOT / "sample_videos" / "parking.mp4")
+    config["model"]["path"] = str(ROOT / "models" / "demo-detector.onnx")
+    if max_fps is not None:
+        config["sources"][0]["max_fps"] = max_fps
+    pipeline = tmp_path / "parking.yaml"
+    pipeline.write_text(yaml.safe_dump(config))
+    result, stats = run_with_stats(pipeline, redis_server.url)
+    assert result.returncode == 0, result.stderr
+    everything = read_events(redis_client, "streamer:parking:events")
+    redis_client.delete("streamer:parking:events")
+    assert [e["seq"] for e in everything] == list(range(1, len(everything) + 1))
+    return [e for e in everything if e["type"] != "source_status"], stats
+
+
+def test_the_truth_has_what_the_pipeline_shows():
+    """The scene behind the figures below: 9 objects, 5 crossings, 2 visits to the corner."""
+    assert len(truth_tracks()) == 9
+    assert expected_crossings() == {
+        ("person", "out"): 1, ("person", "in"): 1, ("car", "out"): 2, ("car", "in"): 1,
+    }  # fmt: skip
+    assert expected_zone_visits() == 2
+
+
+@pytest.mark.parametrize("max_fps", [None, 7.5], ids=["every-frame", "every-other-frame"])
+def test_counts_directions_and_dwell_match_the_ground_truth(
+    tmp_path, redis_server, redis_client, max_fps
+):
+    events, stats = run_parking(tmp_path, redis_server, redis_client, max_fps)
+    by_type = Counter(e["type"] for e in events)
+    truth = truth_tracks()
+
+    # One object_appeared and one object_left per object, with the same track id.
+    assert by_type["object_appeared"] == by_type["object_left"] == len(truth)
+    appeared = {e["object"]["track_id"] for e in events if e["type"] == "object_appeared"}
+    left = {e["object"]["track_id"]: e for e in events if e["type"] == "object_left"}
+    assert appeared == set(left)
+
+    # Crossings by label and direction, and zone visits, exactly.
+    crossings = Counter((e["object"]["label"], e["direction"])
+                        for e in events if e["type"] == "line_crossed")  # fmt: skip
+    assert crossings == expected_crossings()
+    assert by_type["zone_entered"] == by_type["zone_exited"] == expected_zone_visits()
+    assert all(e["zone"] == "lot_corner" and e["object"]["label"] == "person"
+               for e in events if e["type"].startswith("zone_"))  # fmt: skip
+    assert stats["lines"] == {"midline": {"in": 2, "out": 3}}
+    assert stats["zones"] == {"lot_corner": {"entered": 2, "exited": 2, "inside": 0}}
+    assert stats["objects"] == {"appeared": 9, "left": 9, "active": 0}
+
+    # Dwell: how long each object was visible, within what the detector misses at the
+    # frame's edges (an object less than a third in view) and, with max_fps, one step.
+    truth_dwell = sorted((seen[-1][0] - seen[0][0]) / FPS for seen in truth.values())
+    dwell = sorted(e["object"]["dwell_s"] for e in left.values())
+    tolerance = 0.5 if max_fps is None else 0.65
+    for measured, expected in zip(dwell, truth_dwell, strict=True):
+        assert measured == pytest.approx(expected, abs=tolerance), (dwell, truth_dwell)
+    for e in left.values():
+        o = e["object"]
+        assert o["last_seen"] - o["first_seen"] >= 0 and o["dwell_s"] >= 0
+
+
+PEOPLE_IN_PERSON_CLIP = 6  # counted by eye: six people walk in one after another
+
+
+def test_real_clip_gives_one_track_per_person(tmp_path, redis_server, redis_client, person_clip,
+                                              yolox_nano):  # fmt: skip
+    """YOLOX-nano on the real person clip: one object per person who walks through, and
+    every object_appeared has its object_left by the end of the clip."""
+    pipeline = tmp_path / "people.yaml"
+    pipeline.write_text(
+        f"name: people\nsources:\n  - {{id: cam1, uri: '{person_clip}'}}\n"
+        f"model:\n  path: '{yolox_nano}'\n  classes: [person]\n"
+    )
+    result, stats = run_with_stats(pipeline, redis_server.url)
+    assert result.returncode == 0, result.stderr
+    events = read_events(redis_client, "streamer:people:events")
+    appeared = [e["object"]["track_id"] for e in events if e["type"] == "object_appeared"]
+    left = [e["object"]["track_id"] for e in events if e["type"] == "object_left"]
+    assert len(appeared) == PEOPLE_IN_PERSON_CLIP, appeared
+    assert sorted(left) == sorted(appeared)
+    assert stats["objects"] == {"appeared": 6, "left": 6, "active": 0}
+    # One person at a time: each leaves before the next appears.
+    order = [
+        (e["type"], e["object"]["track_id"]) for e in events if e["type"].startswith("object_")
+    ]
+    assert order == [(kind, t) for t in appeared for kind in ("object_appeared", "object_left")]
