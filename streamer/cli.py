@@ -299,8 +299,7 @@ def events_tail(
             reader = consumer.Consumer(client, key, start="0" if count is None else count)
             read = reader.events(follow=follow)
         for event in read:
-            entry = consumer.StreamEntry(event.entry_id, event.raw)
-            click.echo(json.dumps(entry.event) if as_json else _one_line(entry))
+            click.echo(json.dumps(event.raw) if as_json else _one_line(event))
     except StreamerError as exc:
         fail_usage(str(exc))
     except redis.RedisError as exc:
@@ -319,17 +318,27 @@ def _only_stream(client: redis.Redis) -> str:
     raise StreamerError(f"several streams, choose one with --stream: {', '.join(streams)}")
 
 
-def _one_line(entry: consumer.StreamEntry) -> str:
-    e = entry.event
-    when = time.strftime("%H:%M:%S", time.localtime(e.get("emitted_at", 0)))
-    head = f"{entry.entry_id} {when} {e['source']} #{e['seq']} {e['type']}"
-    if e["type"] == "source_status":
-        return f"{head} {e['status']}" + (f" ({e['detail']})" if e.get("detail") else "")
-    if e["type"] == "detections":
-        frame = e["frame"]["index"]
-        boxes = ", ".join(
-            f"{o['label']} {o['confidence']:.2f} [{', '.join(f'{v:.0f}' for v in o['bbox'])}]"
-            for o in e["objects"]
-        )
+def _one_line(event: consumer.StreamEvent) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(event.emitted_at))
+    head = f"{event.entry_id} {when} {event.source} #{event.seq} {event.type}"
+    if event.type == "source_status":
+        return f"{head} {event.status}" + (f" ({event.detail})" if event.detail else "")
+    if event.type == "detections":
+        frame = event.frame.index if event.frame else "?"
+        boxes = ", ".join(f"{o.label} {o.confidence:.2f} {_box(o.bbox)}" for o in event.objects)
         return f"{head} frame {frame}: {boxes or 'nothing'}"
-    return f"{head} {json.dumps(e)}"
+    o = event.object
+    if o is None:
+        return f"{head} {json.dumps(event.raw)}"
+    where = event.zone or event.line
+    parts = [head, f"{o.label} #{o.track_id}"]
+    if where:
+        parts.append(f"{where} {event.direction}" if event.direction else where)
+    if o.dwell_s is not None:
+        parts.append(f"{o.dwell_s:.1f} s")
+    parts.append(_box(o.bbox))
+    return " ".join(parts)
+
+
+def _box(bbox: tuple[float, ...]) -> str:
+    return "[" + ", ".join(f"{v:.0f}" for v in bbox) + "]"

@@ -29,15 +29,6 @@ SOCKET_TIMEOUT_S = 10.0  # longer than BLOCK_MS, or every blocking read would ti
 
 
 @dataclass(frozen=True, slots=True)
-class StreamEntry:
-    """One stream entry as stored: its Redis id and the event JSON it carries (what
-    `streamer events tail` prints)."""
-
-    entry_id: str
-    event: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
 class FrameRef:
     """The frame an event comes from."""
 
