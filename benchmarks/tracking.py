@@ -99,8 +99,10 @@ def main() -> None:
     }
     for name in ("tracker_only", "tracker_and_rules"):
         r = results[name]
-        print(f"{name:>17}: mean {r['mean_ms']:.3f} ms  p50 {r['p50_ms']:.3f} ms  "
-              f"p99 {r['p99_ms']:.3f} ms per frame, {r['tracks_at_end']} tracks at the end")  # fmt: skip
+        print(
+            f"{name:>17}: mean {r['mean_ms']:.3f} ms  p50 {r['p50_ms']:.3f} ms  "
+            f"p99 {r['p99_ms']:.3f} ms per frame, {r['tracks_at_end']} tracks at the end"
+        )
     total = results["tracker_and_rules"]
     print(f"\n{args.objects} objects: tracking + 2 zones + 2 lines = {total['mean_ms']:.2f} ms "
           f"per frame (target < 2 ms); {total['events']} zone/line/object events")  # fmt: skip

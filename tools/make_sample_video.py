@@ -112,21 +112,18 @@ PARKING = Scene(
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=Path("sample_videos"))
-    args = parser.parse_args()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    n_frames = round(DURATION_S * FPS)
+def write_clip(scene: Scene, path: Path) -> dict[str, list[dict[str, object]]]:
+    """Render `scene` to an H.264 file at `path`; the ground-truth boxes per frame index."""
+    n_frames = round(scene.duration_s * scene.fps)
     truth: dict[str, list[dict[str, object]]] = {}
-    with av.open(str(args.out_dir / "parking.mp4"), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.time_base = Fraction(1, FPS)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(scene.fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = scene.width, scene.height, "yuv420p"
+        stream.time_base = 1 / Fraction(scene.fps).limit_denominator(1001)
         # One encoder thread: x264's output then does not depend on the machine's core count.
         stream.options = {"crf": "23", "preset": "medium", "threads": "1"}
         for index in range(n_frames):
-            bgr, boxes = render_frame(PARKING, index / FPS)
+            bgr, boxes = render_frame(scene, index / scene.fps)
             rgb = np.ascontiguousarray(bgr[:, :, ::-1])
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = index
@@ -141,11 +138,20 @@ def main() -> None:
                 for b in boxes
             ]
         container.mux(stream.encode(None))
+    return truth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=Path, default=Path("sample_videos"))
+    args = parser.parse_args()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    truth = write_clip(PARKING, args.out_dir / "parking.mp4")
     meta = {
         "width": WIDTH,
         "height": HEIGHT,
         "fps": FPS,
-        "frames": n_frames,
+        "frames": len(truth),
         "classes": ["person", "car"],
         "box_format": "xyxy pixels, clipped to the frame",
         "objects": [asdict(o) for o in PARKING.objects],
