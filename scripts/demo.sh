@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up streamer, start a private redis-server, run the demo pipeline over the
-# sample clip, and show the events that came back from Redis.
+# Set up streamer, start a private redis-server, run the demo pipelines over the
+# sample clip (every frame's boxes, then tracked objects with a zone and a line),
+# and show the events that came back from Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -35,4 +36,23 @@ print(f"frames processed: {stats['frames']['processed']}, events delivered: "
       f"{stats['events']['delivered']}, lost: {stats['events']['lost']}")
 for label, n in labels.most_common():
     print(f"  {label}: {n} detections, in {frames_with[label]} frames")
+PY
+
+echo "== streamer run pipelines/parking-zones.yaml (objects, a zone, a line)"
+.venv/bin/streamer run pipelines/parking-zones.yaml --redis-url "$url" \
+  --stats-json "$workdir/zones.json"
+
+echo "== its events, read back from Redis"
+.venv/bin/streamer events tail --redis-url "$url" --stream streamer:parking:events
+
+echo "== what it counted"
+.venv/bin/python - "$workdir/zones.json" <<'PY'
+import json, sys
+stats = json.load(open(sys.argv[1]))
+objects = stats["objects"]
+print(f"objects: {objects['appeared']} appeared, {objects['left']} left")
+for name, c in stats["zones"].items():
+    print(f"zone {name}: {c['entered']} entered, {c['exited']} exited")
+for name, c in stats["lines"].items():
+    print(f"line {name}: {c['in']} in, {c['out']} out")
 PY
