@@ -39,6 +39,26 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ReconnectConfig(_Model):
+    """How a live source that failed is retried: exponential backoff with jitter."""
+
+    initial_delay_s: Annotated[float, Field(gt=0, le=600)] = 0.5
+    """The first wait after a failure; it doubles after each failed attempt..."""
+    max_delay_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    """...up to this."""
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
+    """Each wait is randomised by up to this fraction, so cameras behind one switch that
+    failed together do not all retry in the same instant."""
+    healthy_after_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    """A connection that lasted this long resets the backoff to initial_delay_s."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.max_delay_s < self.initial_delay_s:
+            raise ValueError("max_delay_s must be at least initial_delay_s")
+        return self
+
+
 class SourceConfig(_Model):
     id: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
     """Unique within the file; used in events and stream keys."""
@@ -60,6 +80,10 @@ class SourceConfig(_Model):
     """Live sources: how long opening may take (FFmpeg caps TCP connects near 5 s)."""
     read_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     """Live sources: a stream that sends nothing this long is treated as disconnected."""
+    stall_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    """Live sources: a connection that delivers no frame this long (data may still flow,
+    nothing decodes) is treated as stalled and reconnected."""
+    reconnect: ReconnectConfig = ReconnectConfig()
     ffmpeg_options: dict[str, str | int | float] = Field(default_factory=dict)
     """Extra FFmpeg demuxer/protocol options, e.g. {stimeout: 5000000, fflags: nobuffer}."""
 
