@@ -9,6 +9,7 @@ and retried with backoff when they cannot be reached or stop sending.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import av
 import av.error
 
-from streamer.config import SourceConfig
+from streamer.config import ReconnectConfig, SourceConfig
 from streamer.errors import SourceError
 from streamer.messages import DropReason, EndOfStream, Frame, SourceStatus
 from streamer.queues import POLL_S, StageQueue
@@ -32,9 +33,6 @@ STAGE = "decode"
 # RTSP cameras send their parameter sets in band: a small probe opens a stream in about
 # 0.25 s instead of 2.5 s.
 FAST_PROBE = {"analyzeduration": "0", "probesize": "32768"}
-RETRY_INITIAL_S = 0.5
-RETRY_MAX_S = 10.0
-HEALTHY_S = 30.0  # a stream that lasted this long resets the reconnect backoff
 MAX_PTS_STEP_S = 10.0  # a larger jump in timestamps is a discontinuity, not a pause
 
 
@@ -107,6 +105,30 @@ class RateLimiter:
             return False
         self._next_s += self._interval_s
         return True
+
+
+class Backoff:
+    """Waits between reconnection attempts: doubling from the initial delay up to the
+    maximum, each randomised by +-jitter so that cameras that failed together do not all
+    retry together."""
+
+    def __init__(self, config: ReconnectConfig, rng: random.Random | None = None) -> None:
+        self._config = config
+        self._rng = rng or random.Random()
+        self._next_s = config.initial_delay_s
+
+    def next_delay_s(self) -> float:
+        base = self._next_s
+        self._next_s = min(base * 2, self._config.max_delay_s)
+        jitter = self._config.jitter
+        return base * self._rng.uniform(1 - jitter, 1 + jitter)
+
+    def reset(self) -> None:
+        self._next_s = self._config.initial_delay_s
+
+
+class Stalled(Exception):
+    """A live connection that delivers data but no frame (see `stall_timeout_s`)."""
 
 
 class Pacer:
@@ -182,26 +204,34 @@ class VideoSource:
                 self._out.put(frame, self._supervisor.halt)
 
     def _decode_live(self) -> None:
-        delay_s = RETRY_INITIAL_S
-        url = redact(self.plan.config.uri)
+        config = self.plan.config
+        backoff = Backoff(config.reconnect)
+        url = redact(config.uri)
+        attempt = 0
         while not self._should_stop():
             opened = time.monotonic()
             try:
                 self._decode_once()
                 detail = "stream ended"
+            except Stalled as exc:
+                detail = str(exc)
             except (av.error.FFmpegError, OSError) as exc:
                 detail = redact(str(exc))
-            if time.monotonic() - opened >= HEALTHY_S:
-                delay_s = RETRY_INITIAL_S  # it worked for a while: start the backoff afresh
+            if time.monotonic() - opened >= config.reconnect.healthy_after_s:
+                backoff.reset()  # it worked for a while: start the backoff afresh
+                attempt = 0
             if self._should_stop():
                 return
+            delay_s = backoff.next_delay_s()
+            attempt += 1
             log.warning("source %s (%s): %s; retrying in %.1f s", self.id, url, detail, delay_s)
             self._out.put_control(SourceStatus(self.id, "disconnected", time.time(), detail))
             self._stats.source_reconnected(self.id)
             if self._supervisor.stop_sources.wait(delay_s):
                 return
-            self._out.put_control(SourceStatus(self.id, "reconnecting", time.time(), None))
-            delay_s = min(delay_s * 2, RETRY_MAX_S)
+            self._out.put_control(
+                SourceStatus(self.id, "reconnecting", time.time(), f"attempt {attempt}")
+            )
 
     def _announce_connected(self) -> None:
         url = redact(self.plan.config.uri)
@@ -223,12 +253,20 @@ class VideoSource:
         limiter = RateLimiter(config.max_fps) if config.max_fps else None
         paced = config.is_file and self.plan.realtime
         budget_ns = self.plan.max_latency_ms * 1_000_000
+        # The watchdog of a live source: data that arrives but never decodes into a frame
+        # (a silent socket is caught by the read timeout instead).
+        stall_s = None if config.is_file else config.stall_timeout_s
+        last_frame_at = time.monotonic()
         for packet in container.demux(stream):
             try:
                 decoded = packet.decode()
             except av.error.InvalidDataError:
                 self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
-                continue
+                decoded = []
+            if decoded:
+                last_frame_at = time.monotonic()
+            elif stall_s is not None and time.monotonic() - last_frame_at > stall_s:
+                raise Stalled(f"stalled: no frame for {stall_s:g} s")
             for av_frame in decoded:
                 if self._should_stop() or self._supervisor.halt.is_set():
                     return
