@@ -8,6 +8,7 @@ applied afterwards by `with_overrides`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,20 @@ Anchor = Literal["bottom_center", "center", "top_center"]
 Provider = Literal["tensorrt", "cuda", "cpu"]
 PROVIDER_NAMES: tuple[Provider, ...] = ("tensorrt", "cuda", "cpu")
 _URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+# A pipeline file is small: a few hundred values. Past this many, counting each use of a
+# YAML alias again, validating it (and listing its errors) could take minutes.
+MAX_VALUES = 100_000
+MAX_SOURCES = 256
+MAX_REGIONS = 1000  # zones, and lines
+MAX_CORNERS = 1000
+MAX_LABELS = 10_000
+# Zones and lines are in source pixels; they may reach past the frame's edges, but a
+# coordinate this far out (8K video is 7680 wide) is a typo, and inf or nan would make
+# every side test false.
+MAX_COORDINATE = 100_000.0
+# Each frame queued before the events holds a picture or a tensor: megabytes.
+MAX_FRAME_QUEUE = 1024
+MAX_EVENT_QUEUE = 100_000
 
 
 class _Model(BaseModel):
@@ -106,18 +121,41 @@ class BatchConfig(_Model):
     """Longest wait for a batch to fill after its first frame arrived."""
 
 
+def _model_path(path: Path) -> Path:
+    if str(path) == ".":  # what an empty string becomes
+        raise ValueError("empty: name the ONNX file")
+    if "\0" in str(path):
+        raise ValueError("contains a NUL character")
+    return path
+
+
+def _labels(names: list[str] | None) -> list[str] | None:
+    """Label lists name classes: a repeated or empty name is a mistake."""
+    seen: set[str] = set()
+    for name in names or ():
+        if not name.strip():
+            raise ValueError("a label is empty")
+        if name in seen:
+            raise ValueError(f"label {name!r} is given twice")
+        seen.add(name)
+    return names
+
+
+Labels = Annotated[list[str], Field(min_length=1, max_length=MAX_LABELS)]
+
+
 class ModelConfig(_Model):
     path: Path
     """The ONNX file, relative to the pipeline file."""
     format: Literal["auto", "yolov8", "yolo11", "yolox"] = "auto"
     """The detector family; auto reads it from the model file."""
-    labels: list[str] | None = None
+    labels: Labels | None = None
     """Class names in class-id order; default: the model's metadata, or COCO for 80 classes."""
     confidence: Annotated[float, Field(ge=0, le=1)] = 0.25
     iou: Annotated[float, Field(ge=0, le=1)] = 0.45
     """IoU above which NMS suppresses the weaker of two boxes of one class."""
-    classes: list[str] | None = None
-    """Keep only these labels (default: all)."""
+    classes: Labels | None = None
+    """Keep only these labels (default: all). An empty list would keep nothing: omit it."""
     max_detections: Annotated[int, Field(ge=1, le=10_000)] = 300
     input_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] | None = None
     """For models with a dynamic input: the long side frames are scaled to (default: the
@@ -127,6 +165,9 @@ class ModelConfig(_Model):
     threads: Annotated[int, Field(ge=1, le=256)] | None = None
     """ONNX Runtime intra-op threads (default: one per core)."""
     batch: BatchConfig = BatchConfig()
+
+    _path = field_validator("path")(_model_path)
+    _label_lists = field_validator("labels", "classes")(_labels)
 
     @property
     def family(self) -> str:
@@ -139,11 +180,15 @@ class RealtimeConfig(_Model):
 
 
 class LosslessQueueConfig(_Model):
-    size: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    size: Annotated[int, Field(ge=1, le=MAX_FRAME_QUEUE)] | None = None
 
 
 class QueueConfig(LosslessQueueConfig):
     overflow: Overflow | None = None
+
+
+class EventQueueConfig(_Model):
+    size: Annotated[int, Field(ge=1, le=MAX_EVENT_QUEUE)] | None = None
 
 
 class QueuesConfig(_Model):
@@ -155,7 +200,7 @@ class QueuesConfig(_Model):
     decoded: QueueConfig = QueueConfig()
     prepared: QueueConfig = QueueConfig()
     inferred: LosslessQueueConfig = LosslessQueueConfig()
-    events: LosslessQueueConfig = LosslessQueueConfig()
+    events: EventQueueConfig = EventQueueConfig()
 
 
 class EventsConfig(_Model):
@@ -194,14 +239,16 @@ class TrackingConfig(_Model):
     so frames dropped under load do not end tracks."""
 
 
-Point = tuple[float, float]
+Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+Point = tuple[Coordinate, Coordinate]
 
 
 class _Region(_Model):
     name: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
-    labels: list[str] | None = None
-    """Only objects with these labels (default: every label)."""
-    sources: list[str] | None = None
+    labels: Labels | None = None
+    """Only objects with these labels (default: every label). An empty list would match
+    nothing: omit it."""
+    sources: Annotated[list[str], Field(min_length=1, max_length=MAX_SOURCES)] | None = None
     """Only on these sources (default: every source)."""
     anchor: Anchor = "bottom_center"
     """The point of an object's box that is judged: where a person's feet are, by default."""
@@ -209,10 +256,24 @@ class _Region(_Model):
     """Dead band on each side of the boundary, as a fraction of the object's box height:
     an object must be this far past it to change side, so jitter gives no extra events."""
 
+    _label_list = field_validator("labels")(_labels)
+
 
 class ZoneConfig(_Region):
-    polygon: Annotated[list[Point], Field(min_length=3)]
+    polygon: Annotated[list[Point], Field(min_length=3, max_length=MAX_CORNERS)]
     """Corners in source pixels, in order."""
+
+    @field_validator("polygon")
+    @classmethod
+    def _has_area(cls, polygon: list[Point]) -> list[Point]:
+        # Shoelace formula: a polygon whose corners are all on one line contains nothing.
+        twice_area = sum(
+            x0 * y1 - x1 * y0
+            for (x0, y0), (x1, y1) in zip(polygon, polygon[1:] + polygon[:1], strict=True)
+        )
+        if math.isclose(twice_area, 0.0, abs_tol=1e-9):
+            raise ValueError("the polygon has no area (its corners are on one line)")
+        return polygon
 
 
 class LineConfig(_Region):
@@ -235,6 +296,11 @@ class RedisSinkConfig(_Model):
     """Stream key; {pipeline} and {source} are replaced."""
     maxlen: Annotated[int, Field(ge=1)] = 100_000
     """Approximate length the stream is trimmed to (XADD MAXLEN ~)."""
+    spool_path: Path | None = None
+    """A file (relative to the pipeline file) that keeps the events Redis has not taken
+    yet, so that a crash or a restart loses none of them; default: they are kept in memory."""
+    spool_max_events: Annotated[int, Field(ge=1)] = 100_000
+    """Most events kept while Redis is away; beyond, the oldest are lost (and counted)."""
 
     @field_validator("stream")
     @classmethod
@@ -257,14 +323,14 @@ class SinkConfig(_Model):
 
 class PipelineConfig(_Model):
     name: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
-    sources: Annotated[list[SourceConfig], Field(min_length=1)]
+    sources: Annotated[list[SourceConfig], Field(min_length=1, max_length=MAX_SOURCES)]
     model: ModelConfig
     realtime: RealtimeConfig = RealtimeConfig()
     queues: QueuesConfig = QueuesConfig()
     events: EventsConfig = EventsConfig()
     tracking: TrackingConfig = TrackingConfig()
-    zones: list[ZoneConfig] = Field(default_factory=list)
-    lines: list[LineConfig] = Field(default_factory=list)
+    zones: list[ZoneConfig] = Field(default_factory=list, max_length=MAX_REGIONS)
+    lines: list[LineConfig] = Field(default_factory=list, max_length=MAX_REGIONS)
     sink: SinkConfig = SinkConfig()
 
     @model_validator(mode="after")
@@ -291,10 +357,25 @@ class PipelineConfig(_Model):
         return any(t in OBJECT_EVENT_TYPES for t in self.events.emit)
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHOWN_CHARS = 60  # of a wrong value or key, in an error message
+
+
+def _shown(value: object) -> str:
+    """`repr(value)`, which keeps it on one line, cut to a length that fits one."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.match(part):
+            out += f".{part}" if out else part
+        else:  # a key the user mistyped may hold anything, a line break included
+            out += f"[{_shown(part)}]"
     return out
 
 
@@ -306,8 +387,26 @@ def _one_line(error: ErrorDetails) -> str:
         return f"{where}: required"
     message = error["msg"].removeprefix("Value error, ")
     value = error.get("input")
-    shown = "" if isinstance(value, (dict, list)) or value is None else f", got {value!r}"
+    shown = "" if isinstance(value, (dict, list)) or value is None else f", got {_shown(value)}"
     return f"{where}: {message}{shown}" if where else f"{message}{shown}"
+
+
+def _more_values_than(data: Any, limit: int) -> bool:
+    """Whether `data` holds more than `limit` values, counting a shared (aliased) one each
+    time it is used, as validation would see it; a cycle counts as too many."""
+    pending = [data]
+    count = 0
+    while pending:
+        item = pending.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            pending.extend(item)
+    return False
 
 
 def parse_config(data: Any, origin: str) -> PipelineConfig:
@@ -315,6 +414,11 @@ def parse_config(data: Any, origin: str) -> PipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{origin}: a pipeline file must be a mapping of keys, got {type(data).__name__}"
+        )
+    if _more_values_than(data, MAX_VALUES):
+        raise ConfigError(
+            f"{origin}: more than {MAX_VALUES} values (a YAML alias counts each time it is "
+            "used): not a pipeline file"
         )
     try:
         return PipelineConfig.model_validate(data)
@@ -324,9 +428,36 @@ def parse_config(data: Any, origin: str) -> PipelineConfig:
         raise ConfigError(f"{origin}: {_one_line(errors[0])}{more}") from None
 
 
-def _resolve(path_text: str, base: Path) -> str:
-    path = Path(path_text.removeprefix("file://")).expanduser()
-    return str(path if path.is_absolute() else (base / path).resolve())
+def _resolve(path_text: str, base: Path, where: str) -> str:
+    """`path_text` made absolute from `base`; ConfigError naming `where` when it cannot be
+    (`~nobody/x` for a user who does not exist, a NUL character)."""
+    try:
+        path = Path(path_text.removeprefix("file://")).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"{where}: not a usable path {_shown(path_text)} ({exc})") from None
+
+
+class _PipelineLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: plain YAML keeps the
+    last one without a word, so a pasted second `model:` would silently win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` is meant to be overridden
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+            except TypeError:
+                continue  # unhashable: the base constructor reports it
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {_shown(key)} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: Path) -> PipelineConfig:
@@ -338,19 +469,28 @@ def load_config(path: Path) -> PipelineConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_PipelineLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    except ValueError as exc:  # an integer of over 4300 digits, a date like 2024-13-45
+        # Python's own advice after the ';' (sys.set_int_max_str_digits) is not for users.
+        problem = str(exc).partition(";")[0]
+        raise ConfigError(f"{path}: invalid YAML: a value cannot be read ({problem})") from None
     config = parse_config(data, str(path))
     base = path.resolve().parent
     sources = [
-        s.model_copy(update={"uri": _resolve(s.uri, base)}) if s.is_file else s
-        for s in config.sources
+        s.model_copy(update={"uri": _resolve(s.uri, base, f"{path}: sources[{i}].uri")})
+        if s.is_file
+        else s
+        for i, s in enumerate(config.sources)
     ]
-    model = config.model.model_copy(update={"path": Path(_resolve(str(config.model.path), base))})
+    model_path = _resolve(str(config.model.path), base, f"{path}: model.path")
+    model = config.model.model_copy(update={"path": Path(model_path)})
     return config.model_copy(update={"sources": sources, "model": model})
 
 
@@ -385,7 +525,9 @@ def with_overrides(
         except ValidationError as exc:
             raise ConfigError(f"--source {option}: {_one_line(exc.errors()[0])}") from None
         if entry.is_file:
-            entry = entry.model_copy(update={"uri": _resolve(uri, Path.cwd())})
+            entry = entry.model_copy(
+                update={"uri": _resolve(uri, Path.cwd(), f"--source {option}")}
+            )
         index = next((i for i, s in enumerate(new_sources) if s.id == source_id), None)
         if index is None:
             new_sources.append(entry)
@@ -396,7 +538,8 @@ def with_overrides(
     update: dict[str, Any] = {"sources": new_sources}
     if model is not None:
         # A different file: its family and labels are read from it, not from the pipeline.
+        path = Path(_resolve(str(model), Path.cwd(), f"--model {model}"))
         update["model"] = config.model.model_copy(
-            update={"path": model.resolve(), "format": "auto", "labels": None}
+            update={"path": path, "format": "auto", "labels": None}
         )
     return config.model_copy(update=update)
