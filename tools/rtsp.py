@@ -10,6 +10,7 @@ library, so the tests' own Python can drive it:
         server.restart()          # the same port again
         server.freeze()           # SIGSTOP: clients stall until their read timeout
         server.thaw()             # SIGCONT
+    RtspServer({"cam1": clip}, codec="h265")  # an H.265 camera (x265enc ! rtph265pay)
 
 `rtsp_server_available()` says why the server cannot run here (None when it can), for skips.
 """
@@ -37,14 +38,15 @@ STOP_TIMEOUT_S = 5.0
 CHECK_TIMEOUT_S = 30.0
 
 
-@functools.lru_cache(maxsize=1)
-def rtsp_server_available() -> str | None:
-    """None when /usr/bin/python3 can run the GStreamer RTSP server, else a one-line reason."""
+@functools.lru_cache(maxsize=2)
+def rtsp_server_available(codec: str = "h264") -> str | None:
+    """None when /usr/bin/python3 can run the GStreamer RTSP server with `codec` (h264 or
+    h265), else a one-line reason."""
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         return f"{SYSTEM_PYTHON} not found (the RTSP server needs Debian's python3-gi)"
     try:
         proc = subprocess.run(
-            [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--check"],
+            [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--check", "--codec", codec],
             capture_output=True,
             text=True,
             timeout=CHECK_TIMEOUT_S,
@@ -73,6 +75,7 @@ class RtspServer:
         size: tuple[int, int] | None = None,
         bitrate_kbps: int | None = None,
         key_int_max: int | None = None,
+        codec: str = "h264",
         start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         if not mounts:
@@ -83,6 +86,7 @@ class RtspServer:
         self.size = size
         self.bitrate_kbps = bitrate_kbps
         self.key_int_max = key_int_max
+        self.codec = codec
         self.start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
@@ -116,6 +120,8 @@ class RtspServer:
             args += ["--bitrate-kbps", str(self.bitrate_kbps)]
         if self.key_int_max is not None:
             args += ["--key-int-max", str(self.key_int_max)]
+        if self.codec != "h264":
+            args += ["--codec", self.codec]
         return args
 
     def start(self) -> RtspServer:

@@ -4,19 +4,21 @@ Runs under Debian's /usr/bin/python3 (GStreamer's RTSP server through python3-gi
 
     /usr/bin/python3 tools/rtsp_server.py --port 8554 \\
         --mount cam1=/path/a.mp4 --mount cam2=/path/b.mp4 [--fps 10] \\
-        [--width W --height H] [--bitrate-kbps K] [--key-int-max N]
+        [--width W --height H] [--bitrate-kbps K] [--key-int-max N] [--codec h265]
 
 serves rtsp://127.0.0.1:8554/cam1 etc., each looping its file forever, and prints one line
 `ready rtsp://127.0.0.1:PORT` on stdout once it listens. SIGTERM or SIGINT end it cleanly.
-`--check` only says whether GStreamer and the elements it needs are there (exit status 0/1).
+`--check` only says whether GStreamer and the elements it needs are there (exit status 0/1);
+with `--codec h265`, also those of H.265 (x265enc comes with gstreamer1.0-plugins-bad).
 
 How a file becomes a live camera: each mount has a feeder pipeline
 `filesrc ! decodebin ! videoconvert [! videoscale ! caps] ! intervideosink channel=C` that plays
 the file in real time and seeks back to 0 (a flushing seek) on end of stream. The RTSP media
 factory, shared by all clients of that mount, reads
 `intervideosrc channel=C ! caps(framerate) ! videorate ! videoconvert ! x264enc ! rtph264pay`:
-intervideosrc is a live source that repeats the latest frame at the output rate, so the stream
-never ends, `--fps` may exceed the file's rate, and a restart of the file is invisible to clients.
+(`x265enc ! rtph265pay` with `--codec h265`). intervideosrc is a live source that repeats the
+latest frame at the output rate, so the stream never ends, `--fps` may exceed the file's rate,
+and a restart of the file is invisible to clients.
 (Looping inside the RTSP media does not work: its end of stream reaches the payloader and clients
 are sent BYE.)
 
@@ -44,9 +46,21 @@ NEEDED_ELEMENTS = (
     "videorate",
     "intervideosink",
     "intervideosrc",
-    "x264enc",
-    "rtph264pay",
 )
+# The encoder and payloader of each codec, with the options that make them camera-like: no
+# look-ahead or B-frames (zerolatency), parameter sets sent in band with every keyframe.
+CODECS = {
+    "h264": (
+        ("x264enc", "rtph264pay"),
+        "x264enc tune=zerolatency speed-preset=ultrafast bitrate={bitrate} key-int-max={gop} ! "
+        "rtph264pay name=pay0 pt=96 config-interval=1",
+    ),
+    "h265": (
+        ("x265enc", "rtph265pay"),
+        "x265enc tune=zerolatency speed-preset=ultrafast bitrate={bitrate} key-int-max={gop} ! "
+        "rtph265pay name=pay0 pt=96 config-interval=-1",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--key-int-max", type=int, default=None, help="frames between key frames; default: fps"
     )
+    parser.add_argument("--codec", choices=sorted(CODECS), default="h264")
     parser.add_argument("--check", action="store_true", help="only check that it can run")
     args = parser.parse_args(argv)
     if args.check:
@@ -105,13 +120,14 @@ def load_gst() -> tuple[Any, Any, Any]:
     return Gst, GstRtspServer, GLib
 
 
-def check() -> str | None:
-    """None when the server can run here, else a one-line reason."""
+def check(codec: str = "h264") -> str | None:
+    """None when the server can run here with `codec`, else a one-line reason."""
     try:
         gst, _, _ = load_gst()
     except (ImportError, ValueError) as exc:
         return f"GStreamer RTSP server bindings unavailable: {exc}"
-    missing = [name for name in NEEDED_ELEMENTS if gst.ElementFactory.find(name) is None]
+    needed = (*NEEDED_ELEMENTS, *CODECS[codec][0])
+    missing = [name for name in needed if gst.ElementFactory.find(name) is None]
     if missing:
         return f"GStreamer elements missing: {', '.join(missing)}"
     return None
@@ -211,9 +227,8 @@ def serve(args: argparse.Namespace) -> int:
                 f"( intervideosrc channel={feeder.channel} ! "
                 f"video/x-raw,width={width},height={height},framerate={num}/{den} ! "
                 f"videorate ! videoconvert ! video/x-raw,format=I420 ! "
-                f"x264enc tune=zerolatency speed-preset=ultrafast bitrate={args.bitrate_kbps} "
-                f"key-int-max={gop} ! "
-                f"rtph264pay name=pay0 pt=96 config-interval=1 )"
+                + CODECS[args.codec][1].format(bitrate=args.bitrate_kbps, gop=gop)
+                + " )"
             )
             factory.set_shared(True)
             mounts.add_factory(f"/{mount.name}", factory)
@@ -247,7 +262,7 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.check:
-        reason = check()
+        reason = check(args.codec)
         print(reason or "ok", flush=True)
         return 0 if reason is None else 1
     return serve(args)
