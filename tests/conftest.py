@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from tools.local_redis import RedisServer
+from tools.rtsp import rtsp_server_available
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("STREAMER_ASSETS", REPO.parent / "shared" / "assets"))
@@ -34,6 +35,15 @@ def asset(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def person_clip() -> Path:
     return asset("videos/one-by-one-person-detection.mp4")
+
+
+@pytest.fixture(scope="session")
+def camera_clip(person_clip: Path) -> Path:
+    """The person clip, for tests that serve it from a real RTSP server (skipped without one)."""
+    reason = rtsp_server_available()
+    if reason is not None:
+        pytest.skip(f"no RTSP server here: {reason}")
+    return person_clip
 
 
 @pytest.fixture(scope="session")

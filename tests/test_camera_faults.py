@@ -24,19 +24,11 @@ import pytest
 from streamer.config import ReconnectConfig
 from streamer.decode import Backoff
 from tests.conftest import read_events, sources_pipeline
-from tools.rtsp import RtspServer, rtsp_server_available
+from tools.rtsp import RtspServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 FPS = 5  # per camera: two cameras stay well within what the model manages on 2 cores
-
-
-@pytest.fixture(scope="module")
-def camera_clip(person_clip: Path) -> Path:
-    reason = rtsp_server_available()
-    if reason is not None:
-        pytest.skip(f"no RTSP server here: {reason}")
-    return person_clip
 
 
 @pytest.fixture

@@ -8,17 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import read_events, run_with_stats, sources_pipeline
-from tools.rtsp import RtspServer, rtsp_server_available
+from tools.rtsp import RtspServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-@pytest.fixture(scope="module")
-def camera_clip(person_clip: Path) -> Path:
-    reason = rtsp_server_available()
-    if reason is not None:
-        pytest.skip(f"no RTSP server here: {reason}")
-    return person_clip
 
 
 @pytest.fixture

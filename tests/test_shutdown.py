@@ -14,17 +14,14 @@ import pytest
 from streamer.config import load_config
 from streamer.pipeline import Pipeline
 from tests.conftest import sources_pipeline
-from tools.rtsp import RtspServer, rtsp_server_available
+from tools.rtsp import RtspServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def camera(person_clip: Path) -> Iterator[RtspServer]:
-    reason = rtsp_server_available()
-    if reason is not None:
-        pytest.skip(f"no RTSP server here: {reason}")
-    with RtspServer({"cam1": person_clip}, fps=10) as server:
+def camera(camera_clip: Path) -> Iterator[RtspServer]:
+    with RtspServer({"cam1": camera_clip}, fps=10) as server:
         yield server
 
 
