@@ -165,115 +165,19 @@ class Tracker:
         return list(self._tracks)
 
     def update(self, t_s: float, detections: Detections) -> TrackerUpdate:
-        s = self.settings
         previous_s = self._last_s
         if previous_s is not None:
             self._filters.predict(t_s - previous_s)
         self._last_s = t_s
-
-        # Objects unseen for longer than lost_after_s have left, whatever this frame shows:
-        # the outcome does not depend on whether the frames in between were dropped.
-        expired = [t for t in self._tracks if t.last_seen_s < t_s - s.lost_after_s]
-        if expired:
-            alive = [i for i, t in enumerate(self._tracks) if t.last_seen_s >= t_s - s.lost_after_s]
-            self._tracks = [self._tracks[i] for i in alive]
-            self._filters.keep(np.array(alive, dtype=np.int64))
-        ended = [t for t in expired if t.confirmed]
-        discarded = [t for t in expired if not t.confirmed]
-
-        conf = detections.confidence
-        high = np.flatnonzero(conf >= s.high_confidence)
-        low = np.flatnonzero((conf >= s.low_confidence) & (conf < s.high_confidence))
-        predicted = self._filters.boxes()
-        classes = np.array([t.class_id for t in self._tracks], dtype=np.int64)
-        det_classes = detections.class_id
-        matches: dict[int, int] = {}  # track row -> detection index
-
-        # Round 1: confident boxes against every track, confirmed (seen or lost) first.
-        established = [i for i, t in enumerate(self._tracks) if t.confirmed]
-        tentative = [i for i, t in enumerate(self._tracks) if not t.confirmed]
-        free_high = [int(d) for d in high]
-        for candidates in (established, tentative):
-            pairs = _match(
-                predicted[candidates], classes[candidates], detections.xyxy[free_high],
-                det_classes[free_high], s.match_iou,
-            )  # fmt: skip
-            for r, c in pairs:
-                matches[candidates[r]] = free_high[c]
-            taken = {free_high[c] for _, c in pairs}
-            free_high = [d for d in free_high if d not in taken]
-        # Round 1b (OC-SORT's recovery): a track whose prediction missed, because the
-        # object turned or stopped during a gap, is matched by the box it was last seen with.
-        missed = [i for i in established if i not in matches]
-        last_boxes = np.array([self._tracks[i].box for i in missed]).reshape(-1, 4)
-        pairs = _match(
-            last_boxes, classes[missed], detections.xyxy[free_high], det_classes[free_high],
-            s.match_iou,
-        )  # fmt: skip
-        for r, c in pairs:
-            matches[missed[r]] = free_high[c]
-        taken = {free_high[c] for _, c in pairs}
-        free_high = [d for d in free_high if d not in taken]
-        # Round 2: weak boxes keep confirmed tracks that were seen last frame alive.
-        unmatched = [
-            i for i in established
-            if i not in matches and self._tracks[i].last_seen_s == previous_s
-        ]  # fmt: skip
-        pairs = _match(
-            predicted[unmatched], classes[unmatched], detections.xyxy[low],
-            det_classes[low], s.low_match_iou,
-        )  # fmt: skip
-        for r, c in pairs:
-            matches[unmatched[r]] = int(low[c])
-
-        seen, confirmed = [], []
-        for row, d in matches.items():
-            track = self._tracks[row]
-            track.box = detections.xyxy[d].copy()
-            track.confidence = float(conf[d])
-            track.best_confidence = max(track.best_confidence, track.confidence)
-            track.last_seen_s = t_s
-            track.hits += 1
-            if not track.confirmed and self._is_confirmed(track):
-                track.confirmed = True
-                confirmed.append(track)
+        expired = self._expire(t_s)
+        matches, unclaimed = self._associate(detections, previous_s)
+        seen, confirmed = self._apply(matches, detections, t_s)
+        discarded = [t for t in expired if not t.confirmed] + self._drop_missed_tentative(matches)
+        for track in self._start(unclaimed, detections, t_s):
             seen.append(track)
-        matched_rows = sorted(matches)
-        self._filters.update(
-            np.array(matched_rows, dtype=np.int64),
-            detections.xyxy[[matches[r] for r in matched_rows]],
-        )
-
-        # A tentative track missed once was noise; a confirmed one may be behind something.
-        keep: list[int] = []
-        for row, track in enumerate(self._tracks):
-            if row in matches or track.confirmed:
-                keep.append(row)
-            else:
-                discarded.append(track)
-        self._tracks = [self._tracks[r] for r in keep]
-        self._filters.keep(np.array(keep, dtype=np.int64))
-
-        # New tracks from confident boxes nothing claimed.
-        if free_high:
-            new_boxes = detections.xyxy[free_high]
-            self._filters.add(new_boxes)
-            for d in free_high:
-                track = Track(
-                    track_id=self._next_id,
-                    class_id=int(det_classes[d]),
-                    box=detections.xyxy[d].copy(),
-                    confidence=float(conf[d]),
-                    best_confidence=float(conf[d]),
-                    first_seen_s=t_s,
-                    last_seen_s=t_s,
-                )
-                self._next_id += 1
-                if self._is_confirmed(track):
-                    track.confirmed = True
-                    confirmed.append(track)
-                self._tracks.append(track)
-                seen.append(track)
+            if track.confirmed:
+                confirmed.append(track)
+        ended = [t for t in expired if t.confirmed]
         return TrackerUpdate(seen=seen, confirmed=confirmed, ended=ended, discarded=discarded)
 
     def end_all(self) -> list[Track]:
@@ -283,6 +187,111 @@ class Tracker:
         self._filters = KalmanBoxes()
         self._last_s = None
         return ended
+
+    def _keep(self, rows: list[int]) -> None:
+        self._tracks = [self._tracks[i] for i in rows]
+        self._filters.keep(np.array(rows, dtype=np.int64))
+
+    def _expire(self, t_s: float) -> list[Track]:
+        """Remove the tracks unseen for longer than lost_after_s, whatever this frame shows:
+        the outcome does not depend on whether the frames in between were dropped."""
+        oldest_s = t_s - self.settings.lost_after_s
+        expired = [t for t in self._tracks if t.last_seen_s < oldest_s]
+        if expired:
+            self._keep([i for i, t in enumerate(self._tracks) if t.last_seen_s >= oldest_s])
+        return expired
+
+    def _associate(
+        self, detections: Detections, previous_s: float | None
+    ) -> tuple[dict[int, int], list[int]]:
+        """Track row -> detection index, and the confident detections nothing claimed."""
+        s = self.settings
+        conf = detections.confidence
+        high = [int(d) for d in np.flatnonzero(conf >= s.high_confidence)]
+        low = [
+            int(d) for d in np.flatnonzero((conf >= s.low_confidence) & (conf < s.high_confidence))
+        ]
+        predicted = self._filters.boxes()
+        last_seen = np.array([t.box for t in self._tracks]).reshape(-1, 4)
+        established = [i for i, t in enumerate(self._tracks) if t.confirmed]
+        tentative = [i for i, t in enumerate(self._tracks) if not t.confirmed]
+        matches: dict[int, int] = {}
+
+        def assign(
+            rows: list[int], boxes: np.ndarray, free: list[int], min_iou: float
+        ) -> list[int]:
+            rows = [r for r in rows if r not in matches]
+            classes = np.array([self._tracks[r].class_id for r in rows], dtype=np.int64)
+            pairs = _match(boxes[rows], classes, detections.xyxy[free],
+                           detections.class_id[free], min_iou)  # fmt: skip
+            for r, c in pairs:
+                matches[rows[r]] = free[c]
+            taken = {free[c] for _, c in pairs}
+            return [d for d in free if d not in taken]
+
+        # Round 1: confident boxes against the predicted boxes of confirmed tracks (seen
+        # or lost), then of tentative ones.
+        high = assign(established, predicted, high, s.match_iou)
+        high = assign(tentative, predicted, high, s.match_iou)
+        # Round 1b (OC-SORT's recovery): a track whose prediction missed, because the
+        # object turned or stopped during a gap, by the box it was last seen with.
+        high = assign(established, last_seen, high, s.match_iou)
+        # Round 2: weak boxes keep confirmed tracks that were seen last frame alive.
+        recent = [i for i in established if self._tracks[i].last_seen_s == previous_s]
+        assign(recent, predicted, low, s.low_match_iou)
+        return matches, high
+
+    def _apply(
+        self, matches: dict[int, int], detections: Detections, t_s: float
+    ) -> tuple[list[Track], list[Track]]:
+        """Update the matched tracks; (seen, newly confirmed)."""
+        seen, confirmed = [], []
+        for row, d in matches.items():
+            track = self._tracks[row]
+            track.box = detections.xyxy[d].copy()
+            track.confidence = float(detections.confidence[d])
+            track.best_confidence = max(track.best_confidence, track.confidence)
+            track.last_seen_s = t_s
+            track.hits += 1
+            if not track.confirmed and self._is_confirmed(track):
+                track.confirmed = True
+                confirmed.append(track)
+            seen.append(track)
+        rows = sorted(matches)
+        self._filters.update(
+            np.array(rows, dtype=np.int64), detections.xyxy[[matches[r] for r in rows]]
+        )
+        return seen, confirmed
+
+    def _drop_missed_tentative(self, matches: dict[int, int]) -> list[Track]:
+        """A tentative track missed once was noise; a confirmed one may be behind something."""
+        dropped = [t for i, t in enumerate(self._tracks) if i not in matches and not t.confirmed]
+        if dropped:
+            self._keep([i for i, t in enumerate(self._tracks) if i in matches or t.confirmed])
+        return dropped
+
+    def _start(self, unclaimed: list[int], detections: Detections, t_s: float) -> list[Track]:
+        """New tracks from the confident boxes nothing claimed."""
+        if not unclaimed:
+            return []
+        self._filters.add(detections.xyxy[unclaimed])
+        started = []
+        for d in unclaimed:
+            confidence = float(detections.confidence[d])
+            track = Track(
+                track_id=self._next_id,
+                class_id=int(detections.class_id[d]),
+                box=detections.xyxy[d].copy(),
+                confidence=confidence,
+                best_confidence=confidence,
+                first_seen_s=t_s,
+                last_seen_s=t_s,
+            )
+            self._next_id += 1
+            track.confirmed = self._is_confirmed(track)
+            self._tracks.append(track)
+            started.append(track)
+        return started
 
     def _is_confirmed(self, track: Track) -> bool:
         return (
