@@ -170,3 +170,23 @@ def test_a_stream_key_that_holds_something_else(tmp_path, redis_server, redis_cl
         run_cli("run", str(path), "--redis-url", redis_server.url),
         "key 'streamer:t:events' holds a string, not a stream",
     )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("  batch: {max_size: 1000000000}\n", "model.batch.max_size: Input should be less"),
+        ("realtime: {max_latency_ms: -1}\n", "realtime.max_latency_ms: Input should be greater"),
+        ("  confidence: .nan\n", "model.confidence: "),
+        ("queues: {decoded: {size: 1000000}}\n", "queues.decoded.size: Input should be less"),
+        (
+            "zones: [{name: z, polygon: [[0, 0], [.inf, 0], [9, 9]]}]\n",
+            "zones[0].polygon[1][0]: Input should be a finite number, got inf",
+        ),
+        ("  classes: []\n", "model.classes: List should have at least 1 item"),
+        ("name: u\n", "invalid YAML: key 'name' is given twice"),
+    ],
+)
+def test_absurd_values_are_refused_at_start(tmp_path, person_clip, yolox_nano, extra, message):
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano, extra))
+    assert_one_line_error(run_cli("validate", str(path)), f"{path}", message)

@@ -92,6 +92,46 @@ def test_a_stream_whose_frame_size_changes_midway(
     assert len([i for i in with_person if i >= SWITCH]) >= 25  # detected as well after the change
 
 
+@pytest.mark.skipif(rtsp_server_available() is not None, reason=f"{rtsp_server_available()}")
+def test_a_camera_whose_frame_size_changes_while_it_streams(
+    tmp_path, redis_client, redis_server, resized_midway, yolox_nano
+):
+    clip = resized_midway["mpegts"]
+    # The same frames from the file, offline: each one's people in its own pixels.
+    reference_pipeline = sources_pipeline(tmp_path, "ref", {"cam1": str(clip)}, yolox_nano)
+    result, _ = run_with_stats(reference_pipeline, redis_server.url)
+    assert result.returncode == 0, result.stderr
+    reference = {
+        e["frame"]["index"]: person_boxes(e)
+        for e in stream_events(redis_client, "ref")
+        if e["type"] == "detections" and person_boxes(e).size
+    }
+    # The camera plays 3 s at 768x432, then 3 s at 480x360, and again: a new size and new
+    # parameter sets on the one RTSP session each time.
+    with RtspServer({"cam1": clip}, follow_size=True) as camera:
+        pipeline = sources_pipeline(tmp_path, "live", {"cam1": camera.url("cam1")}, yolox_nano,
+                                    "realtime: {max_latency_ms: 1000}\n")  # fmt: skip
+        result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "8")
+    assert result.returncode == 0, result.stderr
+    assert stats["sources"]["cam1"]["reconnects"] == 0
+    assert "decode:decode_error" not in stats["frames"]["dropped"], stats["frames"]
+    live = [
+        person_boxes(e)
+        for e in stream_events(redis_client, "live")
+        if e["type"] == "detections" and person_boxes(e).size
+    ]
+    assert len(live) >= 30, len(live)
+    matched_sizes = set()
+    for boxes in live:
+        # The file's frame that shows a person where this live frame does. Had a frame been
+        # letterboxed or mapped back at the other size, its boxes would be scaled by 1.6 or
+        # 1.2 and match no frame of its own half.
+        best, index = max((iou_matrix(boxes, ref).max(), i) for i, ref in reference.items())
+        assert best > 0.7, (boxes, best)
+        matched_sizes.add(FIRST_SIZE if index < SWITCH else SECOND_SIZE)
+    assert matched_sizes == {FIRST_SIZE, SECOND_SIZE}
+
+
 def latin1_metadata(segment: Path, dst: Path) -> None:
     """`segment` remuxed with a title and track name in Latin-1, as some cameras and old
     muxers write them: 'Caméra 1' whose é is the single byte 0xE9, not UTF-8."""

@@ -11,6 +11,7 @@ library, so the tests' own Python can drive it:
         server.freeze()           # SIGSTOP: clients stall until their read timeout
         server.thaw()             # SIGCONT
     RtspServer({"cam1": clip}, codec="h265")  # an H.265 camera (x265enc ! rtph265pay)
+    RtspServer({"cam1": clip}, follow_size=True)  # the stream changes size when the file does
 
 `rtsp_server_available()` says why the server cannot run here (None when it can), for skips.
 """
@@ -76,6 +77,7 @@ class RtspServer:
         bitrate_kbps: int | None = None,
         key_int_max: int | None = None,
         codec: str = "h264",
+        follow_size: bool = False,
         start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         if not mounts:
@@ -87,6 +89,7 @@ class RtspServer:
         self.bitrate_kbps = bitrate_kbps
         self.key_int_max = key_int_max
         self.codec = codec
+        self.follow_size = follow_size
         self.start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
@@ -122,6 +125,8 @@ class RtspServer:
             args += ["--key-int-max", str(self.key_int_max)]
         if self.codec != "h264":
             args += ["--codec", self.codec]
+        if self.follow_size:
+            args.append("--follow-size")
         return args
 
     def start(self) -> RtspServer:

@@ -1,13 +1,18 @@
-"""A local RTSP server that serves video files as endless live H.264 cameras, for tests.
+"""A local RTSP server that serves video files as endless live H.264 (or H.265) cameras, for
+tests.
 
 Runs under Debian's /usr/bin/python3 (GStreamer's RTSP server through python3-gi):
 
     /usr/bin/python3 tools/rtsp_server.py --port 8554 \\
         --mount cam1=/path/a.mp4 --mount cam2=/path/b.mp4 [--fps 10] \\
-        [--width W --height H] [--bitrate-kbps K] [--key-int-max N] [--codec h265]
+        [--width W --height H | --follow-size] [--bitrate-kbps K] [--key-int-max N] \\
+        [--codec h265]
 
 serves rtsp://127.0.0.1:8554/cam1 etc., each looping its file forever, and prints one line
 `ready rtsp://127.0.0.1:PORT` on stdout once it listens. SIGTERM or SIGINT end it cleanly.
+With `--follow-size` the stream's frame size follows the file's: a file whose size changes
+midway gives a camera whose stream changes size (the encoder starts again with new parameter
+sets), as a camera does when its resolution is changed while it streams.
 `--check` only says whether GStreamer and the elements it needs are there (exit status 0/1);
 with `--codec h265`, also those of H.265 (x265enc comes with gstreamer1.0-plugins-bad).
 
@@ -15,8 +20,8 @@ How a file becomes a live camera: each mount has a feeder pipeline
 `filesrc ! decodebin ! videoconvert [! videoscale ! caps] ! intervideosink channel=C` that plays
 the file in real time and seeks back to 0 (a flushing seek) on end of stream. The RTSP media
 factory, shared by all clients of that mount, reads
-`intervideosrc channel=C ! caps(framerate) ! videorate ! videoconvert ! x264enc ! rtph264pay`:
-(`x265enc ! rtph265pay` with `--codec h265`). intervideosrc is a live source that repeats the
+`intervideosrc channel=C ! caps(framerate) ! videorate ! videoconvert ! x264enc ! rtph264pay`
+(`x265enc ! rtph265pay` with `--codec h265`): intervideosrc is a live source that repeats the
 latest frame at the output rate, so the stream never ends, `--fps` may exceed the file's rate,
 and a restart of the file is invisible to clients.
 (Looping inside the RTSP media does not work: its end of stream reaches the payloader and clients
@@ -89,6 +94,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--key-int-max", type=int, default=None, help="frames between key frames; default: fps"
     )
     parser.add_argument("--codec", choices=sorted(CODECS), default="h264")
+    parser.add_argument(
+        "--follow-size",
+        action="store_true",
+        help="let the stream's frame size change when the file's does (default: the first's)",
+    )
     parser.add_argument("--check", action="store_true", help="only check that it can run")
     args = parser.parse_args(argv)
     if args.check:
@@ -103,6 +113,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             parser.error(f"no such file: {mount.path}")
     if (args.width is None) != (args.height is None):
         parser.error("--width and --height go together")
+    if args.follow_size and args.width is not None:
+        parser.error("--follow-size and --width/--height exclude each other")
     if args.fps is not None and args.fps <= 0:
         parser.error("--fps must be positive")
     return args
@@ -222,10 +234,13 @@ def serve(args: argparse.Namespace) -> int:
             if args.fps is not None:
                 num, den = args.fps, 1
             gop = args.key_int_max or max(1, round(num / den))
+            # Caps without a size let intervideosrc renegotiate when the feeder's frames
+            # change size, and the encoder restart at the new size.
+            frame_size = "" if args.follow_size else f"width={width},height={height},"
             factory = rtsp.RTSPMediaFactory()
             factory.set_launch(
                 f"( intervideosrc channel={feeder.channel} ! "
-                f"video/x-raw,width={width},height={height},framerate={num}/{den} ! "
+                f"video/x-raw,{frame_size}framerate={num}/{den} ! "
                 f"videorate ! videoconvert ! video/x-raw,format=I420 ! "
                 + CODECS[args.codec][1].format(bitrate=args.bitrate_kbps, gop=gop)
                 + " )"
