@@ -271,7 +271,7 @@ class GarbageCamera:
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self._stop = threading.Event()
+        self.stopping = threading.Event()
         self._server = socketserver.ThreadingTCPServer(
             ("127.0.0.1", 0), functools.partial(_GarbageHandler, camera=self)
         )
@@ -294,7 +294,7 @@ class GarbageCamera:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
+        self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -314,7 +314,7 @@ class _GarbageHandler(socketserver.BaseRequestHandler):
             self.request.sendall(rng.randbytes(4096))
             return
         pending = b""
-        while not camera._stop.is_set():
+        while not camera.stopping.is_set():
             try:
                 chunk = self.request.recv(4096)
             except TimeoutError:

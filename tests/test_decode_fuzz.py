@@ -235,7 +235,6 @@ def decode_one(path: Path) -> dict[str, Any]:
 def worker(paths: list[str]) -> None:
     """Child process: one JSON line per file, as soon as it is done (a crash or hang shows
     which file caused it)."""
-    logging.disable(logging.NOTSET)
     for path in paths:
         try:
             report = decode_one(Path(path))
