@@ -33,6 +33,9 @@ STAGE = "decode"
 # RTSP cameras send their parameter sets in band: a small probe opens a stream in about
 # 0.25 s instead of 2.5 s.
 FAST_PROBE = {"analyzeduration": "0", "probesize": "32768"}
+# Titles and handler names that are not UTF-8 (some cameras write Latin-1) must not stop a
+# source: PyAV would raise UnicodeDecodeError when it opens one.
+METADATA_ERRORS = "replace"
 MAX_PTS_STEP_S = 10.0  # a larger jump in timestamps is a discontinuity, not a pause
 
 
@@ -53,7 +56,7 @@ def probe_file(uri: str, options: dict[str, str] | None = None) -> int | None:
     if not path.is_file():
         raise SourceError(f"{uri}: video file not found")
     try:
-        with av.open(uri, options=options) as container:
+        with av.open(uri, options=options, metadata_errors=METADATA_ERRORS) as container:
             if not container.streams.video:
                 raise SourceError(f"{uri}: no video track")
             return int(container.streams.video[0].frames) or None
@@ -76,12 +79,17 @@ def file_options(config: SourceConfig) -> dict[str, str]:
 
 def _open(config: SourceConfig) -> Any:
     if config.is_file:
-        return av.open(config.uri, options=file_options(config))
+        return av.open(config.uri, options=file_options(config), metadata_errors=METADATA_ERRORS)
     timeout = (config.open_timeout_s, config.read_timeout_s)
     if config.is_device:
         device = config.uri.removeprefix("v4l2://")
-        return av.open(device, format="v4l2", options=open_options(config), timeout=timeout)
-    return av.open(config.uri, options=open_options(config), timeout=timeout)
+        return av.open(
+            device, format="v4l2", options=open_options(config), timeout=timeout,
+            metadata_errors=METADATA_ERRORS,
+        )  # fmt: skip
+    return av.open(
+        config.uri, options=open_options(config), timeout=timeout, metadata_errors=METADATA_ERRORS
+    )
 
 
 class RateLimiter:
@@ -129,6 +137,11 @@ class Backoff:
 
 class Stalled(Exception):
     """A live connection that delivers data but no frame (see `stall_timeout_s`)."""
+
+
+class NoVideoTrack(Exception):
+    """A live stream opened without a video track (an audio-only feed, a garbage answer):
+    retried like any other failure, since a camera may come back with video."""
 
 
 class Pacer:
@@ -199,6 +212,8 @@ class VideoSource:
 
     def _decode_once(self) -> None:
         with _open(self.plan.config) as container:
+            if not container.streams.video:
+                raise NoVideoTrack(f"{redact(self.plan.config.uri)}: no video track")
             self._announce_connected()
             for frame in self._frames(container):
                 self._out.put(frame, self._supervisor.halt)
@@ -213,7 +228,7 @@ class VideoSource:
             try:
                 self._decode_once()
                 detail = "stream ended"
-            except Stalled as exc:
+            except (Stalled, NoVideoTrack) as exc:
                 detail = str(exc)
             except (av.error.FFmpegError, OSError) as exc:
                 detail = redact(str(exc))

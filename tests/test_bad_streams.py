@@ -147,14 +147,6 @@ def latin1_metadata(segment: Path, dst: Path) -> None:
     dst.write_bytes(dst.read_bytes().replace("Caméra 1".encode(), b"Cam\xe9ra 1 "))
 
 
-METADATA_BUG = (
-    "decode.py: probe_file and _open call av.open without metadata_errors='replace'; PyAV "
-    "decodes metadata as strict UTF-8 and raises UnicodeDecodeError (not an FFmpegError), "
-    "a traceback at start"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=METADATA_BUG)
 def test_a_file_whose_metadata_is_not_utf8(tmp_path, redis_server, person_clip, yolox_nano):
     segment, clip = tmp_path / "segment.mp4", tmp_path / "latin1.mp4"
     encode_segment(person_clip, segment, "mp4")
@@ -219,14 +211,6 @@ def audio_only_hls(tmp_path: Path) -> Iterator[str]:
             thread.join(timeout=5)
 
 
-NO_VIDEO_BUG = (
-    "decode.py: a live stream that opens with no video stream raises IndexError "
-    "(container.streams.video[0] in VideoSource._frames), which _decode_live does not retry: "
-    "the source ends as failed with 'tuple index out of range'"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NO_VIDEO_BUG)
 def test_a_live_stream_with_no_video_track_is_retried_and_says_why(
     tmp_path, redis_client, redis_server, audio_only_hls, yolox_nano
 ):
@@ -335,18 +319,12 @@ class _GarbageHandler(socketserver.BaseRequestHandler):
                 )  # fmt: skip
 
 
-NO_VIDEO_SDP_BUG = (
-    "decode.py: FFmpeg opens an RTSP answer whose SDP is garbage with no stream at all; "
-    "VideoSource._frames then raises IndexError, which _decode_live does not retry"
-)
-
-
 @pytest.mark.parametrize(
     "mode",
     [
         "garbage",
         "silent",
-        pytest.param("no_video_sdp", marks=pytest.mark.xfail(strict=True, reason=NO_VIDEO_SDP_BUG)),
+        "no_video_sdp",
     ],
 )
 def test_a_camera_that_answers_garbage_is_retried(
