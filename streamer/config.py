@@ -82,7 +82,7 @@ class SourceConfig(_Model):
     HLS), or a V4L2 camera device (/dev/video0)."""
     realtime: bool | None = None
     """Pace the source like a camera. Default: live sources yes, files no (every frame)."""
-    max_latency_ms: Annotated[int, Field(gt=0)] | None = None
+    max_latency_ms: Annotated[int, Field(gt=0, le=600_000)] | None = None
     """Overrides realtime.max_latency_ms for this source."""
     max_fps: Annotated[float, Field(gt=0, le=1000)] | None = None
     """Keep at most this many frames per second, evenly spaced (default: every frame)."""
@@ -101,6 +101,27 @@ class SourceConfig(_Model):
     reconnect: ReconnectConfig = ReconnectConfig()
     ffmpeg_options: dict[str, str | int | float] = Field(default_factory=dict)
     """Extra FFmpeg demuxer/protocol options, e.g. {stimeout: 5000000, fflags: nobuffer}."""
+
+    @field_validator("uri")
+    @classmethod
+    def _printable_uri(cls, uri: str) -> str:
+        if not uri.strip():
+            raise ValueError("is blank")
+        if any(ord(c) < 32 for c in uri):
+            raise ValueError("contains a control character (a newline, a NUL...)")
+        return uri
+
+    @field_validator("ffmpeg_options")
+    @classmethod
+    def _usable_options(cls, options: dict[str, str | int | float]) -> dict[str, str | int | float]:
+        for key, value in options.items():
+            if not key or "\0" in key:
+                raise ValueError(f"option name {key!r} is empty or contains a NUL character")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"option {key!r} must be a finite number")
+            if isinstance(value, str) and "\0" in value:
+                raise ValueError(f"option {key!r} contains a NUL character")
+        return options
 
     @property
     def is_device(self) -> bool:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from streamer.config import load_config, parse_source_option, with_overrides
+from streamer.config import load_config, parse_config, parse_source_option, with_overrides
 from streamer.errors import ConfigError
 from streamer.queues import Overflow
 
@@ -222,3 +223,21 @@ def test_overrides(tmp_path):
     assert model.model.format == "auto"
     with pytest.raises(ConfigError, match="use ID=URI"):
         with_overrides(config, sources=["a.mp4", "b.mp4"])
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{id: a, uri: '   '}", r"sources\[0\]\.uri: is blank"),
+        ('{id: a, uri: "cam\\nera.mp4"}', r"sources\[0\]\.uri: contains a control character"),
+        ("{id: a, uri: a.mp4, max_latency_ms: 1000000}", r"sources\[0\]\.max_latency_ms: "),
+        ("{id: a, uri: a.mp4, ffmpeg_options: {probesize: .nan}}",
+         r"sources\[0\]\.ffmpeg_options: option 'probesize' must be a finite number"),
+        ("{id: a, uri: a.mp4, ffmpeg_options: {'': 1}}",
+         r"sources\[0\]\.ffmpeg_options: option name '' is empty"),
+    ],
+)  # fmt: skip
+def test_absurd_source_values_are_refused(source, message):
+    text = f"name: t\nsources: [{source}]\nmodel: {{path: m.onnx}}\n"
+    with pytest.raises(ConfigError, match=message):
+        parse_config(yaml.safe_load(text), "t.yaml")
