@@ -512,7 +512,13 @@ def load_config(path: Path) -> PipelineConfig:
     ]
     model_path = _resolve(str(config.model.path), base, f"{path}: model.path")
     model = config.model.model_copy(update={"path": Path(model_path)})
-    return config.model_copy(update={"sources": sources, "model": model})
+    update: dict[str, Any] = {"sources": sources, "model": model}
+    redis_sink = config.sink.redis
+    if redis_sink.spool_path is not None:
+        spool_path = _resolve(str(redis_sink.spool_path), base, f"{path}: sink.redis.spool_path")
+        redis_sink = redis_sink.model_copy(update={"spool_path": Path(spool_path)})
+        update["sink"] = config.sink.model_copy(update={"redis": redis_sink})
+    return config.model_copy(update=update)
 
 
 def parse_source_option(value: str) -> tuple[str | None, str]:

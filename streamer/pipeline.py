@@ -28,6 +28,7 @@ from streamer.queues import Overflow, StageQueue, is_control
 from streamer.rules import LineRule, ObjectRules, ZoneRule
 from streamer.runtime import Stage, Supervisor, run_stage
 from streamer.sink import RedisSink, check_stream_keys, connect
+from streamer.spool import open_spool
 from streamer.stats import RunStats
 from streamer.tracking import Tracker, TrackerSettings
 
@@ -220,9 +221,11 @@ class Pipeline:
         source_ids = [p.config.id for p in self._plans]
         self.supervisor = Supervisor()
         client = connect(redis_url)
-        template = config.sink.redis.stream
-        keys = sorted({template.format(pipeline=config.name, source=sid) for sid in source_ids})
-        check_stream_keys(client, keys, redis_url)
+        redis_cfg = config.sink.redis
+        spool = open_spool(redis_cfg.spool_path, redis_cfg.spool_max_events)
+        keys = {redis_cfg.stream.format(pipeline=config.name, source=sid) for sid in source_ids}
+        # Also the streams of events an earlier run left in the spool file.
+        check_stream_keys(client, sorted(keys | spool.keys()), redis_url)
 
         spec_batch = self.model.spec.batch
         max_batch = config.model.batch.max_size
@@ -269,12 +272,12 @@ class Pipeline:
                 "events",
             ),
         ]
-        redis_cfg = config.sink.redis
         self._sink = RedisSink(
             client,
             redis_cfg.stream,
             config.name,
             redis_cfg.maxlen,
+            spool,
             self._queues["events"],
             source_ids,
             self.stats,

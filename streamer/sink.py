@@ -1,24 +1,25 @@
 """The Redis Streams sink: events to `XADD key MAXLEN ~ N * event <json> type <t> source <s>`.
 
-Events are written in pipelined batches. While Redis cannot be reached (or answers that
-it cannot write for now: loading, read-only replica, out of memory), events wait in a
-bounded in-memory spool and are retried with backoff, in order; only when the spool is
-full is the oldest event dropped, and it is counted as lost and reported.
+Events go through a spool (streamer.spool: in memory by default, or a SQLite file) and are
+written from it in pipelined batches. While Redis cannot be reached (or answers that it
+cannot write for now: loading, read-only replica, out of memory), they wait in the spool
+and are retried with backoff, in order, while the sink goes on taking new ones behind
+them; only when the spool is full are the oldest dropped, counted as lost and reported.
+With a spool file, what it holds when the process ends (Redis still away, a crash, kill
+-9) is delivered first by the next run that uses the file.
 
 Delivery is at least once. Each batch is one MULTI/EXEC transaction. When its reply is
-lost (a timeout, a connection cut), the next attempt first reads the last entry of each
-stream and does not write again a batch Redis already has; an event can still be written
-twice in rare cases (another writer on the same stream), and consumers that must not see
-one twice dedupe on its `id`.
+lost (a timeout, a connection cut, a process that died), the next attempt first reads
+the last entry of each stream and does not write again a batch Redis already has; an
+event can still be written twice in rare cases (another writer on the same stream), and
+consumers that must not see one twice dedupe on its `id`.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
-from collections import deque
 from typing import Any
 
 import redis
@@ -29,13 +30,13 @@ from streamer.errors import SinkError
 from streamer.messages import EndOfStream, Event
 from streamer.queues import POLL_S, StageQueue
 from streamer.runtime import Supervisor
+from streamer.spool import Pending, Spool
 from streamer.stats import RunStats
 from streamer.urls import redact
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 512  # events per pipelined round trip
-SPOOL_LIMIT = 100_000  # events held while Redis is away, before the oldest are lost
 RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 5.0
 SOCKET_TIMEOUT_S = 5.0
@@ -67,7 +68,9 @@ def connect(url: str) -> redis.Redis:
         )
         client.ping()
     except (redis.RedisError, ValueError) as exc:
-        raise SinkError(f"{redact(url)}: Redis unreachable ({redact(str(exc))})") from None
+        # A wrong password is no network problem: say which (redis-py's message has no secret).
+        what = "refused the login" if isinstance(exc, redis.AuthenticationError) else "unreachable"
+        raise SinkError(f"{redact(url)}: Redis {what} ({redact(str(exc))})") from None
     return client
 
 
@@ -95,6 +98,7 @@ class RedisSink:
         stream_template: str,
         pipeline: str,
         maxlen: int,
+        spool: Spool,
         inbox: StageQueue[Event],
         source_ids: list[str],
         stats: RunStats,
@@ -104,87 +108,110 @@ class RedisSink:
         self._template = stream_template
         self._pipeline = pipeline
         self._maxlen = maxlen
+        self._spool = spool
         self._inbox = inbox
         self._source_ids = source_ids
         self._stats = stats
         self._supervisor = supervisor
-        self._spool: deque[Event] = deque()
-        self._unconfirmed = 0  # events at the head of the spool that Redis may have
+        self._keys: dict[str, str] = {}  # source id -> stream key
+        # Events at the head of the spool that Redis may have. An earlier run may have died
+        # between writing a batch and hearing back: its events are checked before sending.
+        self._unconfirmed = min(spool.recovered, BATCH_SIZE)
         self._retry_s = RETRY_INITIAL_S
+        self._retry_at = 0.0  # monotonic; no write before it (backoff)
         self._outage_since: float | None = None
         self._lost_in_outage = 0
 
     def stream_key(self, source_id: str) -> str:
-        return self._template.format(pipeline=self._pipeline, source=source_id)
+        key = self._keys.get(source_id)
+        if key is None:
+            key = self._keys[source_id] = self._template.format(
+                pipeline=self._pipeline, source=source_id
+            )
+        return key
 
     def run(self) -> None:
         remaining = set(self._source_ids)
         halt = self._supervisor.halt
         try:
             while not halt.is_set():
-                remaining -= self._take(POLL_S if not self._spool else 0.0)
-                if self._spool:
-                    if not self._send():
-                        halt.wait(self._retry_s)
+                # While backing off, new events are still taken in: the spool, not the
+                # queue, holds the backlog, and the stages upstream go on.
+                wait_s = POLL_S
+                if len(self._spool):
+                    wait_s = min(POLL_S, max(0.0, self._retry_at - time.monotonic()))
+                remaining -= self._take(wait_s)
+                if len(self._spool):
+                    if time.monotonic() >= self._retry_at and not self._send():
+                        self._retry_at = time.monotonic() + self._retry_s
                         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
                 elif not remaining:
                     return
             # Halted: a last bounded try.
             self._take(0.0)
             give_up = time.monotonic() + FINAL_FLUSH_S
-            while self._spool and time.monotonic() < give_up and self._send():
+            while len(self._spool) and time.monotonic() < give_up and self._send():
                 self._take(0.0)
         finally:
-            if self._spool:
-                log.error(
-                    "%d events could not be delivered to Redis and are lost", len(self._spool)
-                )
-                self._stats.events_lost(len(self._spool))
-                self._spool.clear()
+            lost = self._spool.close()
+            if lost:
+                log.error("%d events could not be delivered to Redis and are lost", lost)
+                self._stats.events_lost(lost)
 
     def _take(self, timeout_s: float) -> set[str]:
         """Move queued events into the spool; the sources whose stream ended.
 
-        Normally one batch at a time, so that a slow Redis slows the pipeline down
-        rather than filling the spool; during an outage everything queued, so that the
-        pipeline goes on and the spool, not the queue, holds the backlog.
+        Normally one batch for each batch written, so that a slow Redis slows the pipeline
+        down rather than filling the spool; during an outage everything queued, so that
+        the pipeline goes on and the spool, not the queue, holds the backlog.
         """
         ended: set[str] = set()
-        in_outage = self._outage_since is not None
+        taken: list[Pending] = []
+        room = BATCH_SIZE if self._outage_since is None else None
         item = self._inbox.get(timeout_s)
         while item is not None:
             if isinstance(item, EndOfStream):
                 ended.add(item.source_id)
             elif isinstance(item, Event):
-                if len(self._spool) >= SPOOL_LIMIT:
-                    self._lose_oldest()
-                self._spool.append(item)
-            if not in_outage and len(self._spool) >= BATCH_SIZE:
+                taken.append(
+                    Pending(
+                        self.stream_key(item.source_id),
+                        item.payload["id"],
+                        stream_fields(item),
+                        item.captured_ns,
+                    )
+                )
+            if room is not None and len(taken) >= room:
                 break
             item = self._inbox.get_nowait()
+        if taken:
+            self._keep(taken)
         return ended
 
-    def _lose_oldest(self) -> None:
-        if not self._lost_in_outage:
-            log.error("event spool full (%d events): losing the oldest ones", SPOOL_LIMIT)
-        self._spool.popleft()
-        self._unconfirmed = max(0, self._unconfirmed - 1)
-        self._lost_in_outage += 1
-        self._stats.events_lost(1)
+    def _keep(self, taken: list[Pending]) -> None:
+        dropped = self._spool.extend(taken)
+        if dropped:
+            if not self._lost_in_outage:
+                log.error(
+                    "event spool full (%d events): losing the oldest ones", self._spool.max_events
+                )
+            self._unconfirmed = max(0, self._unconfirmed - dropped)
+            self._lost_in_outage += dropped
+            self._stats.events_lost(dropped)
 
     def _send(self) -> bool:
         """Write up to BATCH_SIZE spooled events; False when Redis cannot take them now."""
         try:
             if self._unconfirmed:
                 self._reconcile()
-            batch = list(itertools.islice(self._spool, BATCH_SIZE))
+            batch = self._spool.head(BATCH_SIZE)
             # MULTI/EXEC: Redis writes a batch whole or not at all (a reply such as OOM or
             # READONLY aborts all of it), which is what _reconcile relies on.
             pipe = self._client.pipeline(transaction=True)
-            for event in batch:
+            for pending in batch:
                 pipe.xadd(
-                    self.stream_key(event.source_id),
-                    stream_fields(event),  # type: ignore[arg-type]
+                    pending.key,
+                    pending.fields,  # type: ignore[arg-type]
                     maxlen=self._maxlen,
                     approximate=True,
                 )
@@ -196,20 +223,16 @@ class RedisSink:
             self._outage(exc)
             return False
         self._unconfirmed = 0
-        for _ in batch:
-            self._spool.popleft()
-        refused = [e for e, r in zip(batch, replies, strict=True) if isinstance(r, Exception)]
+        self._spool.drop(len(batch))
         self._count_delivered(
-            [e for e, r in zip(batch, replies, strict=True) if not isinstance(r, Exception)]
+            [p for p, r in zip(batch, replies, strict=True) if not isinstance(r, Exception)]
         )
-        if refused:
-            # Back at the head, in order, for the next attempt.
-            self._spool.extendleft(reversed(refused))
-            error = next(r for r in replies if isinstance(r, Exception))
-            if not isinstance(error, RETRYABLE):
-                raise error  # e.g. WRONGTYPE: retrying cannot help
-            self._outage(error)
-            return False
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            # Refused while the transaction ran (e.g. WRONGTYPE: a key changed type since
+            # the start). "Not now" replies abort the whole transaction and are retried above.
+            self._stats.events_lost(len(errors))
+            raise errors[0]
         if self._outage_since is not None:
             log.warning(
                 "Redis takes events again after %.1f s (%d events lost meanwhile)",
@@ -227,29 +250,30 @@ class RedisSink:
         A batch is one transaction, written whole or not at all; the last entry of each
         of its streams tells which.
         """
-        batch = list(itertools.islice(self._spool, self._unconfirmed))
+        batch = self._spool.head(self._unconfirmed)
         newest_ids: dict[str, object] = {}
-        for key in {self.stream_key(e.source_id) for e in batch}:
+        for key in {p.key for p in batch}:
             newest: Any = self._client.xrevrange(key, count=1)
             if newest:
                 raw = newest[0][1].get(b"event")
                 newest_ids[key] = json.loads(raw).get("id") if raw else None
         written = 0
-        for i, event in enumerate(batch):
-            if newest_ids.get(self.stream_key(event.source_id)) == event.payload["id"]:
+        for i, pending in enumerate(batch):
+            if newest_ids.get(pending.key) == pending.event_id:
                 written = i + 1
-        for _ in range(written):
-            self._spool.popleft()
+        self._spool.drop(written)
         self._count_delivered(batch[:written])
         self._unconfirmed = 0
 
     def _outage(self, exc: Exception) -> None:
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            log.warning("Redis cannot take events (%s); holding them and retrying", exc)
+            log.warning(
+                "Redis cannot take events (%s); holding them and retrying", redact(str(exc))
+            )
 
-    def _count_delivered(self, events: list[Event]) -> None:
+    def _count_delivered(self, delivered: list[Pending]) -> None:
         now_ns = time.monotonic_ns()
         self._stats.events_delivered(
-            [None if e.captured_ns is None else (now_ns - e.captured_ns) / 1e6 for e in events]
+            [None if p.captured_ns is None else (now_ns - p.captured_ns) / 1e6 for p in delivered]
         )

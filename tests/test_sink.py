@@ -1,4 +1,5 @@
-"""The Redis sink against a real redis-server: order, fields, trimming, an outage, and loss."""
+"""The Redis sink against a real redis-server: order, fields, trimming, an outage, and loss,
+with the spool in memory and in a file."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,7 +19,8 @@ from streamer.events import new_ulid
 from streamer.messages import EndOfStream, Event
 from streamer.queues import Overflow, StageQueue
 from streamer.runtime import Supervisor
-from streamer.sink import RedisSink, check_stream_keys, connect
+from streamer.sink import RedisSink, check_stream_keys, connect, stream_fields
+from streamer.spool import DiskSpool, MemorySpool, Pending, Spool, open_spool
 from streamer.stats import RunStats
 from tools.local_redis import RedisServer
 
@@ -34,12 +37,14 @@ def start_sink(
     maxlen: int = 100_000,
     template: str = "s:{pipeline}:{source}",
     client: redis.Redis | None = None,
+    spool: Spool | None = None,
 ):
     inbox: StageQueue[Event] = StageQueue("events", 100_000, Overflow.BLOCK, lambda i, r: None)
     stats = RunStats(["cam1"])
     supervisor = Supervisor()
     client = client or connect(url)
-    sink = RedisSink(client, template, "p", maxlen, inbox, ["cam1"], stats, supervisor)
+    spool = MemorySpool(100_000) if spool is None else spool
+    sink = RedisSink(client, template, "p", maxlen, spool, inbox, ["cam1"], stats, supervisor)
     thread = threading.Thread(target=sink.run)
     thread.start()
     return inbox, stats, supervisor, thread
@@ -75,10 +80,15 @@ def test_the_stream_is_trimmed_to_about_maxlen(redis_server, redis_client):
     assert seqs(redis_client, "s:p:cam1")[-1] == 1000
 
 
-def test_events_wait_while_redis_is_away_and_arrive_in_order_after(tmp_path):
+def spool_in(where: str, folder: Path, max_events: int = 100_000) -> Spool:
+    return open_spool(folder / "spool.db" if where == "disk" else None, max_events)
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_events_wait_while_redis_is_away_and_arrive_in_order_after(tmp_path, where):
     server = RedisServer(tmp_path / "r").start()
     try:
-        inbox, stats, _, thread = start_sink(server.url)
+        inbox, stats, _, thread = start_sink(server.url, spool=spool_in(where, tmp_path))
         stop = threading.Event()
         for i in range(1, 101):
             inbox.put(event(i), stop)
@@ -203,10 +213,11 @@ def test_a_key_that_is_not_a_stream_is_refused_at_start(redis_server, redis_clie
         check_stream_keys(redis_client, ["s:p:cam1", "s:p:cam2"], redis_server.url)
 
 
-def test_a_full_spool_loses_the_oldest_and_never_stalls_the_pipeline(tmp_path, monkeypatch):
-    monkeypatch.setattr("streamer.sink.SPOOL_LIMIT", 10)
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_a_full_spool_loses_the_oldest_and_never_stalls_the_pipeline(tmp_path, where, caplog):
     server = RedisServer(tmp_path / "r").start()
-    inbox, stats, supervisor, thread = start_sink(server.url)
+    spool = spool_in(where, tmp_path, max_events=10)
+    inbox, stats, supervisor, thread = start_sink(server.url, spool=spool)
     server.stop()
     stop = threading.Event()
     inbox.put(event(1), stop)
@@ -218,6 +229,72 @@ def test_a_full_spool_loses_the_oldest_and_never_stalls_the_pipeline(tmp_path, m
         time.sleep(0.05)
     assert len(inbox) == 0  # taken in, not left to block the stages upstream
     assert stats.snapshot()["events"]["lost"] == 90
+    assert "event spool full (10 events): losing the oldest ones" in caplog.text
     supervisor.halt.set()
     thread.join(timeout=15)
-    assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 0, "lost": 100}
+    if where == "memory":  # the newest 10 go with the process
+        assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 0, "lost": 100}
+    else:  # they stay in the file for the next run
+        assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 0, "lost": 90}
+        kept = DiskSpool(tmp_path / "spool.db", 10)
+        assert [json.loads(p.fields["event"])["seq"] for p in kept.head(20)] == list(range(91, 101))
+        kept.close()
+
+
+def test_with_a_spool_file_what_a_halt_leaves_is_delivered_first_by_the_next_run(tmp_path, caplog):
+    server = RedisServer(tmp_path / "r").start()
+    try:
+        inbox, stats, supervisor, thread = start_sink(server.url, spool=spool_in("disk", tmp_path))
+        server.stop()
+        stop = threading.Event()
+        for i in range(1, 601):
+            inbox.put(event(i), stop)
+        time.sleep(0.3)
+        supervisor.halt.set()
+        thread.join(timeout=15)
+        assert not thread.is_alive()
+        # Not lost: kept in the file.
+        assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 0, "lost": 0}
+        assert "600 undelivered events stay in" in caplog.text
+
+        server.start()
+        spool = DiskSpool(tmp_path / "spool.db", 100_000)
+        assert spool.recovered == 600
+        inbox, stats, _, thread = start_sink(server.url, spool=spool)
+        for i in range(1, 11):  # the next run: its own seq start again at 1
+            inbox.put(event(i), stop)
+        inbox.put_control(EndOfStream("cam1", "eof"))
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        client = redis.Redis.from_url(server.url)
+        assert seqs(client, "s:p:cam1") == list(range(1, 601)) + list(range(1, 11))
+        client.close()
+        assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 610, "lost": 0}
+        assert len(DiskSpool(tmp_path / "spool.db", 10)) == 0
+    finally:
+        server.stop()
+
+
+def test_a_batch_an_earlier_run_wrote_but_never_heard_back_about_is_not_written_twice(
+    tmp_path, redis_server, redis_client
+):
+    """The earlier run died between Redis writing its batch and the reply: the batch is
+    both in Redis and at the head of the spool file."""
+    earlier = [event(i) for i in range(1, 11)]
+    spool = DiskSpool(tmp_path / "spool.db", 100)
+    spool.extend([Pending("s:p:cam1", e.payload["id"], stream_fields(e), None) for e in earlier])
+    spool.close()
+    for e in earlier[:4]:  # delivered and confirmed before (no longer spooled)...
+        redis_client.xadd("s:p:cam1", stream_fields(e))  # type: ignore[arg-type]
+    spool = DiskSpool(tmp_path / "spool.db", 100)
+    spool.drop(4)
+    for e in earlier[4:]:  # ...and the batch written without a reply
+        redis_client.xadd("s:p:cam1", stream_fields(e))  # type: ignore[arg-type]
+    inbox, stats, _, thread = start_sink(redis_server.url, spool=spool)
+    stop = threading.Event()
+    inbox.put(event(11), stop)
+    inbox.put_control(EndOfStream("cam1", "eof"))
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert seqs(redis_client, "s:p:cam1") == list(range(1, 12))
+    assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 7, "lost": 0}
