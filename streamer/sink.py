@@ -204,21 +204,25 @@ class RedisSink:
         try:
             if self._unconfirmed:
                 self._reconcile()
-            batch = self._spool.head(BATCH_SIZE)
-            # MULTI/EXEC: Redis writes a batch whole or not at all (a reply such as OOM or
-            # READONLY aborts all of it), which is what _reconcile relies on.
-            pipe = self._client.pipeline(transaction=True)
-            for pending in batch:
-                pipe.xadd(
-                    pending.key,
-                    pending.fields,  # type: ignore[arg-type]
-                    maxlen=self._maxlen,
-                    approximate=True,
-                )
-            self._unconfirmed = len(batch)
+        except RETRYABLE as exc:  # the batch in doubt stays so, to be checked next time
+            self._outage(exc)
+            return False
+        batch = self._spool.head(BATCH_SIZE)
+        # MULTI/EXEC: Redis writes a batch whole or not at all (a reply such as OOM or
+        # READONLY aborts all of it), which is what _reconcile relies on.
+        pipe = self._client.pipeline(transaction=True)
+        for pending in batch:
+            pipe.xadd(
+                pending.key,
+                pending.fields,  # type: ignore[arg-type]
+                maxlen=self._maxlen,
+                approximate=True,
+            )
+        self._unconfirmed = len(batch)
+        try:
             replies = pipe.execute(raise_on_error=False)
         except RETRYABLE as exc:
-            if not isinstance(exc, AMBIGUOUS):
+            if not isinstance(exc, AMBIGUOUS):  # refused whole: nothing was written
                 self._unconfirmed = 0
             self._outage(exc)
             return False

@@ -113,6 +113,9 @@ class DiskSpool:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Opened here, used by the sink's thread only from then on.
             self._db = sqlite3.connect(path, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise SinkError(f"{path}: event spool file cannot be opened ({exc})") from None
+        try:
             # Held until the process ends: two runs sharing the file would both deliver
             # its events. Set before WAL is entered, so no shared-memory index is needed.
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -126,6 +129,7 @@ class DiskSpool:
                 with self._db:  # monotonic stamps of another process mean nothing here
                     self._db.execute("UPDATE events SET captured_ns = NULL")
         except sqlite3.Error as exc:
+            self._db.close()
             busy = "locked" in str(exc)
             why = "in use by another streamer process" if busy else f"cannot be used ({exc})"
             raise SinkError(f"{path}: event spool file {why}") from None

@@ -146,7 +146,9 @@ def test_a_run_killed_while_redis_is_away_leaves_its_spool_to_the_next_run(
     assert later == list(range(1, stats["events"]["emitted"] + 1))
     assert stats["events"]["lost"] == 0
     assert stats["events"]["delivered"] == stats["events"]["emitted"] + len(spooled)
-    assert len(DiskSpool(spool_file, 10)) == 0
+    left = DiskSpool(spool_file, 10)
+    assert len(left) == 0  # all delivered
+    left.close()
 
 
 @pytest.mark.parametrize(
@@ -209,3 +211,15 @@ def test_a_wrong_password_or_an_untrusted_certificate_fails_at_start(
     assert f"rediss://writer:***@127.0.0.1:{port}/0: Redis unreachable" in line
     assert "CERTIFICATE_VERIFY_FAILED" in line
     assert "Redis unreachable" in one_line_error(plain)  # plain text to a TLS port
+
+
+def test_a_spool_file_that_cannot_be_used_fails_at_start(
+    tmp_path, redis_server, person_clip, yolox_nano
+):
+    (tmp_path / "taken").mkdir()  # a folder where the file should be
+    pipeline = one_source_pipeline(
+        tmp_path, "nospool", person_clip, yolox_nano, extra="sink:\n  redis: {spool_path: taken}\n"
+    )
+    result = run_with_stats(pipeline, redis_server.url, "--max-frames", "1")[0]
+    line = one_line_error(result)
+    assert f"{tmp_path / 'taken'}: event spool file cannot be" in line
