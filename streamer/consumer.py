@@ -135,6 +135,13 @@ def parse_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> StreamEvent:
         raise StreamerError(f"stream entry {entry_id} is not a streamer event: {exc!r}") from None
 
 
+def connection_failure(url: str, exc: Exception) -> str:
+    """One line for a Redis that could not be used at `url`, without its password."""
+    # A wrong password is no network problem: say which (redis-py's message has no secret).
+    what = "refused the login" if isinstance(exc, redis.AuthenticationError) else "unreachable"
+    return f"{redact(url)}: Redis {what} ({redact(str(exc))})"
+
+
 def connect(url: str) -> redis.Redis:
     """A client for `url`, checked with PING; StreamerError naming the URL when unreachable."""
     try:
@@ -143,7 +150,7 @@ def connect(url: str) -> redis.Redis:
         )
         client.ping()
     except (redis.RedisError, ValueError) as exc:
-        raise StreamerError(f"{redact(url)}: Redis unreachable ({redact(str(exc))})") from None
+        raise StreamerError(connection_failure(url, exc)) from None
     return client
 
 

@@ -26,6 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from streamer.consumer import connection_failure
 from streamer.errors import SinkError
 from streamer.messages import EndOfStream, Event
 from streamer.queues import POLL_S, StageQueue
@@ -46,6 +47,9 @@ FINAL_FLUSH_S = 2.0  # how long a halted sink still tries to deliver what it hol
 RETRYABLE = (
     redis.ConnectionError,  # includes BusyLoadingError
     redis.TimeoutError,
+    # EXEC refused because a queued command was (a replica turned read-only mid-batch):
+    # Redis discarded the whole transaction, so sending it again writes nothing twice.
+    redis.exceptions.ExecAbortError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
     redis.exceptions.MasterDownError,
@@ -68,9 +72,7 @@ def connect(url: str) -> redis.Redis:
         )
         client.ping()
     except (redis.RedisError, ValueError) as exc:
-        # A wrong password is no network problem: say which (redis-py's message has no secret).
-        what = "refused the login" if isinstance(exc, redis.AuthenticationError) else "unreachable"
-        raise SinkError(f"{redact(url)}: Redis {what} ({redact(str(exc))})") from None
+        raise SinkError(connection_failure(url, exc)) from None
     return client
 
 

@@ -9,6 +9,11 @@ _CREDENTIALS = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*)(?::[^/\s]*)?@"
 )
 
+# Secrets given as query options (redis-py reads ?password=, some cameras ?pwd= or ?token=).
+_SECRET_OPTIONS = re.compile(
+    r"(?P<key>[?&](?:password|passwd|pwd|pass|token|auth)=)[^&\s'\"]*", re.I
+)
+
 
 def redact(text: str) -> str:
     """`text` with the password of every URL in it replaced by `***`.
@@ -21,5 +26,8 @@ def redact(text: str) -> str:
     'rtsp://admin:***@10.0.0.7/s'
     >>> redact("Connection refused: 'rtsp://u:p@cam/1'")
     "Connection refused: 'rtsp://u:***@cam/1'"
+    >>> redact("redis://localhost:6379/0?password=secret&db=1")
+    'redis://localhost:6379/0?password=***&db=1'
     """
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _SECRET_OPTIONS.sub(lambda m: f"{m['key']}***", text)

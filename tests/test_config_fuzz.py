@@ -397,7 +397,7 @@ def alias_bomb(levels: int) -> str:
             MINIMAL.replace("m.onnx", "~nobody-here/m.onnx"),
             "model.path: not a usable path '~nobody-here/m.onnx'",
         ),
-        (MINIMAL.replace("a.mp4", '"a\\0.mp4"'), "sources[0].uri: not a usable path 'a\\x00.mp4'"),
+        (MINIMAL.replace("a.mp4", '"a\\0.mp4"'), "sources[0].uri: contains a control character"),
         (
             MINIMAL.replace("name: t", "name: 2024-13-45"),
             "a value cannot be read (month must be in 1..12)",
