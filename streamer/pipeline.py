@@ -156,17 +156,18 @@ def object_rules(
     if not config.tracks_objects:
         return {}
     settings = tracker_settings(config)
-    by_name = {r.name: r for r in config.zones + config.lines}
+    # A zone and a line may share a name: each kind is looked up on its own.
+    zone_sources = {z.name: z.sources for z in config.zones}
+    line_sources = {ln.name: ln.sources for ln in config.lines}
 
-    def applies(name: str, source_id: str) -> bool:
-        only = by_name[name].sources
-        return only is None or source_id in only
+    def on(sources: list[str] | None, source_id: str) -> bool:
+        return sources is None or source_id in sources
 
     return {
         s.id: ObjectRules(
             Tracker(settings),
-            [z for z in zones if applies(z.name, s.id)],
-            [ln for ln in lines if applies(ln.name, s.id)],
+            [z for z in zones if on(zone_sources[z.name], s.id)],
+            [ln for ln in lines if on(line_sources[ln.name], s.id)],
         )
         for s in config.sources
     }

@@ -8,12 +8,15 @@ the same kind of scene through the real detector and pipeline.
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from streamer.config import parse_config
 from streamer.geometry import polygon_contour
 from streamer.messages import Detections, Frame
+from streamer.pipeline import object_rules, region_rules
 from streamer.rules import LineRule, ObjectRules, Occurrence, ZoneRule
 from streamer.tracking import Tracker, TrackerSettings
 from tools.scenes import SceneObject
@@ -217,3 +220,18 @@ def test_fifty_objects_keep_fifty_tracks():
                                                np.zeros(50, np.int64)))  # fmt: skip
     assert rules.active_objects == 50
     assert sorted(t.track_id for t in rules._tracker.tracks) == list(range(1, 51))
+
+
+def test_a_zone_and_a_line_of_the_same_name_keep_their_own_sources():
+    config = parse_config({
+        "name": "p", "sources": [{"id": "a", "uri": "a.mp4"}, {"id": "b", "uri": "b.mp4"}],
+        "model": {"path": "m.onnx"},
+        "zones": [{"name": "gate", "polygon": [[0, 0], [9, 0], [9, 9]], "sources": ["a"]}],
+        "lines": [{"name": "gate", "points": [[0, 0], [9, 9]], "sources": ["b"]}],
+    }, "p.yaml")  # fmt: skip
+
+    model = SimpleNamespace(spec=SimpleNamespace(labels=("person",)))  # all region_rules reads
+    zones, lines = region_rules(config, model)  # type: ignore[arg-type]
+    rules = object_rules(config, zones, lines)
+    assert [z.name for z in rules["a"]._zones] == ["gate"] and rules["a"]._lines == []
+    assert rules["b"]._zones == [] and [ln.name for ln in rules["b"]._lines] == ["gate"]
