@@ -8,7 +8,10 @@ section 10):
   machine's speed drifts;
 - (b) streamer offline: `streamer run` on the file, every frame;
 - (c) the plain loop a user writes by hand: decode to BGR, letterbox with OpenCV to the
-  same input shape, run, NMS, one frame at a time.
+  same input shape, run, NMS, one frame at a time;
+- (e) how many live 15 fps sources of the clip one process sustains with no frame dropped:
+  1, 2, 3... copies played in real time (`--realtime`, paced like cameras) until frames
+  are dropped.
 
 It prints frames per second, the ratios (b)/(a) and (b)/(c), CPU use (cores busy on
 average) and peak memory, as a table and, with `--json FILE`, as JSON. The clip is made
@@ -41,23 +44,27 @@ from streamer.preprocess import prepare
 from tools.local_redis import RedisServer
 
 SIZE = (1280, 720)
+LIVE_FPS = 15
 
 
 def make_clip(src: Path, dst: Path, frames: int) -> Path:
-    """The first `frames` frames of `src`, scaled to 720p, as H.264 with the usual GOP."""
+    """The first `frames` frames of `src`, scaled to 720p, as 15 fps H.264 with a keyframe
+    every 2 s, as a camera sends."""
     if dst.is_file():
         return dst
     part = dst.with_suffix(".part.mp4")
     with av.open(str(src)) as inp, av.open(str(part), "w") as out:
-        rate = inp.streams.video[0].average_rate or Fraction(25)
+        rate = Fraction(LIVE_FPS)
         stream = out.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        stream.time_base = 1 / rate
         stream.options = {"crf": "23", "preset": "fast", "g": str(2 * round(float(rate)))}
         for i, frame in enumerate(inp.decode(video=0)):
             if i >= frames:
                 break
             scaled = frame.reformat(width=SIZE[0], height=SIZE[1], format="yuv420p")
-            scaled.pts = None
+            # Retimed to 15 fps: PyAV rescales pts from the frame's own time base.
+            scaled.pts, scaled.time_base = i, 1 / rate
             out.mux(stream.encode(scaled))
         out.mux(stream.encode(None))
     part.rename(dst)
@@ -106,6 +113,36 @@ def streamer_offline(clip: Path, model_path: Path, batch: int, work: Path) -> di
     }
 
 
+def live_sources_sustained(
+    clip: Path, model_path: Path, batch: int, work: Path, most: int, seconds: float
+) -> list[dict[str, Any]]:
+    """Runs of 1, 2, ... paced copies of the clip until one drops frames (or `most`)."""
+    trials = []
+    with RedisServer(work / "redis") as server:
+        for n in range(1, most + 1):
+            sources = "".join(f"  - {{id: cam{i}, uri: '{clip}'}}\n" for i in range(n))
+            pipeline = work / f"live{n}.yaml"
+            pipeline.write_text(
+                f"name: live{n}\nsources:\n{sources}"
+                f"model:\n  path: '{model_path}'\n  batch: {{max_size: {max(batch, n)}}}\n"
+                "events: {emit: [detections]}\n"
+            )
+            stats_file = work / f"live{n}.json"
+            subprocess.run(
+                [sys.executable, "-m", "streamer", "run", str(pipeline), "--redis-url",
+                 server.url, "--realtime", "--duration", str(seconds),
+                 "--stats-json", str(stats_file)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            stats = json.loads(stats_file.read_text())
+            dropped = sum(stats["frames"]["dropped"].values())
+            trials.append({"sources": n, "fps": stats["fps"], "dropped": dropped,
+                           "p99_ms": stats["latency_ms"]["p99"]})  # fmt: skip
+            if dropped:
+                break
+    return trials
+
+
 def plain_loop(clip: Path, model: Model, confidence: float) -> dict[str, Any]:
     """The loop most users write: one frame at a time, BGR, OpenCV letterbox, run, NMS."""
     cpu_before, started, frames = cpu_s(resource.RUSAGE_SELF), time.perf_counter(), 0
@@ -134,6 +171,7 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=300, help="of the clip, made 720p")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--most-sources", type=int, default=8, help="for (e)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -148,6 +186,10 @@ def main() -> None:
         offline = streamer_offline(clip, args.model.resolve(), args.batch, Path(tmp))
     plain = plain_loop(clip, model, 0.25)
     after = inference_alone(model, args.batch, input_hw, seconds=8)
+    with tempfile.TemporaryDirectory() as tmp:
+        live = live_sources_sustained(clip, args.model.resolve(), args.batch, Path(tmp),
+                                      args.most_sources, seconds=15)  # fmt: skip
+    sustained = max((t["sources"] for t in live if not t["dropped"]), default=0)
     limit = (before + after) / 2
     results = {
         "clip": f"{clip.name} ({SIZE[0]}x{SIZE[1]}, {offline['frames']} frames)",
@@ -159,6 +201,8 @@ def main() -> None:
         "plain_loop": plain,
         "streamer_over_inference_alone": round(offline["fps"] / limit, 3),
         "streamer_over_plain_loop": round(offline["fps"] / plain["fps"], 3),
+        "live_trials": live,
+        "live_sources_sustained": sustained,
     }
     print(f"{results['clip']}, input {input_hw[0]}x{input_hw[1]}, batch {args.batch}\n")
     print(f"{'':<22}{'frames/s':>10}{'CPU cores':>11}{'peak MiB':>10}")
@@ -167,6 +211,10 @@ def main() -> None:
         print(f"{name:<22}{r['fps']:>10.2f}{r['cpu_cores']:>11.2f}{r['peak_rss_mib']:>10}")
     print(f"\n(b)/(a) = {results['streamer_over_inference_alone']} (target >= 0.92)   "
           f"(b)/(c) = {results['streamer_over_plain_loop']} (target >= 1.10)")  # fmt: skip
+    for t in live:
+        print(f"(e) {t['sources']} live {LIVE_FPS} fps source(s): {t['fps']} fps processed, "
+              f"{t['dropped']} dropped, p99 {t['p99_ms']} ms")  # fmt: skip
+    print(f"(e) sustained with no drop: {sustained} source(s) of {LIVE_FPS} fps")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
