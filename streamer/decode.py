@@ -263,7 +263,9 @@ class VideoSource:
         stream.thread_type = "AUTO" if offline else "SLICE"
         if config.skip_frames != "none":
             stream.codec_context.skip_frame = config.skip_frames.upper()
-        rate = stream.average_rate or stream.guessed_rate
+        # FFmpeg's guess weighs the stream's declared and measured rates; the average alone
+        # is nonsense when every timestamp is equal (4500 fps seen from one encoder).
+        rate = stream.guessed_rate or stream.average_rate
         pacer = Pacer(1.0 / float(rate) if rate else 1 / 25)
         limiter = RateLimiter(config.max_fps) if config.max_fps else None
         paced = config.is_file and self.plan.realtime

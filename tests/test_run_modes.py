@@ -76,6 +76,31 @@ def test_realtime_paces_a_file_like_a_camera(
     assert stats["frames"]["processed"] + sum(stats["frames"]["dropped"].values()) == 20
 
 
+def test_a_file_whose_timestamps_are_all_equal_is_paced_at_its_frame_rate(
+    tmp_path, redis_client, redis_server, person_clip, yolox_nano
+):
+    """An encoder fed frames in another time base writes pts 0 for every frame, and the
+    container's average rate comes out absurd: pacing falls back to the guessed rate."""
+    clip = tmp_path / "flat.mp4"
+    with av.open(str(person_clip)) as src, av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 384, 216, "yuv420p"
+        for frame in itertools.islice(src.decode(video=0), 12):
+            small = frame.reformat(width=384, height=216, format="yuv420p")
+            small.pts = 0  # in the source's time base: every frame lands on 0
+            out.mux(stream.encode(small))
+        out.mux(stream.encode(None))
+    pipeline = one_source_pipeline(
+        tmp_path, "flat", clip, yolox_nano, extra="realtime: {max_latency_ms: 2000}\n"
+    )
+    result, _stats = run_with_stats(pipeline, redis_server.url, "--realtime")
+    assert result.returncode == 0, result.stderr
+    captured = [e["frame"]["captured_at"] for e in read_events(redis_client, "streamer:flat:events")
+                if e["type"] == "detections"]  # fmt: skip
+    steps = [b - a for a, b in itertools.pairwise(captured)]
+    assert steps and all(0.08 <= s <= 0.12 for s in steps), steps
+
+
 def test_duration_stops_a_live_run_cleanly(
     tmp_path, redis_client, redis_server, person_clip, yolox_nano
 ):
