@@ -62,26 +62,33 @@ class EventFactory:
             "direction": None,
         }
 
-    def objects(self, detections: Detections) -> list[dict[str, Any]]:
+    def objects(
+        self, detections: Detections, track_ids: list[int | None] | None = None
+    ) -> list[dict[str, Any]]:
+        ids = track_ids if track_ids is not None else [None] * len(detections)
         return [
             {
-                "track_id": None,
+                "track_id": track_id,
                 "label": self._labels[int(c)],
                 "class_id": int(c),
                 "confidence": _round(s),
                 "bbox": [_round(v, 1) for v in box],
             }
-            for box, s, c in zip(
+            for box, s, c, track_id in zip(
                 detections.xyxy.tolist(),
                 detections.confidence.tolist(),
                 detections.class_id.tolist(),
+                ids,
                 strict=True,
             )
         ]
 
-    def detections(self, frame: Frame, detections: Detections) -> Event:
+    def detections(
+        self, frame: Frame, detections: Detections, track_ids: list[int | None] | None = None
+    ) -> Event:
+        """Every box of a frame; `track_ids`: per box, its object's id (None: no object)."""
         payload = self._base(frame.source_id, "detections", frame)
-        payload["objects"] = self.objects(detections)
+        payload["objects"] = self.objects(detections, track_ids)
         return Event(frame.source_id, "detections", payload, frame.captured_ns)
 
     def occurrence(self, occurrence: Occurrence, timed: bool = True) -> Event:

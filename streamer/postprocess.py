@@ -42,13 +42,6 @@ def detections_from_output(model: Model, item: Inferred, rules: DetectionRules) 
     )
 
 
-def confident(detections: Detections, confidence: float) -> Detections:
-    keep = detections.confidence >= confidence
-    if keep.all():
-        return detections
-    return Detections(detections.xyxy[keep], detections.confidence[keep], detections.class_id[keep])
-
-
 class PostprocessStage(Stage[Inferred, Event]):
     """Boxes from the model output, then events: every frame's boxes (`detections`) and,
     through each source's tracker and rules, object, zone and line events."""
@@ -82,13 +75,21 @@ class PostprocessStage(Stage[Inferred, Event]):
         started = time.monotonic_ns()
         detections = detections_from_output(self._model, item, self._rules)
         frame = item.prepared.frame
+        objects = self._objects.get(frame.source_id)
+        occurrences = objects.on_frame(frame, detections) if objects is not None else []
         events = []
         if "detections" in self._emit:
-            shown = confident(detections, self._shown_confidence)
-            events.append(self._factory.detections(frame, shown))
-        objects = self._objects.get(frame.source_id)
+            # Boxes below the model's confidence only fed the tracker; each box shown
+            # carries the id of the object it belongs to, once that object is confirmed.
+            shown = np.flatnonzero(detections.confidence >= self._shown_confidence)
+            track_ids = objects.track_ids if objects is not None else {}
+            boxes = Detections(
+                detections.xyxy[shown], detections.confidence[shown], detections.class_id[shown]
+            )
+            ids = [track_ids.get(int(i)) for i in shown]
+            events.append(self._factory.detections(frame, boxes, ids))
         if objects is not None:
-            events += self._object_events(objects.on_frame(frame, detections), timed=True)
+            events += self._object_events(occurrences, timed=True)
             self._stats.objects_active(frame.source_id, objects.active_objects)
         self._stats.events_emitted(len(events))
         self._estimate.record_postprocess(time.monotonic_ns() - started)

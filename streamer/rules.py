@@ -103,10 +103,13 @@ class ObjectRules:
         self._lines = lines
         self._objects: dict[int, _ObjectState] = {}
         self._last_frame: Frame | None = None
+        self.track_ids: dict[int, int] = {}
+        """Detection index -> track id of the objects seen in the last frame."""
 
     def on_frame(self, frame: Frame, detections: Detections) -> list[Occurrence]:
         self._last_frame = frame
         update = self._tracker.update(frame.time_s, detections)
+        self.track_ids = {t.detection: t.track_id for t in update.seen if t.confirmed}
         out: list[Occurrence] = []
         for track in update.ended:
             out += self._end(track, frame)

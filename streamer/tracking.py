@@ -53,6 +53,7 @@ class Track:
     hits: int = 1
     best_confidence: float = 0.0
     confirmed: bool = False
+    detection: int = -1  # index of its box among the detections of the last update
 
     @property
     def dwell_s(self) -> float:
@@ -248,6 +249,7 @@ class Tracker:
         seen, confirmed = [], []
         for row, d in matches.items():
             track = self._tracks[row]
+            track.detection = d
             track.box = detections.xyxy[d].copy()
             track.confidence = float(detections.confidence[d])
             track.best_confidence = max(track.best_confidence, track.confidence)
@@ -286,6 +288,7 @@ class Tracker:
                 best_confidence=confidence,
                 first_seen_s=t_s,
                 last_seen_s=t_s,
+                detection=d,
             )
             self._next_id += 1
             track.confirmed = self._is_confirmed(track)

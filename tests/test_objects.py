@@ -222,3 +222,25 @@ def test_touching_passing_and_crossing_in_a_rendered_scene(tmp_path, redis_serve
     exited = next(e for e in events if e["type"] == "zone_exited")
     assert exited["object"]["dwell_s"] == pytest.approx(180 / 45, abs=0.5)  # 180 px at 45 px/s
     assert stats["lines"] == {"gate": {"in": 2, "out": 1}}
+
+
+def test_detections_carry_the_track_id_of_their_object(tmp_path, redis_server, redis_client):
+    config = yaml.safe_load(PIPELINE.read_text())
+    config["sources"][0]["uri"] = str(ROOT / "sample_videos" / "parking.mp4")
+    config["model"]["path"] = str(ROOT / "models" / "demo-detector.onnx")
+    config["events"]["emit"] = ["object_appeared", "object_left", "detections"]
+    pipeline = tmp_path / "parking.yaml"
+    pipeline.write_text(yaml.safe_dump(config))
+    result, _stats = run_with_stats(pipeline, redis_server.url)
+    assert result.returncode == 0, result.stderr
+    events = read_events(redis_client, "streamer:parking:events")
+    by_frame = {e["frame"]["index"]: e["objects"] for e in events if e["type"] == "detections"}
+    appeared = [e for e in events if e["type"] == "object_appeared"]
+    tracked = {o["track_id"] for boxes in by_frame.values() for o in boxes} - {None}
+    assert tracked == {e["object"]["track_id"] for e in appeared}
+    for e in appeared:  # the box that made the object is in its frame's detections, with its id
+        boxes = by_frame[e["frame"]["index"]]
+        mine = [o for o in boxes if o["track_id"] == e["object"]["track_id"]]
+        assert [o["bbox"] for o in mine] == [e["object"]["bbox"]]
+    assert all(o["confidence"] >= config["model"]["confidence"]
+               for boxes in by_frame.values() for o in boxes)  # fmt: skip
