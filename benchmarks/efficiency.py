@@ -37,10 +37,8 @@ from typing import Any
 import av
 import numpy as np
 
-from streamer.boxes import nms
-from streamer.messages import Frame
+from benchmarks import plain
 from streamer.models import Model
-from streamer.preprocess import prepare
 from tools.local_redis import RedisServer
 
 SIZE = (1280, 720)
@@ -149,12 +147,7 @@ def plain_loop(clip: Path, model: Model, confidence: float) -> dict[str, Any]:
     with av.open(str(clip)) as container:
         for av_frame in container.decode(video=0):
             image = av_frame.to_ndarray(format="bgr24")
-            frame = Frame("clip", frames, None, 0, 0.0, None, image, 0.0)
-            prepared = prepare(frame, model.spec, model.input_hw_for(image.shape[:2]))
-            output = model.run(prepared.tensor[None])[0]
-            hw = (prepared.tensor.shape[1], prepared.tensor.shape[2])
-            xyxy, scores, classes = model.candidates(output, hw, confidence)
-            nms(xyxy, scores, classes, 0.45, 300)
+            plain.detect(model, image, confidence)
             frames += 1
     wall_s = time.perf_counter() - started
     return {

@@ -35,10 +35,8 @@ import av
 import numpy as np
 import redis
 
-from streamer.boxes import nms
-from streamer.messages import Frame
+from benchmarks import plain
 from streamer.models import Model
-from streamer.preprocess import prepare
 from tools.local_redis import RedisServer
 from tools.rtsp import RtspServer
 
@@ -142,19 +140,12 @@ def run_plain_loop(url: str, model: Model, seconds: float, confidence: float) ->
     reader.start()
     samples: list[tuple[float, float]] = []
     started = time.monotonic()
-    index = 0
     while time.monotonic() - started < seconds:
         try:
             arrived, image = frames.get(timeout=1)
         except queue.Empty:
             continue
-        frame = Frame("cam1", index, None, time.monotonic_ns(), arrived, None, image, arrived)
-        index += 1
-        prepared = prepare(frame, model.spec, model.input_hw_for(image.shape[:2]))
-        output = model.run(prepared.tensor[None])[0]
-        hw = (prepared.tensor.shape[1], prepared.tensor.shape[2])
-        xyxy, scores, classes = model.candidates(output, hw, confidence)
-        nms(xyxy, scores, classes, 0.45, 300)
+        plain.detect(model, image, confidence)
         samples.append((arrived, (time.time() - arrived) * 1000))
     stop.set()
     elapsed = time.monotonic() - started

@@ -46,15 +46,18 @@ class Frame:
 
     @property
     def width(self) -> int:
-        if isinstance(self.picture, av.VideoFrame):
-            return int(self.picture.width)
-        return int(self.picture.shape[1])
+        return picture_hw(self.picture)[1]
 
     @property
     def height(self) -> int:
-        if isinstance(self.picture, av.VideoFrame):
-            return int(self.picture.height)
-        return int(self.picture.shape[0])
+        return picture_hw(self.picture)[0]
+
+
+def picture_hw(picture: av.VideoFrame | np.ndarray) -> tuple[int, int]:
+    """(height, width) of a decoded frame or of a BGR array."""
+    if isinstance(picture, av.VideoFrame):
+        return int(picture.height), int(picture.width)
+    return int(picture.shape[0]), int(picture.shape[1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from av.video.reformatter import VideoReformatter
 
 from streamer.boxes import letterbox_geometry
 from streamer.deadlines import WorkEstimate, is_expired
-from streamer.messages import DropReason, Frame, Letterbox, Prepared
+from streamer.messages import DropReason, Frame, Letterbox, Prepared, picture_hw
 from streamer.models import Model, ModelSpec
 from streamer.runtime import Stage
 from streamer.stats import RunStats
@@ -47,10 +47,7 @@ def letterbox_image(
     pad_value: int = PAD_VALUE,
 ) -> np.ndarray:
     """`picture` resized by `lb` and padded to `dst_hw` (H x W x 3 uint8 BGR)."""
-    if isinstance(picture, av.VideoFrame):
-        w, h = picture.width, picture.height
-    else:
-        h, w = picture.shape[:2]
+    h, w = picture_hw(picture)
     new_w, new_h = round(w * lb.scale_x), round(h * lb.scale_y)
     image = resized_bgr(picture, (new_w, new_h), reformatter)
     dst_h, dst_w = dst_hw
