@@ -162,6 +162,14 @@ def _labels(names: list[str] | None) -> list[str] | None:
     return names
 
 
+def _folder_path(path: Path | None) -> Path | None:
+    if path is not None and str(path) == ".":  # what an empty string becomes
+        raise ValueError("empty: name a folder, or omit the key")
+    if path is not None and "\0" in str(path):
+        raise ValueError("contains a NUL character")
+    return path
+
+
 Labels = Annotated[list[str], Field(min_length=1, max_length=MAX_LABELS)]
 
 
@@ -185,10 +193,30 @@ class ModelConfig(_Model):
     """Execution providers to try, in order; CPU is always the last resort."""
     threads: Annotated[int, Field(ge=1, le=256)] | None = None
     """ONNX Runtime intra-op threads (default: one per core)."""
+    device: Annotated[int, Field(ge=0, le=255)] = 0
+    """The GPU (CUDA device index) the tensorrt and cuda providers run on."""
+    fp16: bool = False
+    """TensorRT only: let TensorRT run layers in half precision (faster on GPUs with tensor
+    cores; boxes move by a fraction of a pixel). The cuda provider runs the model as given:
+    for fp16 there, export the ONNX file in fp16."""
+    engine_cache: Path | None = None
+    """The folder where TensorRT keeps the engines it builds (minutes for a large model),
+    relative to the pipeline file (default: ~/.cache/streamer/tensorrt). Empty it after
+    changing TensorRT or the GPU."""
     batch: BatchConfig = BatchConfig()
 
     _path = field_validator("path")(_model_path)
+    _cache_path = field_validator("engine_cache")(_folder_path)
     _label_lists = field_validator("labels", "classes")(_labels)
+
+    @model_validator(mode="after")
+    def _fp16_needs_tensorrt(self) -> ModelConfig:
+        if self.fp16 and "tensorrt" not in self.providers:
+            raise ValueError(
+                "fp16 applies to the tensorrt provider only, which providers does not list "
+                "(cuda runs the model as given)"
+            )
+        return self
 
     @property
     def family(self) -> str:
@@ -511,7 +539,11 @@ def load_config(path: Path) -> PipelineConfig:
         for i, s in enumerate(config.sources)
     ]
     model_path = _resolve(str(config.model.path), base, f"{path}: model.path")
-    model = config.model.model_copy(update={"path": Path(model_path)})
+    model_update: dict[str, Any] = {"path": Path(model_path)}
+    if config.model.engine_cache is not None:
+        cache = _resolve(str(config.model.engine_cache), base, f"{path}: model.engine_cache")
+        model_update["engine_cache"] = Path(cache)
+    model = config.model.model_copy(update=model_update)
     update: dict[str, Any] = {"sources": sources, "model": model}
     redis_sink = config.sink.redis
     if redis_sink.spool_path is not None:

@@ -96,6 +96,9 @@ def load_model(config: PipelineConfig) -> Model:
         imgsz=m.input_size,
         providers=tuple(m.providers),
         threads=m.threads,
+        device=m.device,
+        fp16=m.fp16,
+        engine_cache=m.engine_cache,
     )
 
 

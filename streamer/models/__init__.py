@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +13,84 @@ import onnxruntime as ort
 from streamer.boxes import dynamic_input_hw
 from streamer.models.decoders import Candidates, decode_yolov8, decode_yolox
 from streamer.models.families import ModelSpec, recognise
-from streamer.models.runtime import open_session
+from streamer.models.runtime import GPU_PROVIDERS, PROVIDERS, GpuSettings, open_session
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Model", "ModelSpec"]
 
 
+def binding_device(providers: Sequence[str]) -> str | None:
+    """Where a session's input is kept between runs: "cuda" when the session runs on an
+    NVIDIA GPU, None on the CPU, where ONNX Runtime reads the numpy batch in place and
+    binding would only add a copy."""
+    return "cuda" if providers and providers[0] in GPU_PROVIDERS else None
+
+
+class BoundRunner:
+    """Runs a session with IO binding: the input lives in one device buffer of the batch's
+    shape, reallocated only when the shape changes, and the outputs come back to CPU
+    memory, where postprocessing runs. Saves a device allocation and the binding of a
+    new input at every call; ONNX Runtime would do both inside `session.run`."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        input_name: str,
+        output_names: list[str],
+        device: str,
+        device_id: int = 0,
+    ) -> None:
+        self._session = session
+        self._input_name = input_name
+        self._device = device
+        self._device_id = device_id
+        self._output_names = output_names
+        self._binding = session.io_binding()
+        self._input: ort.OrtValue | None = None
+        self._input_key: tuple[tuple[int, ...], np.dtype[np.generic]] | None = None
+        self._bind_outputs()
+
+    def _bind_outputs(self) -> None:
+        # Bound by device only, ONNX Runtime allocates each output at the first run and then
+        # keeps that buffer, which a batch of another size no longer fits.
+        self._binding.clear_binding_outputs()
+        for name in self._output_names:
+            self._binding.bind_output(name, "cpu")
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The session's outputs for `batch`, as numpy arrays."""
+        batch = np.ascontiguousarray(batch)
+        key = (batch.shape, batch.dtype)
+        if self._input is None or key != self._input_key:
+            # Allocates on the device and copies the batch there.
+            self._input = ort.OrtValue.ortvalue_from_numpy(batch, self._device, self._device_id)
+            self._input_key = key
+            self._binding.bind_ortvalue_input(self._input_name, self._input)
+            self._bind_outputs()
+        else:
+            self._input.update_inplace(batch)  # a host-to-device copy into the same buffer
+        self._session.run_with_iobinding(self._binding)
+        outputs: list[np.ndarray] = self._binding.copy_outputs_to_cpu()
+        return outputs
+
+
 class Model:
     """A loaded detector. `run` is called from one thread only: the inference stage's."""
 
-    def __init__(self, path: Path, session: ort.InferenceSession, spec: ModelSpec) -> None:
+    def __init__(
+        self, path: Path, session: ort.InferenceSession, spec: ModelSpec, device_id: int = 0
+    ) -> None:
         self.path = path
         self.spec = spec
         self._session = session
         self._output_names = [o.name for o in session.get_outputs()]
+        device = binding_device(session.get_providers())
+        self._bound = (
+            BoundRunner(session, spec.input_name, self._output_names, device, device_id)
+            if device is not None
+            else None
+        )
 
     @classmethod
     def load(
@@ -38,17 +102,23 @@ class Model:
         imgsz: int | None = None,
         providers: tuple[str, ...] = ("tensorrt", "cuda", "cpu"),
         threads: int | None = None,
+        device: int = 0,
+        fp16: bool = False,
+        engine_cache: Path | None = None,
     ) -> Model:
-        session = open_session(path, list(providers), threads)
+        """`device`, `fp16` and `engine_cache` are for the GPU providers (see ModelConfig)."""
+        gpu = GpuSettings(device=device, fp16=fp16, engine_cache=engine_cache)
+        session = open_session(path, list(providers), threads, gpu)
         spec = recognise(session, path, format=format, labels=labels, imgsz=imgsz)
-        model = cls(path, session, spec)
+        model = cls(path, session, spec, device_id=device)
         log.info(
-            "model %s: %s, %d classes, input %s, provider %s",
+            "model %s: %s, %d classes, input %s, provider %s%s",
             path.name,
             spec.family,
             spec.num_classes,
             spec.input_hw or f"dynamic (long side {spec.imgsz})",
             model.providers[0],
+            ", IO binding" if model.io_binding else "",
         )
         return model
 
@@ -56,6 +126,11 @@ class Model:
     def providers(self) -> list[str]:
         """The execution providers really in use, best first."""
         return list(self._session.get_providers())
+
+    @property
+    def io_binding(self) -> bool:
+        """Whether `run` keeps the input on the GPU (see `binding_device`)."""
+        return self._bound is not None
 
     def input_hw_for(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
         """The model input size a frame of `frame_hw` is letterboxed to."""
@@ -72,7 +147,10 @@ class Model:
             padded = np.zeros((fixed, *batch.shape[1:]), batch.dtype)
             padded[:n] = batch
             batch = padded
-        (output,) = self._session.run(self._output_names, {self.spec.input_name: batch})
+        if self._bound is not None:
+            (output,) = self._bound.run(batch)
+        else:
+            (output,) = self._session.run(self._output_names, {self.spec.input_name: batch})
         return np.asarray(output[:n], np.float32)
 
     def warm_up(self, batch: int) -> int:
@@ -81,6 +159,11 @@ class Model:
         A dynamic-input model is warmed up at the shape of a 16:9 frame, the usual camera.
         """
         hw = self.input_hw_for((720, 1280))
+        if self.providers[0] == PROVIDERS["tensorrt"] and self.spec.batch is None and batch > 1:
+            # TensorRT builds an engine for the batch sizes seen so far and builds it again
+            # when a batch falls outside them: after 1 and `batch`, every size in between
+            # is covered, and both builds happen now instead of in the middle of a stream.
+            self.run(np.zeros((1, 3, *hw), np.float32))
         blank = np.zeros((batch, 3, *hw), np.float32)
         self.run(blank)
         started = time.monotonic_ns()

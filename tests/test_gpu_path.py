@@ -1,0 +1,220 @@
+"""The GPU path as far as a CPU machine can check it: provider options, fallback to the CPU,
+the IO binding decision and runner, the new config fields."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+
+from streamer.config import load_config, parse_config
+from streamer.errors import ConfigError
+from streamer.models import BoundRunner, Model, binding_device
+from streamer.models.runtime import (
+    GpuSettings,
+    _with_cache_folders,
+    default_engine_cache,
+    provider_options,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+CPU = ("CPUExecutionProvider", {})
+
+
+def test_provider_options_keep_the_order_asked_with_cpu_last_and_each_once():
+    names = [name for name, _ in provider_options(["cpu", "cuda", "tensorrt", "cuda"])]
+    assert names == ["CUDAExecutionProvider", "TensorrtExecutionProvider", "CPUExecutionProvider"]
+    assert provider_options(["cpu"]) == [CPU]
+    assert provider_options([]) == [CPU]
+
+
+def test_tensorrt_options_fp16_engine_cache_and_device(tmp_path):
+    cache = tmp_path / "engines"
+    (trt, options), cpu = provider_options(["tensorrt"], GpuSettings(2, True, cache))
+    assert (trt, cpu) == ("TensorrtExecutionProvider", CPU)
+    assert options == {
+        "device_id": "2",
+        "trt_fp16_enable": "1",
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": str(cache / "fp16"),
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": str(cache),
+    }
+    (_, fp32), _ = provider_options(["tensorrt"], GpuSettings(engine_cache=cache))
+    assert (fp32["trt_fp16_enable"], fp32["trt_engine_cache_path"]) == ("0", str(cache / "fp32"))
+    assert not cache.exists()  # pure: the folders are made only when a session opens
+
+
+def test_cuda_options_name_the_device_and_pick_convolutions_without_benchmarking():
+    (cuda, options), _ = provider_options(["cuda", "cpu"], GpuSettings(device=1, fp16=True))
+    assert cuda == "CUDAExecutionProvider"
+    assert options == {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC"}
+
+
+def test_the_default_engine_cache_is_in_the_users_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_engine_cache() == tmp_path / "streamer" / "tensorrt"
+    (_, options), _ = provider_options(["tensorrt"])
+    assert options["trt_engine_cache_path"] == str(tmp_path / "streamer" / "tensorrt" / "fp32")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_engine_cache() == Path.home() / ".cache" / "streamer" / "tensorrt"
+
+
+def test_an_engine_cache_that_cannot_be_made_turns_the_caches_off_with_one_warning(
+    tmp_path, caplog
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    entries = provider_options(["tensorrt"], GpuSettings(engine_cache=blocker / "engines"))
+    with caplog.at_level(logging.WARNING):
+        _with_cache_folders(entries)
+    options = entries[0][1]
+    assert (options["trt_engine_cache_enable"], options["trt_timing_cache_enable"]) == ("0", "0")
+    assert [r.getMessage() for r in caplog.records if "engine cache" in r.getMessage()] == [
+        f"TensorRT engine cache {blocker / 'engines' / 'fp32'} cannot be created (Not a "
+        "directory): engines are built at every start"
+    ]
+    made = provider_options(["tensorrt"], GpuSettings(engine_cache=tmp_path / "ok"))
+    _with_cache_folders(made)
+    assert (tmp_path / "ok" / "fp32").is_dir()
+
+
+def test_unusable_gpu_providers_leave_a_working_cpu_model_and_one_warning(
+    yolov8n, tmp_path, caplog
+):
+    """onnxruntime-gpu without CUDA's libraries, or the CPU build: CPU, and one warning that
+    says why for each GPU provider (the library that is missing, with onnxruntime-gpu)."""
+    with caplog.at_level(logging.WARNING):
+        model = Model.load(
+            yolov8n, providers=("tensorrt", "cuda", "cpu"), fp16=True, engine_cache=tmp_path / "c"
+        )
+    assert model.providers == ["CPUExecutionProvider"]
+    assert not model.io_binding
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "using CPU" in warnings[0], warnings
+    assert "(tensorrt: " in warnings[0] and "; cuda: " in warnings[0]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert ".so" in warnings[0]  # the missing library, by name
+    assert not (tmp_path / "c").exists()  # TensorRT is not used: no cache folder
+    assert model.run(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 84, 84)
+
+
+def test_io_binding_is_chosen_by_the_first_provider_in_use():
+    assert binding_device(["CUDAExecutionProvider", "CPUExecutionProvider"]) == "cuda"
+    assert binding_device(["TensorrtExecutionProvider", "CUDAExecutionProvider"]) == "cuda"
+    assert binding_device(["CPUExecutionProvider"]) is None
+    assert binding_device([]) is None
+
+
+class FakeBinding:
+    def __init__(self) -> None:
+        self.outputs: list[tuple[str, str]] = []
+
+    def clear_binding_outputs(self) -> None:
+        self.outputs.clear()
+
+    def bind_output(self, name: str, device: str) -> None:
+        self.outputs.append((name, device))
+
+
+class FakeSession:
+    """What Model reads from a session at construction, as a CUDA session answers."""
+
+    def __init__(self, providers: list[str]) -> None:
+        self._providers = providers
+        self.binding = FakeBinding()
+
+    def get_providers(self) -> list[str]:
+        return self._providers
+
+    def get_outputs(self) -> list[object]:
+        return [type("Output", (), {"name": "output0"})()]
+
+    def io_binding(self) -> FakeBinding:
+        return self.binding
+
+
+def test_a_gpu_session_binds_its_outputs_to_cpu_memory(yolov8n):
+    spec = Model.load(yolov8n, providers=("cpu",)).spec
+    gpu = FakeSession(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert Model(yolov8n, gpu, spec, device_id=1).io_binding  # type: ignore[arg-type]
+    assert gpu.binding.outputs == [("output0", "cpu")]
+    cpu = FakeSession(["CPUExecutionProvider"])
+    assert not Model(yolov8n, cpu, spec).io_binding  # type: ignore[arg-type]
+    assert cpu.binding.outputs == []
+
+
+def test_the_cpu_path_runs_the_session_as_before(yolov8n):
+    model = Model.load(yolov8n, providers=("cpu",))
+    assert not model.io_binding
+    batch = np.random.default_rng(0).random((2, 3, 96, 160), np.float32)
+    session = ort.InferenceSession(str(yolov8n), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"images": batch})
+    np.testing.assert_allclose(model.run(batch), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_the_bound_runner_copies_each_batch_and_follows_shape_changes(yolov8n):
+    """The IO binding runner on the real model, with its buffer in CPU memory: the same ONNX
+    Runtime calls as on a GPU (OrtValue, update_inplace, run_with_iobinding)."""
+    session = ort.InferenceSession(str(yolov8n), providers=["CPUExecutionProvider"])
+    runner = BoundRunner(session, "images", ["output0"], "cpu")
+    rng = np.random.default_rng(1)
+    for shape in [(1, 3, 64, 64), (1, 3, 64, 64), (3, 3, 64, 96), (1, 3, 64, 64)]:
+        batch = rng.random(shape, np.float32)
+        (expected,) = session.run(None, {"images": batch})
+        (output,) = runner.run(batch)
+        np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-3)
+
+
+def config(model: dict[str, object], source: dict[str, object] | None = None) -> object:
+    data = {
+        "name": "t",
+        "sources": [{"id": "cam1", "uri": "a.mp4", **(source or {})}],
+        "model": {"path": "m.onnx", **model},
+    }
+    return parse_config(data, "t.yaml")
+
+
+def test_the_gpu_fields_default_to_device_0_fp32_and_the_users_cache():
+    model = config({}).model  # type: ignore[attr-defined]
+    assert (model.device, model.fp16, model.engine_cache) == (0, False, None)
+
+
+@pytest.mark.parametrize(
+    ("model", "source", "message"),
+    [
+        ({"device": -1}, {}, "t.yaml: model.device: Input should be greater than or equal to 0"),
+        ({"device": "gpu0"}, {}, "t.yaml: model.device: Input should be a valid integer"),
+        ({"fp16": "half"}, {}, "t.yaml: model.fp16: Input should be a valid boolean"),
+        (
+            {"fp16": True, "providers": ["cuda", "cpu"]},
+            {},
+            "t.yaml: model: fp16 applies to the tensorrt provider only",
+        ),
+        ({"engine_cache": ""}, {}, "t.yaml: model.engine_cache: empty: name a folder"),
+        ({"engine_cache": 3}, {}, "t.yaml: model.engine_cache: Input is not a valid path"),
+    ],
+)
+def test_bad_gpu_fields_give_one_line_naming_the_field(model, source, message):
+    with pytest.raises(ConfigError) as info:
+        config(model, source)
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_the_engine_cache_is_relative_to_the_pipeline_file(tmp_path):
+    pipeline = tmp_path / "p.yaml"
+    text = {
+        "name": "t",
+        "sources": [{"id": "cam1", "uri": "a.mp4"}],
+        "model": {"path": "m.onnx", "fp16": True, "device": 1, "engine_cache": "trt"},
+    }
+    pipeline.write_text(yaml.safe_dump(text))
+    loaded = load_config(pipeline)
+    assert loaded.model.engine_cache == tmp_path / "trt"
+    assert (loaded.model.fp16, loaded.model.device) == (True, 1)
