@@ -89,6 +89,11 @@ class SourceConfig(_Model):
     skip_frames: Literal["none", "nonref", "nonkey"] = "none"
     """Frames the decoder does not even decode: nonref skips frames no other frame refers
     to (B-frames), nonkey all but keyframes. Saves decoding CPU under overload."""
+    hwaccel: Literal["none", "auto", "cuda", "vaapi", "videotoolbox"] = "none"
+    """Decode on a hardware decoder: cuda (NVIDIA NVDEC), vaapi (Intel, AMD on Linux),
+    videotoolbox (macOS); auto takes the first one usable here. Frames come back to system
+    memory for preprocessing. One that this machine lacks gives one warning, and the source
+    is decoded in software."""
     transport: Literal["tcp", "udp"] = "tcp"
     """RTSP transport. TCP loses no packets and passes NAT; UDP has less delay."""
     open_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0

@@ -8,6 +8,7 @@ and retried with backoff when they cannot be reached or stop sending.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import av
 import av.error
+from av.codec.hwaccel import HWAccel, hwdevices_available
 
 from streamer.config import ReconnectConfig, SourceConfig
 from streamer.errors import SourceError
@@ -37,6 +39,8 @@ FAST_PROBE = {"analyzeduration": "0", "probesize": "32768"}
 # source: PyAV would raise UnicodeDecodeError when it opens one.
 METADATA_ERRORS = "replace"
 MAX_PTS_STEP_S = 10.0  # a larger jump in timestamps is a discontinuity, not a pause
+# What `hwaccel: auto` tries, in order: dedicated decoders before general-purpose APIs.
+HWACCEL_PREFERENCE = ("cuda", "vaapi", "videotoolbox")
 
 
 @dataclass(frozen=True)
@@ -77,19 +81,64 @@ def file_options(config: SourceConfig) -> dict[str, str]:
     return {k: str(v) for k, v in config.ffmpeg_options.items()}
 
 
-def _open(config: SourceConfig) -> Any:
+@functools.cache
+def hwaccel_problem(device_type: str) -> str | None:
+    """None when frames can be decoded on `device_type` here, else why not. FFmpeg creates
+    the device when a decoder is made with it, so one throwaway H.264 decoder tells."""
+    available = hwdevices_available()
+    if device_type not in available:
+        return f"not in this FFmpeg build (it has: {', '.join(available) or 'none'})"
+    try:
+        decoder = av.CodecContext.create("h264", "r", hwaccel=HWAccel(device_type=device_type))
+    except av.error.FFmpegError as exc:
+        return f"no usable {device_type} device ({exc.strerror or exc})"
+    if not decoder.is_hwaccel:  # FFmpeg's own decoders cannot use this kind of device
+        return f"FFmpeg's decoders do not decode on {device_type}"
+    return None
+
+
+def choose_hwaccel(config: SourceConfig) -> str | None:
+    """The hardware device type a source is decoded on, or None for software decoding; one
+    warning that names the source when the one asked for cannot be used here."""
+    if config.hwaccel == "none":
+        return None
+    wanted = HWACCEL_PREFERENCE if config.hwaccel == "auto" else (config.hwaccel,)
+    problems = []
+    for device_type in wanted:
+        problem = hwaccel_problem(device_type)
+        if problem is None:
+            return device_type
+        problems.append(f"{device_type}: {problem}")
+    log.warning(
+        "source %s: hardware decoding (hwaccel: %s) unavailable, decoding in software (%s)",
+        config.id,
+        config.hwaccel,
+        "; ".join(problems),
+    )
+    return None
+
+
+def _open(config: SourceConfig, device_type: str | None = None) -> Any:
+    # Packets the hardware decoder cannot take (a profile it lacks) are decoded in software,
+    # and frames are downloaded to system memory (is_hw_owned=False), where preprocessing
+    # reformats them.
+    hwaccel = HWAccel(device_type, allow_software_fallback=True) if device_type else None
     if config.is_file:
-        return av.open(config.uri, options=file_options(config), metadata_errors=METADATA_ERRORS)
+        return av.open(
+            config.uri, options=file_options(config), metadata_errors=METADATA_ERRORS,
+            hwaccel=hwaccel,
+        )  # fmt: skip
     timeout = (config.open_timeout_s, config.read_timeout_s)
     if config.is_device:
         device = config.uri.removeprefix("v4l2://")
         return av.open(
             device, format="v4l2", options=open_options(config), timeout=timeout,
-            metadata_errors=METADATA_ERRORS,
+            metadata_errors=METADATA_ERRORS, hwaccel=hwaccel,
         )  # fmt: skip
     return av.open(
-        config.uri, options=open_options(config), timeout=timeout, metadata_errors=METADATA_ERRORS
-    )
+        config.uri, options=open_options(config), timeout=timeout,
+        metadata_errors=METADATA_ERRORS, hwaccel=hwaccel,
+    )  # fmt: skip
 
 
 class RateLimiter:
@@ -185,6 +234,7 @@ class VideoSource:
         self._supervisor = supervisor
         self._index = 0
         self.failed = False
+        self._hwaccel = choose_hwaccel(plan.config)
 
     def run(self) -> None:
         reason = "eof"
@@ -211,7 +261,7 @@ class VideoSource:
         return self.plan.max_frames is not None and self._index >= self.plan.max_frames
 
     def _decode_once(self) -> None:
-        with _open(self.plan.config) as container:
+        with _open(self.plan.config, self._hwaccel) as container:
             if not container.streams.video:
                 raise NoVideoTrack(f"{redact(self.plan.config.uri)}: no video track")
             self._announce_connected()
@@ -261,6 +311,13 @@ class VideoSource:
         # cost of a few frames of delay; only offline files can afford that delay.
         offline = config.is_file and not self.plan.realtime
         stream.thread_type = "AUTO" if offline else "SLICE"
+        if self._hwaccel is not None and not stream.codec_context.is_hwaccel:
+            # The device works, but not for this stream's codec or profile.
+            log.warning(
+                "source %s: %s cannot decode %s on %s, decoding in software",
+                self.id, redact(config.uri), stream.codec_context.name, self._hwaccel,
+            )  # fmt: skip
+            self._hwaccel = None
         if config.skip_frames != "none":
             stream.codec_context.skip_frame = config.skip_frames.upper()
         # FFmpeg's guess weighs the stream's declared and measured rates; the average alone

@@ -1,5 +1,5 @@
 """The GPU path as far as a CPU machine can check it: provider options, fallback to the CPU,
-the IO binding decision and runner, the new config fields."""
+the IO binding decision and runner, the new config fields, hardware decoding's fallback."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from streamer.config import load_config, parse_config
+from streamer.config import SourceConfig, load_config, parse_config
+from streamer.decode import SourcePlan, VideoSource, hwaccel_problem
 from streamer.errors import ConfigError
+from streamer.messages import Frame
 from streamer.models import BoundRunner, Model, binding_device
 from streamer.models.runtime import (
     GpuSettings,
@@ -20,6 +22,10 @@ from streamer.models.runtime import (
     default_engine_cache,
     provider_options,
 )
+from streamer.queues import Overflow, StageQueue
+from streamer.runtime import Supervisor
+from streamer.stats import RunStats
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -183,6 +189,7 @@ def config(model: dict[str, object], source: dict[str, object] | None = None) ->
 def test_the_gpu_fields_default_to_device_0_fp32_and_the_users_cache():
     model = config({}).model  # type: ignore[attr-defined]
     assert (model.device, model.fp16, model.engine_cache) == (0, False, None)
+    assert config({}, {}).sources[0].hwaccel == "none"  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -198,6 +205,7 @@ def test_the_gpu_fields_default_to_device_0_fp32_and_the_users_cache():
         ),
         ({"engine_cache": ""}, {}, "t.yaml: model.engine_cache: empty: name a folder"),
         ({"engine_cache": 3}, {}, "t.yaml: model.engine_cache: Input is not a valid path"),
+        ({}, {"hwaccel": "nvdec"}, "t.yaml: sources[0].hwaccel: Input should be 'none', 'auto'"),
     ],
 )
 def test_bad_gpu_fields_give_one_line_naming_the_field(model, source, message):
@@ -211,10 +219,43 @@ def test_the_engine_cache_is_relative_to_the_pipeline_file(tmp_path):
     pipeline = tmp_path / "p.yaml"
     text = {
         "name": "t",
-        "sources": [{"id": "cam1", "uri": "a.mp4"}],
+        "sources": [{"id": "cam1", "uri": "a.mp4", "hwaccel": "cuda"}],
         "model": {"path": "m.onnx", "fp16": True, "device": 1, "engine_cache": "trt"},
     }
     pipeline.write_text(yaml.safe_dump(text))
     loaded = load_config(pipeline)
     assert loaded.model.engine_cache == tmp_path / "trt"
     assert (loaded.model.fp16, loaded.model.device) == (True, 1)
+    assert loaded.sources[0].hwaccel == "cuda"
+
+
+def decode_all(source_config: SourceConfig) -> list[Frame]:
+    plan = SourcePlan(source_config, realtime=False, max_latency_ms=500, max_frames=None)
+    out: StageQueue[Frame] = StageQueue("decoded", 1000, Overflow.BLOCK, lambda i, r: None)
+    source = VideoSource(plan, out, RunStats([source_config.id]), Supervisor())
+    source.run()
+    assert not source.failed
+    items = []
+    while (item := out.get_nowait()) is not None:
+        items.append(item)
+    return [item for item in items if isinstance(item, Frame)]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("hwaccel", ["cuda", "auto"])
+def test_a_missing_hardware_decoder_decodes_every_frame_in_software(hwaccel, caplog):
+    if hwaccel_problem("cuda") is None:
+        pytest.skip("this machine decodes on CUDA: nothing falls back")
+    clip = str(REPO / "sample_videos" / "parking.mp4")
+    software = decode_all(SourceConfig(id="soft", uri=clip))
+    with caplog.at_level(logging.WARNING):
+        frames = decode_all(SourceConfig(id="cam7", uri=clip, hwaccel=hwaccel))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(
+        f"source cam7: hardware decoding (hwaccel: {hwaccel}) unavailable, decoding in "
+        "software (cuda: "
+    ), warnings[0]
+    assert len(frames) == len(software) == 300
+    assert frames[0].picture.format.name == software[0].picture.format.name
+    assert np.array_equal(frames[-1].picture.to_ndarray(), software[-1].picture.to_ndarray())
