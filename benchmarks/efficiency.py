@@ -1,35 +1,49 @@
-"""Pipeline efficiency: streamer offline against inference alone and a plain loop.
+"""Pipeline efficiency, in one command: streamer against inference alone, a plain loop and
+Ultralytics' predictor, offline and live, float and int8.
 
 Measured side by side in one run, on the same model, clip and input shape (DESIGN.md
 section 10):
 
 - (a) inference alone: ONNX Runtime on ready tensors at the pipeline's batch size and
-  input shape, the limit; measured before and after the others and averaged, since this
-  machine's speed drifts;
+  input shape, the limit; measured before and after each round of (b), (c) and the peer;
+  every ratio is taken within its round and the median over the rounds is reported
+  (`--rounds`, default 3), since this machine's speed drifts by a third within minutes;
 - (b) streamer offline: `streamer run` on the file, every frame;
 - (c) the plain loop a user writes by hand: decode to BGR, letterbox with OpenCV to the
   same input shape, run, NMS, one frame at a time;
+- Ultralytics' own predictor on the same ONNX file and clip, where `--ultralytics-python`
+  has it installed (an optional peer, never a dependency: benchmarks/requirements-peers.txt);
+- (d) streamer live: one RTSP camera (GStreamer's server) at twice (a)'s rate, 500 ms
+  budget: frames processed and dropped, latency;
 - (e) how many live 15 fps sources of the clip one process sustains with no frame dropped:
   1, 2, 3... copies played in real time (`--realtime`, paced like cameras) until frames
-  are dropped.
+  are dropped;
+- with `--int8`: the model quantized on the clip (as `streamer quantize` does), its
+  inference alone beside the float model's, its agreement, and (e) again with it.
 
-It prints frames per second, the ratios (b)/(a) and (b)/(c), CPU use (cores busy on
-average) and peak memory, as a table and, with `--json FILE`, as JSON. The clip is made
-720p H.264 from the given one first (cached under --work-dir).
+It prints frames per second, the ratios (b)/(a), (b)/(c) and (b)/Ultralytics, CPU use
+(cores busy on average) and peak memory, as a table and, with `--json FILE`, as JSON. The
+clip is made 720p 15 fps H.264 from the given one first (cached under --work-dir).
 
     python -m benchmarks.efficiency --model ../shared/assets/models/yolov8n.onnx \\
-        --clip ../shared/assets/videos/one-by-one-person-detection.mp4
+        --clip ../shared/assets/videos/one-by-one-person-detection.mp4 --int8
+
+It needs redis-server and GStreamer's RTSP server (scripts/setup.sh test installs both).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -37,9 +51,11 @@ from typing import Any
 import av
 import numpy as np
 
-from benchmarks import plain
+from benchmarks import overload, plain
 from streamer.models import Model
+from streamer.quantize import quantize_and_check
 from tools.local_redis import RedisServer
+from tools.rtsp import RtspServer, rtsp_server_available
 
 SIZE = (1280, 720)
 LIVE_FPS = 15
@@ -84,61 +100,92 @@ def inference_alone(model: Model, batch: int, input_hw: tuple[int, int], seconds
     return calls * batch / (time.perf_counter() - started)
 
 
-def streamer_offline(clip: Path, model_path: Path, batch: int, work: Path) -> dict[str, Any]:
-    with RedisServer(work / "redis") as server:
-        pipeline = work / "bench.yaml"
-        pipeline.write_text(
-            f"name: bench\nsources:\n  - {{id: clip, uri: '{clip}'}}\n"
-            f"model:\n  path: '{model_path}'\n  batch: {{max_size: {batch}}}\n"
-            "events: {emit: [detections]}\n"
-        )
-        stats_file = work / "stats.json"
-        cpu_before = cpu_s(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "streamer", "run", str(pipeline), "--redis-url", server.url,
-             "--stats-json", str(stats_file)],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        wall_s = time.perf_counter() - started
-        cpu = cpu_s(resource.RUSAGE_CHILDREN) - cpu_before
-    stats = json.loads(stats_file.read_text())
+def run_pipeline(pipeline: Path, redis_url: str, *args: str) -> dict[str, Any]:
+    """`streamer run` in a child process: its stats, CPU use and peak memory."""
+    stats_file = pipeline.with_suffix(".stats.json")
+    log_file = pipeline.with_suffix(".log")
+    command = [sys.executable, "-m", "streamer", "run", str(pipeline), "--redis-url", redis_url,
+               "--stats-json", str(stats_file), *args]  # fmt: skip
+    started = time.perf_counter()
+    with log_file.open("wb") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # wait4 gives this child's own CPU time and peak memory, not all children's so far.
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    wall_s = time.perf_counter() - started
+    if child.returncode != 0:
+        raise RuntimeError(f"streamer run exited {child.returncode}:\n{log_file.read_text()}")
+    stats: dict[str, Any] = json.loads(stats_file.read_text())
+    stats["cpu_cores"] = round((usage.ru_utime + usage.ru_stime) / wall_s, 2)
+    stats["peak_rss_mib"] = round(usage.ru_maxrss / 1024)
+    return stats
+
+
+def streamer_offline(clip: Path, model: str, server: RedisServer, work: Path) -> dict[str, Any]:
+    pipeline = work / "offline.yaml"
+    pipeline.write_text(
+        f"name: offline\nsources:\n  - {{id: clip, uri: '{clip}'}}\n{model}"
+        "events: {emit: [detections]}\n"
+    )
+    stats = run_pipeline(pipeline, server.url)
     return {
         "fps": stats["fps"],
         "frames": stats["frames"]["processed"],
-        "cpu_cores": round(cpu / wall_s, 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+        "cpu_cores": stats["cpu_cores"],
+        "peak_rss_mib": stats["peak_rss_mib"],
+        "providers": stats["providers"],
     }
 
 
 def live_sources_sustained(
-    clip: Path, model_path: Path, batch: int, work: Path, most: int, seconds: float
+    clip: Path,
+    model_for: Callable[[int], str],
+    server: RedisServer,
+    work: Path,
+    most: int,
+    seconds: float,
 ) -> list[dict[str, Any]]:
     """Runs of 1, 2, ... paced copies of the clip until one drops frames (or `most`)."""
     trials = []
-    with RedisServer(work / "redis") as server:
-        for n in range(1, most + 1):
-            sources = "".join(f"  - {{id: cam{i}, uri: '{clip}'}}\n" for i in range(n))
-            pipeline = work / f"live{n}.yaml"
-            pipeline.write_text(
-                f"name: live{n}\nsources:\n{sources}"
-                f"model:\n  path: '{model_path}'\n  batch: {{max_size: {max(batch, n)}}}\n"
-                "events: {emit: [detections]}\n"
-            )
-            stats_file = work / f"live{n}.json"
-            subprocess.run(
-                [sys.executable, "-m", "streamer", "run", str(pipeline), "--redis-url",
-                 server.url, "--realtime", "--duration", str(seconds),
-                 "--stats-json", str(stats_file)],
-                check=True, capture_output=True,
-            )  # fmt: skip
-            stats = json.loads(stats_file.read_text())
-            dropped = sum(stats["frames"]["dropped"].values())
-            trials.append({"sources": n, "fps": stats["fps"], "dropped": dropped,
-                           "p99_ms": stats["latency_ms"]["p99"]})  # fmt: skip
-            if dropped:
-                break
+    for n in range(1, most + 1):
+        sources = "".join(f"  - {{id: cam{i}, uri: '{clip}'}}\n" for i in range(n))
+        pipeline = work / f"live{n}.yaml"
+        pipeline.write_text(
+            f"name: live{n}\nsources:\n{sources}{model_for(n)}events: {{emit: [detections]}}\n"
+        )
+        stats = run_pipeline(pipeline, server.url, "--realtime", "--duration", str(seconds))
+        dropped = sum(stats["frames"]["dropped"].values())
+        trials.append({"sources": n, "fps": stats["fps"], "dropped": dropped,
+                       "dropped_where": stats["frames"]["dropped"],
+                       "p99_ms": stats["latency_ms"]["p99"]})  # fmt: skip
+        if dropped:
+            break
     return trials
+
+
+def live_overload(clip: Path, model: str, limit_fps: float, seconds: float) -> dict[str, Any]:
+    """(d): one live RTSP camera at twice the inference-alone rate, 500 ms budget."""
+    reason = rtsp_server_available()
+    if reason is not None:
+        return {"skipped": reason}
+    stream_fps = max(1, round(2 * limit_fps))
+    with RtspServer({"cam1": clip}, fps=stream_fps) as camera:
+        run = overload.run_streamer(camera.url("cam1"), model, seconds, budget_ms=500)
+    run.pop("windows")
+    return {"stream_fps": stream_fps, **run}
+
+
+def ultralytics_peer(python: str, model_path: Path, clip: Path) -> dict[str, Any]:
+    """Ultralytics' predictor on the same ONNX file and clip, when `python` has it."""
+    found = subprocess.run([python, "-c", "import ultralytics"], capture_output=True)
+    if found.returncode != 0:
+        return {"skipped": f"{python} has no ultralytics (benchmarks/requirements-peers.txt)"}
+    peer = subprocess.run(
+        [python, str(Path(__file__).with_name("peer_ultralytics.py")), str(model_path), str(clip)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(peer.stdout.strip().splitlines()[-1])
+    return result
 
 
 def plain_loop(clip: Path, model: Model, confidence: float) -> dict[str, Any]:
@@ -158,13 +205,51 @@ def plain_loop(clip: Path, model: Model, confidence: float) -> dict[str, Any]:
     }
 
 
+def int8_runs(
+    model_path: Path, clip: Path, server: RedisServer, work: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The model quantized on the clip (`streamer quantize`), then measured beside the float
+    model: inference alone of both, alternately, and (e) with the int8 model."""
+    int8_path = work / f"{model_path.stem}.int8.onnx"
+    report = quantize_and_check(model_path, int8_path, [clip])
+    float_model = Model.load(model_path, providers=("cpu",))
+    int8_model = Model.load(int8_path, providers=("cpu",))
+    input_hw = float_model.input_hw_for((SIZE[1], SIZE[0]))
+    float_fps, int8_fps = [], []
+    for _ in range(2):  # alternated, so a drift of the machine's speed weighs on both
+        float_fps.append(inference_alone(float_model, args.batch, input_hw, seconds=4))
+        int8_fps.append(inference_alone(int8_model, args.batch, input_hw, seconds=4))
+    int8_for = functools.partial(overload.model_yaml, int8_path)
+    live = live_sources_sustained(
+        clip, lambda n: int8_for(max(args.batch, n)), server, work, args.most_sources,
+        args.live_seconds,
+    )  # fmt: skip
+    return {
+        "model": int8_path.name,
+        "inference_alone_fps": round(sum(int8_fps) / 2, 2),
+        "float_inference_alone_fps": round(sum(float_fps) / 2, 2),
+        "speedup": round(sum(int8_fps) / sum(float_fps), 3),
+        "agreement": report.as_dict()["agreement"],
+        "live_trials": live,
+        "live_sources_sustained": max((t["sources"] for t in live if not t["dropped"]), default=0),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--clip", type=Path, required=True)
     parser.add_argument("--frames", type=int, default=300, help="of the clip, made 720p")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="of (a), (b), (c), the peer")
+    parser.add_argument("--batch", type=int, default=4, help="as a pipeline's default")
+    parser.add_argument("--providers", default="cpu", help="e.g. tensorrt,cuda,cpu")
+    parser.add_argument("--fp16", action="store_true", help="TensorRT in half precision")
     parser.add_argument("--most-sources", type=int, default=8, help="for (e)")
+    parser.add_argument("--live-seconds", type=float, default=15, help="each (e) trial")
+    parser.add_argument("--overload-seconds", type=float, default=30, help="(d)")
+    parser.add_argument("--int8", action="store_true", help="also quantize and measure int8")
+    parser.add_argument("--ultralytics-python", default=sys.executable,
+                        help="a Python with ultralytics installed, for the peer run")  # fmt: skip
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -172,44 +257,128 @@ def main() -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     clip = make_clip(args.clip, args.work_dir / f"{args.clip.stem}-720p-{args.frames}.mp4",
                      args.frames)  # fmt: skip
-    model = Model.load(args.model.resolve(), providers=("cpu",))
+    model_path = args.model.resolve()
+    providers = tuple(args.providers.split(","))
+    gpu_lines = f"  providers: [{', '.join(providers)}]\n" + ("  fp16: true\n" if args.fp16 else "")
+    model_for = functools.partial(overload.model_yaml, model_path, extra=gpu_lines)
+    model = Model.load(model_path, providers=providers, fp16=args.fp16)
     input_hw = model.input_hw_for((SIZE[1], SIZE[0]))
-    before = inference_alone(model, args.batch, input_hw, seconds=8)
-    with tempfile.TemporaryDirectory() as tmp:
-        offline = streamer_offline(clip, args.model.resolve(), args.batch, Path(tmp))
-    plain = plain_loop(clip, model, 0.25)
-    after = inference_alone(model, args.batch, input_hw, seconds=8)
-    with tempfile.TemporaryDirectory() as tmp:
-        live = live_sources_sustained(clip, args.model.resolve(), args.batch, Path(tmp),
-                                      args.most_sources, seconds=15)  # fmt: skip
-    sustained = max((t["sources"] for t in live if not t["dropped"]), default=0)
-    limit = (before + after) / 2
-    results = {
-        "clip": f"{clip.name} ({SIZE[0]}x{SIZE[1]}, {offline['frames']} frames)",
+    results: dict[str, Any] = {
+        "clip": f"{clip.name} ({SIZE[0]}x{SIZE[1]})",
+        "model": model_path.name,
         "input_hw": list(input_hw),
         "batch": args.batch,
-        "inference_alone_fps": round(limit, 2),
-        "inference_alone_before_after": [round(before, 2), round(after, 2)],
-        "streamer_offline": offline,
-        "plain_loop": plain,
-        "streamer_over_inference_alone": round(offline["fps"] / limit, 3),
-        "streamer_over_plain_loop": round(offline["fps"] / plain["fps"], 3),
-        "live_trials": live,
-        "live_sources_sustained": sustained,
+        "providers": model.providers,
     }
-    print(f"{results['clip']}, input {input_hw[0]}x{input_hw[1]}, batch {args.batch}\n")
-    print(f"{'':<22}{'frames/s':>10}{'CPU cores':>11}{'peak MiB':>10}")
-    print(f"{'(a) inference alone':<22}{limit:>10.2f}   (before {before:.1f}, after {after:.1f})")
-    for name, r in (("(b) streamer offline", offline), ("(c) plain loop", plain)):
-        print(f"{name:<22}{r['fps']:>10.2f}{r['cpu_cores']:>11.2f}{r['peak_rss_mib']:>10}")
-    print(f"\n(b)/(a) = {results['streamer_over_inference_alone']} (target >= 0.92)   "
-          f"(b)/(c) = {results['streamer_over_plain_loop']} (target >= 1.10)")  # fmt: skip
-    for t in live:
-        print(f"(e) {t['sources']} live {LIVE_FPS} fps source(s): {t['fps']} fps processed, "
-              f"{t['dropped']} dropped, p99 {t['p99_ms']} ms")  # fmt: skip
-    print(f"(e) sustained with no drop: {sustained} source(s) of {LIVE_FPS} fps")
+    with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
+        work = Path(tmp)
+        # Rounds of (b), (c) and the peer, each bracketed by (a) before and after: this
+        # machine's speed drifts, so every ratio is taken within its round and the
+        # median over rounds is reported.
+        limits = [inference_alone(model, args.batch, input_hw, seconds=6)]
+        rounds = []
+        for _ in range(args.rounds):
+            offline = streamer_offline(clip, model_for(args.batch), server, work)
+            plain = plain_loop(clip, model, 0.25)
+            peer = ultralytics_peer(args.ultralytics_python, model_path, clip)
+            limits.append(inference_alone(model, args.batch, input_hw, seconds=6))
+            rounds.append(one_round(limits[-2:], offline, plain, peer))
+        limit = statistics.median(limits)
+        overloaded = live_overload(clip, model_for(1), limit, args.overload_seconds)
+        # Frames of all live sources may share a batch.
+        live = live_sources_sustained(
+            clip, lambda n: model_for(max(args.batch, n)), server, work, args.most_sources,
+            args.live_seconds,
+        )  # fmt: skip
+        int8 = None
+        if args.int8:
+            int8 = int8_runs(model_path, clip, server, work, args)
+    results |= {
+        "rounds": rounds,
+        **{key: median_of(rounds, key) for key in RATIOS},
+        "live_overload": overloaded,
+        "live_trials": live,
+        "live_sources_sustained": max((t["sources"] for t in live if not t["dropped"]), default=0),
+        "int8": int8,
+    }
+    report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+RATIOS = ("streamer_over_inference_alone", "streamer_over_plain_loop", "streamer_over_ultralytics")
+
+
+def one_round(
+    limits: list[float], offline: dict[str, Any], plain: dict[str, Any], peer: dict[str, Any]
+) -> dict[str, Any]:
+    limit = sum(limits) / len(limits)
+    return {
+        "inference_alone_fps": round(limit, 2),
+        "inference_alone_before_after": [round(x, 2) for x in limits],
+        "streamer_offline": offline,
+        "plain_loop": plain,
+        "ultralytics": peer,
+        "streamer_over_inference_alone": round(offline["fps"] / limit, 3),
+        "streamer_over_plain_loop": round(offline["fps"] / plain["fps"], 3),
+        "streamer_over_ultralytics": round(offline["fps"] / peer["fps"], 3)
+        if "fps" in peer
+        else None,
+    }
+
+
+def median_of(rounds: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rounds if r[key] is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def report(r: dict[str, Any]) -> None:
+    hw = r["input_hw"]
+    print(f"{r['model']} on {r['clip']}, input {hw[0]}x{hw[1]}, batch {r['batch']}, "
+          f"{r['providers'][0]}\n")  # fmt: skip
+    print(f"{'round':<6}{'(a) alone':>10}{'(b) streamer':>13}{'(c) plain':>10}"
+          f"{'Ultralytics':>12}{'(b)/(a)':>9}{'(b)/(c)':>9}{'(b)/Ultr.':>10}")  # fmt: skip
+    for i, rnd in enumerate(r["rounds"], 1):
+        peer = rnd["ultralytics"].get("fps", "-")
+        print(f"{i:<6}{rnd['inference_alone_fps']:>10.2f}{rnd['streamer_offline']['fps']:>13.2f}"
+              f"{rnd['plain_loop']['fps']:>10.2f}{peer:>12}"
+              f"{rnd['streamer_over_inference_alone']:>9.3f}{rnd['streamer_over_plain_loop']:>9.3f}"
+              f"{rnd['streamer_over_ultralytics'] or '-':>10}")  # fmt: skip
+    print(
+        f"{'median':<51}{r['streamer_over_inference_alone']:>9.3f}"
+        f"{r['streamer_over_plain_loop']:>9.3f}{r['streamer_over_ultralytics'] or '-':>10}"
+    )
+    print(f"{'targets':<51}{'>= 0.92':>9}{'>= 1.10':>9}{'>= 1.05':>10}")
+    last = r["rounds"][-1]
+    for name, key in (("(b) streamer", "streamer_offline"), ("(c) plain loop", "plain_loop"),
+                      ("Ultralytics", "ultralytics")):  # fmt: skip
+        row = last[key]
+        if "fps" in row:
+            print(f"{name}: {row['cpu_cores']} CPU cores busy, peak {row['peak_rss_mib']} MiB")
+        else:
+            print(f"{name}: skipped: {row['skipped']}")
+    d = r["live_overload"]
+    if "skipped" in d:
+        print(f"(d) skipped: {d['skipped']}")
+    else:
+        print(f"(d) live camera at {d['stream_fps']} fps (2x the limit): {d['fps']} fps processed, "
+              f"{d['dropped']} dropped and counted, latency p50 {d['latency_ms']['p50']} ms, "
+              f"p99 {d['latency_ms']['p99']} ms (budget 500 ms)")  # fmt: skip
+    for t in r["live_trials"]:
+        print(f"(e) {t['sources']} live {LIVE_FPS} fps source(s): {t['fps']} fps processed, "
+              f"{t['dropped']} dropped, p99 {t['p99_ms']} ms")  # fmt: skip
+    print(f"(e) sustained with no drop: {r['live_sources_sustained']} source(s) of {LIVE_FPS} fps")
+    q = r["int8"]
+    if q:
+        a = q["agreement"]
+        print(f"\nint8 ({q['model']}): inference alone {q['inference_alone_fps']} fps vs float "
+              f"{q['float_inference_alone_fps']}: {q['speedup']}x (target >= 1.5); "
+              f"{a['matched']} of {a['float_boxes']} float detections matched at IoU >= 0.5 "
+              f"({a['matched_fraction']:.1%}, target >= 95 %)")  # fmt: skip
+        for t in q["live_trials"]:
+            print(f"(e) int8, {t['sources']} source(s): {t['fps']} fps processed, "
+                  f"{t['dropped']} dropped, p99 {t['p99_ms']} ms")  # fmt: skip
+        print(f"(e) int8 sustained with no drop: {q['live_sources_sustained']} source(s)")
 
 
 if __name__ == "__main__":

@@ -56,13 +56,6 @@ timeout 300 python3 -m benchmarks.gpu_infer --model "$MODEL" --clip "$CLIP" \
 echo "gpu_infer exit $?"
 
 section "efficiency benchmark"
-help=$(python3 -m benchmarks.efficiency --help 2>&1)
-if [[ $help != *--providers* ]]; then
-    echo "benchmarks.efficiency has no --providers option yet: skipped (it would measure the CPU)"
-    exit 0
-fi
-optional=()
-[[ $help == *--live-seconds* ]] && optional+=(--live-seconds 8)
 trt_usable=$(python3 -c '
 import json, sys
 rows = json.load(open(sys.argv[1]))["inference"]
@@ -80,6 +73,6 @@ for run in "${runs[@]}"; do
     section "efficiency: $name"
     timeout 300 python3 -m benchmarks.efficiency --model "$MODEL" --clip "$CLIP" \
         --frames 300 --batch 8 --most-sources 8 --work-dir /tmp/efficiency \
-        "${flags[@]}" "${optional[@]}" --json "$OUT/efficiency-$name.json"
+        --live-seconds 8 --overload-seconds 15 "${flags[@]}" --json "$OUT/efficiency-$name.json"
     echo "efficiency $name exit $?"
 done
