@@ -104,11 +104,12 @@ def _preload_cuda_libraries() -> None:
     """Load CUDA and cuDNN from pip's nvidia-* packages (onnxruntime-gpu[cuda,cudnn]),
     which are not on the dynamic loader's path, so that the providers' libraries find them.
     ONNX Runtime prints what it could not load; whatever is missing is named by the
-    provider check after this, so its output is dropped."""
+    provider check after this, so its output, and a library that fails to load here,
+    are left to that check."""
     preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
     if preload is None:
         return
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(OSError):
         preload()
 
 
