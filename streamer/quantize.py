@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -32,6 +33,7 @@ from streamer.preprocess import prepare
 
 log = logging.getLogger(__name__)
 
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger")
 MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear need opset 13
 MATCH_IOU = 0.5
 MIN_AGREEMENT = 0.95  # of the float model's detections, below which int8 is not advised
@@ -172,15 +174,7 @@ def quantize(
     """Write a QDQ int8 copy of the float model at `model_path` to `output`, calibrated on
     `calibration` (inputs of shape [3, H, W]). The float model's metadata is kept."""
     import onnx
-    from onnx import version_converter
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Frames(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -190,12 +184,36 @@ def quantize(
             tensor = next(self._tensors, None)
             return None if tensor is None else {input_name: tensor[None]}
 
+    original = onnx.load(os.fspath(model_path))
+    if any(
+        n.op_type in QUANTIZED_OPS or n.op_type.startswith("QLinear") for n in original.graph.node
+    ):
+        raise ModelError(f"{model_path}: already quantized; quantize the float model")
+    try:
+        _quantize_graph(original, output, Frames(), method)
+    except Exception as exc:  # the quantizer raises bare exceptions of many kinds
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{model_path}: cannot be quantized ({first_line})") from exc
+    quantized = onnx.load(os.fspath(output))
+    onnx.helper.set_model_props(
+        quantized,
+        {p.key: p.value for p in original.metadata_props}
+        | {"quantization": f"int8 QDQ, {method} calibration on {len(calibration)} frames"},
+    )
+    onnx.save(quantized, os.fspath(output))
+
+
+def _quantize_graph(original: Any, output: Path, reader: Any, method: str) -> None:
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    original = onnx.load(os.fspath(model_path))
     with tempfile.TemporaryDirectory(prefix="streamer-quantize-") as tmp:
         upgraded = original
         opset = next((o.version for o in original.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -211,7 +229,7 @@ def quantize(
         quantize_static(
             os.fspath(prepared),
             os.fspath(output),
-            Frames(),
+            reader,
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -219,13 +237,6 @@ def quantize(
             calibrate_method=methods[method],
             nodes_to_exclude=float_tail(nodes),
         )
-    quantized = onnx.load(os.fspath(output))
-    onnx.helper.set_model_props(
-        quantized,
-        {p.key: p.value for p in original.metadata_props}
-        | {"quantization": f"int8 QDQ, {method} calibration on {len(calibration)} frames"},
-    )
-    onnx.save(quantized, os.fspath(output))
 
 
 def compare(

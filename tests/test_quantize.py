@@ -58,6 +58,17 @@ def test_the_int8_model_is_quantized_and_keeps_the_metadata(quantized):
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_quantized_model_is_not_quantized_again(quantized, tmp_path):
+    output, _, _ = quantized
+    result = run_cli(
+        "quantize", str(output), "--clip", str(PARKING), "-o", str(tmp_path / "x.onnx")
+    )
+    assert result.returncode == 2
+    assert "already quantized" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_a_pipeline_runs_the_int8_model_like_any_other(quantized, tmp_path, redis_server):
     import redis
