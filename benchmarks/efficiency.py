@@ -22,7 +22,9 @@ section 10):
   inference alone beside the float model's, its agreement, and (e) again with it.
 
 It prints frames per second, the ratios (b)/(a), (b)/(c) and (b)/Ultralytics, CPU use
-(cores busy on average) and peak memory, as a table and, with `--json FILE`, as JSON. The
+(cores busy on average) and peak memory, as a table and, with `--json FILE`, as JSON; and
+the CPU cost per frame of each step (decode, prepare, inference, output and NMS), which
+gives the most (b)/(a) can be on these cores and names the largest cost beside inference. The
 clip is made 720p 15 fps H.264 from the given one first (cached under --work-dir).
 
     python -m benchmarks.efficiency --model ../shared/assets/models/yolov8n.onnx \\
@@ -50,9 +52,13 @@ from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from benchmarks import overload, plain
+from streamer.boxes import nms
+from streamer.messages import Frame
 from streamer.models import Model
+from streamer.preprocess import prepare
 from streamer.quantize import quantize_and_check
 from tools.local_redis import RedisServer
 from tools.rtsp import RtspServer, rtsp_server_available
@@ -188,6 +194,44 @@ def ultralytics_peer(python: str, model_path: Path, clip: Path) -> dict[str, Any
     return result
 
 
+def cpu_per_frame(clip: Path, model: Model, batch: int) -> dict[str, float]:
+    """CPU milliseconds per frame of each step of the pipeline, one step after the other in
+    this process: decoding as streamer decodes files, preparing the model input, inference
+    at the batch size, output decoding and NMS. With them, the physical limit of the
+    whole pipeline on these cores, as a fraction of inference alone."""
+    decoded: list[av.VideoFrame] = []
+    started = time.process_time()
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        decoded.extend(container.decode(stream))
+    decode_s = time.process_time() - started
+    reformatter, started = VideoReformatter(), time.process_time()
+    hw = model.input_hw_for((decoded[0].height, decoded[0].width))
+    tensors = [prepare(Frame("cpu", i, None, 0, 0.0, None, f, 0.0), model.spec, hw, reformatter)
+               .tensor for i, f in enumerate(decoded)]  # fmt: skip
+    prepare_s = time.process_time() - started
+    batches = [np.stack(tensors[i : i + batch]) for i in range(0, len(tensors) - batch + 1, batch)]
+    model.run(batches[0])
+    started = time.process_time()
+    outputs = [output for b in batches for output in model.run(b)]
+    infer_s = time.process_time() - started
+    started = time.process_time()
+    for output in outputs:
+        xyxy, scores, classes = model.candidates(output, hw, 0.25)
+        nms(xyxy, scores, classes, 0.45, 300)
+    post_s = time.process_time() - started
+    ms = {
+        "decode": 1000 * decode_s / len(decoded),
+        "prepare": 1000 * prepare_s / len(tensors),
+        "inference": 1000 * infer_s / len(outputs),
+        "output_and_nms": 1000 * post_s / len(outputs),
+    }
+    ms = {k: round(v, 2) for k, v in ms.items()}
+    ms["limit_over_inference_alone"] = round(ms["inference"] / sum(ms.values()), 3)
+    return ms
+
+
 def plain_loop(clip: Path, model: Model, confidence: float) -> dict[str, Any]:
     """The loop most users write: one frame at a time, BGR, OpenCV letterbox, run, NMS."""
     cpu_before, started, frames = cpu_s(resource.RUSAGE_SELF), time.perf_counter(), 0
@@ -284,6 +328,7 @@ def main() -> None:
             limits.append(inference_alone(model, args.batch, input_hw, seconds=6))
             rounds.append(one_round(limits[-2:], offline, plain, peer))
         limit = statistics.median(limits)
+        costs = cpu_per_frame(clip, model, args.batch)
         overloaded = live_overload(clip, model_for(1), limit, args.overload_seconds)
         # Frames of all live sources may share a batch.
         live = live_sources_sustained(
@@ -295,6 +340,7 @@ def main() -> None:
             int8 = int8_runs(model_path, clip, server, work, args)
     results |= {
         "rounds": rounds,
+        "cpu_ms_per_frame": costs,
         **{key: median_of(rounds, key) for key in RATIOS},
         "live_overload": overloaded,
         "live_trials": live,
@@ -349,6 +395,13 @@ def report(r: dict[str, Any]) -> None:
         f"{r['streamer_over_plain_loop']:>9.3f}{r['streamer_over_ultralytics'] or '-':>10}"
     )
     print(f"{'targets':<51}{'>= 0.92':>9}{'>= 1.10':>9}{'>= 1.05':>10}")
+    c = r["cpu_ms_per_frame"]
+    steps = {k: v for k, v in c.items() if k not in ("inference", "limit_over_inference_alone")}
+    worst = max(steps, key=steps.__getitem__)
+    print(f"CPU per frame: inference {c['inference']} ms, "
+          + ", ".join(f"{k.replace('_', ' ')} {v} ms" for k, v in steps.items())
+          + f": on these cores the pipeline can reach at most {c['limit_over_inference_alone']}"
+          f" of inference alone; the largest cost beside inference: {worst}")  # fmt: skip
     last = r["rounds"][-1]
     for name, key in (("(b) streamer", "streamer_offline"), ("(c) plain loop", "plain_loop"),
                       ("Ultralytics", "ultralytics")):  # fmt: skip
