@@ -96,16 +96,6 @@ def cpu_s(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def inference_alone(model: Model, batch: int, input_hw: tuple[int, int], seconds: float) -> float:
-    tensor = np.random.rand(batch, 3, *input_hw).astype(np.float32)
-    model.run(tensor)
-    calls, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        model.run(tensor)
-        calls += 1
-    return calls * batch / (time.perf_counter() - started)
-
-
 def run_pipeline(pipeline: Path, redis_url: str, *args: str) -> dict[str, Any]:
     """`streamer run` in a child process: its stats, CPU use and peak memory."""
     stats_file = pipeline.with_suffix(".stats.json")
@@ -261,8 +251,8 @@ def int8_runs(
     input_hw = float_model.input_hw_for((SIZE[1], SIZE[0]))
     float_fps, int8_fps = [], []
     for _ in range(2):  # alternated, so a drift of the machine's speed weighs on both
-        float_fps.append(inference_alone(float_model, args.batch, input_hw, seconds=4))
-        int8_fps.append(inference_alone(int8_model, args.batch, input_hw, seconds=4))
+        float_fps.append(plain.inference_alone(float_model, args.batch, input_hw, seconds=4))
+        int8_fps.append(plain.inference_alone(int8_model, args.batch, input_hw, seconds=4))
     int8_for = functools.partial(overload.model_yaml, int8_path)
     live = live_sources_sustained(
         clip, lambda n: int8_for(max(args.batch, n)), server, work, args.most_sources,
@@ -319,14 +309,14 @@ def main() -> None:
         # Rounds of (b), (c) and the peer, each bracketed by (a) before and after: this
         # machine's speed drifts, so every ratio is taken within its round and the
         # median over rounds is reported.
-        limits = [inference_alone(model, args.batch, input_hw, seconds=6)]
+        limits = [plain.inference_alone(model, args.batch, input_hw, seconds=6)]
         rounds = []
         for _ in range(args.rounds):
             offline = streamer_offline(clip, model_for(args.batch), server, work)
-            plain = plain_loop(clip, model, 0.25)
+            loop = plain_loop(clip, model, 0.25)
             peer = ultralytics_peer(args.ultralytics_python, model_path, clip)
-            limits.append(inference_alone(model, args.batch, input_hw, seconds=6))
-            rounds.append(one_round(limits[-2:], offline, plain, peer))
+            limits.append(plain.inference_alone(model, args.batch, input_hw, seconds=6))
+            rounds.append(one_round(limits[-2:], offline, loop, peer))
         limit = statistics.median(limits)
         costs = cpu_per_frame(clip, model, args.batch)
         overloaded = live_overload(clip, model_for(1), limit, args.overload_seconds)
@@ -356,17 +346,17 @@ RATIOS = ("streamer_over_inference_alone", "streamer_over_plain_loop", "streamer
 
 
 def one_round(
-    limits: list[float], offline: dict[str, Any], plain: dict[str, Any], peer: dict[str, Any]
+    limits: list[float], offline: dict[str, Any], loop: dict[str, Any], peer: dict[str, Any]
 ) -> dict[str, Any]:
     limit = sum(limits) / len(limits)
     return {
         "inference_alone_fps": round(limit, 2),
         "inference_alone_before_after": [round(x, 2) for x in limits],
         "streamer_offline": offline,
-        "plain_loop": plain,
+        "plain_loop": loop,
         "ultralytics": peer,
         "streamer_over_inference_alone": round(offline["fps"] / limit, 3),
-        "streamer_over_plain_loop": round(offline["fps"] / plain["fps"], 3),
+        "streamer_over_plain_loop": round(offline["fps"] / loop["fps"], 3),
         "streamer_over_ultralytics": round(offline["fps"] / peer["fps"], 3)
         if "fps" in peer
         else None,

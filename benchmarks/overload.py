@@ -44,16 +44,6 @@ WINDOW_S = 5.0
 OPEN_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "32768"}
 
 
-def inference_only_fps(model: Model, frame_hw: tuple[int, int], seconds: float) -> float:
-    tensor = np.random.rand(1, 3, *model.input_hw_for(frame_hw)).astype(np.float32)
-    model.run(tensor)
-    done, started = 0, time.monotonic()
-    while time.monotonic() - started < seconds:
-        model.run(tensor)
-        done += 1
-    return done / (time.monotonic() - started)
-
-
 def inference_only_fps_beside(url: str, model: Model, frame_hw: tuple[int, int]) -> float:
     """Inference alone while the camera server streams to a client that only reads packets:
     the server's encoding costs CPU on this machine too, as it does during the runs."""
@@ -68,7 +58,7 @@ def inference_only_fps_beside(url: str, model: Model, frame_hw: tuple[int, int])
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     try:
-        return inference_only_fps(model, frame_hw, seconds=5)
+        return plain.inference_alone(model, 1, model.input_hw_for(frame_hw), seconds=5)
     finally:
         stop.set()
         reader.join(timeout=10)
@@ -185,7 +175,7 @@ def main() -> None:
     with av.open(str(args.clip)) as container:
         stream = container.streams.video[0]
         frame_hw = (stream.codec_context.height, stream.codec_context.width)
-    idle_fps = inference_only_fps(model, frame_hw, seconds=5)
+    idle_fps = plain.inference_alone(model, 1, model.input_hw_for(frame_hw), seconds=5)
     stream_fps = max(1, round(idle_fps * args.overload))
     results: dict[str, Any] = {"stream_fps": stream_fps}
     with RtspServer({"cam1": args.clip}, fps=stream_fps) as camera:

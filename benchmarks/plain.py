@@ -1,7 +1,9 @@
-"""One frame of the plain loop users write by hand: OpenCV letterbox, run, NMS. Shared by
-the benchmarks that compare streamer with it."""
+"""What the benchmarks that compare streamer with other ways share: one frame of the plain
+loop users write by hand (OpenCV letterbox, run, NMS), and inference alone, the limit."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -19,3 +21,14 @@ def detect(model: Model, image: np.ndarray, confidence: float) -> np.ndarray:
     hw = (prepared.tensor.shape[1], prepared.tensor.shape[2])
     xyxy, scores, classes = model.candidates(output, hw, confidence)
     return nms(xyxy, scores, classes, 0.45, 300)
+
+
+def inference_alone(model: Model, batch: int, input_hw: tuple[int, int], seconds: float) -> float:
+    """Frames per second of the model on one ready batch, run back to back for `seconds`."""
+    tensor = np.random.rand(batch, 3, *input_hw).astype(np.float32)
+    model.run(tensor)  # the first call allocates
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        model.run(tensor)
+        calls += 1
+    return calls * batch / (time.perf_counter() - started)

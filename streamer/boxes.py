@@ -6,6 +6,7 @@ Boxes are float arrays of shape (N, 4) holding x1, y1, x2, y2.
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from streamer.messages import Letterbox
 
@@ -88,6 +89,23 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def match_by_iou(
+    a_xyxy: np.ndarray,
+    a_classes: np.ndarray,
+    b_xyxy: np.ndarray,
+    b_classes: np.ndarray,
+    min_iou: float,
+) -> list[tuple[int, int]]:
+    """Optimal one-to-one pairs (row of `a`, row of `b`) of the same class with IoU >=
+    `min_iou`, chosen to maximise the total IoU."""
+    if not len(a_xyxy) or not len(b_xyxy):
+        return []
+    iou = iou_matrix(a_xyxy, b_xyxy)
+    iou[a_classes[:, None] != b_classes[None, :]] = 0.0
+    rows, cols = linear_sum_assignment(-iou)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
 
 
 def nms(

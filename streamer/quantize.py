@@ -25,7 +25,7 @@ from typing import Any
 import av
 import numpy as np
 
-from streamer.boxes import iou_matrix, nms
+from streamer.boxes import iou_matrix, match_by_iou, nms
 from streamer.errors import ModelError, SourceError
 from streamer.messages import Frame
 from streamer.models import Model
@@ -90,15 +90,12 @@ def match_detections(
     >>> match_detections(a, np.array([0, 0]), b, np.array([0, 1])).round(2).tolist()
     [0.9]
     """
-    from scipy.optimize import linear_sum_assignment
-
-    if len(a_xyxy) == 0 or len(b_xyxy) == 0:
+    a_xyxy, b_xyxy = a_xyxy.astype(np.float64), b_xyxy.astype(np.float64)
+    pairs = match_by_iou(a_xyxy, a_classes, b_xyxy, b_classes, min_iou)
+    if not pairs:
         return np.empty((0,), np.float64)
-    iou = iou_matrix(a_xyxy.astype(np.float64), b_xyxy.astype(np.float64))
-    iou[a_classes[:, None] != b_classes[None, :]] = 0.0
-    rows, cols = linear_sum_assignment(iou, maximize=True)
-    matched = iou[rows, cols]
-    return np.asarray(matched[matched >= min_iou])
+    iou = iou_matrix(a_xyxy, b_xyxy)
+    return np.array([iou[i, j] for i, j in pairs])
 
 
 def float_tail(nodes: list[tuple[str, str, list[str], list[str]]]) -> list[str]:

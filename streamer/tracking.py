@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
-from streamer.boxes import iou_matrix
+from streamer.boxes import match_by_iou
 from streamer.messages import Detections
 
 # Kalman noise, as fractions of the box height (ByteTrack's weights, per 1/30 s frame).
@@ -133,23 +132,6 @@ class KalmanBoxes:
         return _to_boxes(self.mean[:, :4])
 
 
-def _match(
-    track_boxes: np.ndarray,
-    track_classes: np.ndarray,
-    det_boxes: np.ndarray,
-    det_classes: np.ndarray,
-    min_iou: float,
-) -> list[tuple[int, int]]:
-    """Optimal one-to-one pairs (track row, detection row) with IoU >= `min_iou` and the
-    same class."""
-    if not len(track_boxes) or not len(det_boxes):
-        return []
-    iou = iou_matrix(track_boxes, det_boxes)
-    iou[track_classes[:, None] != det_classes[None, :]] = 0.0
-    rows, cols = linear_sum_assignment(-iou)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
-
-
 class Tracker:
     """Tracks the boxes of one source across frames; call `update` once per frame, in
     time order, and `end_all` when the source ends."""
@@ -223,7 +205,7 @@ class Tracker:
         ) -> list[int]:
             rows = [r for r in rows if r not in matches]
             classes = np.array([self._tracks[r].class_id for r in rows], dtype=np.int64)
-            pairs = _match(boxes[rows], classes, detections.xyxy[free],
+            pairs = match_by_iou(boxes[rows], classes, detections.xyxy[free],
                            detections.class_id[free], min_iou)  # fmt: skip
             for r, c in pairs:
                 matches[rows[r]] = free[c]
