@@ -68,7 +68,9 @@ def inference(
             rows.append(row)
             try:
                 started = time.perf_counter()
-                model = Model.load(model_path, providers=providers, fp16=fp16, engine_cache=cache)
+                model = Model.load(
+                    model_path, providers=providers, fp16=fp16, engine_cache=cache, workers=1
+                )
                 row["load_s"] = round(time.perf_counter() - started, 2)
                 row["providers_in_use"] = model.providers
                 hw = model.input_hw_for(FRAME_HW)

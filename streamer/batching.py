@@ -1,17 +1,22 @@
 """The inference stage: batches frames across sources and runs the model on them.
 
-One thread owns the ONNX Runtime session. A batch closes when it has `max_batch`
-frames, when `max_wait` has passed since its first frame, or when waiting longer would
-make its most urgent frame miss its deadline, whichever comes first. Just before the
-model runs, frames that can no longer finish in time are dropped; after it has run,
-no frame is dropped again (the compute is spent), frames past their deadline are only
-marked late.
+One thread forms the batches. A batch closes when it has `max_batch` frames, when
+`max_wait` has passed since its first frame, or when waiting longer would make its most
+urgent frame miss its deadline, whichever comes first. Just before the model runs,
+frames that can no longer finish in time are dropped; after it has run, no frame is
+dropped again (the compute is spent), frames past their deadline are only marked late.
+
+Closed batches run on the model's workers, up to `model.workers` at once (each has its
+own ONNX Runtime session). Results leave in the order the batches were formed, so each
+source's frames reach the tracker in order whichever batch finishes first.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -33,14 +38,20 @@ class InferenceStage(Stage[Prepared, Inferred]):
         max_wait_ms: float,
         estimate: WorkEstimate,
         stats: RunStats,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
+        """`wake` interrupts the stage thread's wait for input (its inbox's `wake`) so a
+        finished batch is handed on at once, not when the next frame arrives."""
         self._model = model
         self._max_batch = max_batch
         self._max_wait_ns = int(max_wait_ms * 1e6)
         self._estimate = estimate
         self._stats = stats
+        self._wake = wake
         self._pending: list[Prepared] = []
         self._first_ns = 0
+        self._workers = ThreadPoolExecutor(model.workers, thread_name_prefix="streamer.infer")
+        self._running: deque[tuple[Future[list[Inferred]], list[Prepared]]] = deque()
 
     def _due_ns(self) -> int:
         """When the pending batch must run at the latest."""
@@ -56,13 +67,13 @@ class InferenceStage(Stage[Prepared, Inferred]):
             item.frame.deadline_ns, now, self._estimate.reserve_ns(len(self._pending) + 1)
         ):
             self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
-            return ()
+            return self._finished()
         if not self._pending:
             self._first_ns = now
         self._pending.append(item)
         if len(self._pending) >= self._max_batch or now >= self._due_ns():
             return self._run()
-        return ()
+        return self._finished()
 
     def wait_s(self) -> float:
         if not self._pending:
@@ -72,16 +83,28 @@ class InferenceStage(Stage[Prepared, Inferred]):
     def poll(self) -> Iterable[Inferred]:
         if self._pending and time.monotonic_ns() >= self._due_ns():
             return self._run()
-        return ()
+        return self._finished()
 
     def flush(self) -> Iterable[Inferred]:
-        return self._run() if self._pending else ()
+        results = self._run() if self._pending else []
+        wait([future for future, _ in self._running])
+        return results + self._finished()
 
-    def discard(self) -> list[Prepared]:
-        pending, self._pending = self._pending, []
-        return pending
+    def close(self, halted: bool) -> None:
+        if halted:
+            for future, _ in self._running:
+                future.cancel()
+            held = len(self._pending) + sum(len(batch) for _, batch in self._running)
+            for _ in range(held):
+                self._stats.frame_dropped(self.name, DropReason.SHUTDOWN.value)
+        self._pending = []
+        self._running.clear()
+        # Waits for a batch still running (a model call cannot be interrupted), so that
+        # every thread of the pipeline has ended once its stage threads have.
+        self._workers.shutdown(wait=True, cancel_futures=True)
 
     def _run(self) -> list[Inferred]:
+        """Hand the pending frames to the workers; what finished meanwhile, in order."""
         pending, self._pending = self._pending, []
         # Frames of different sizes get different input shapes: one call per shape.
         by_shape: dict[tuple[int, ...], list[Prepared]] = {}
@@ -89,17 +112,41 @@ class InferenceStage(Stage[Prepared, Inferred]):
             by_shape.setdefault(item.tensor.shape, []).append(item)
         results: list[Inferred] = []
         for group in by_shape.values():
+            results += self._wait_for_a_worker()
             batch = self._still_in_time(group)
-            if not batch:
-                continue
-            started = time.monotonic_ns()
-            outputs = self._model.run(stacked(batch))
-            finished = time.monotonic_ns()
-            self._estimate.record_inference(finished - started)
-            for item, output in zip(batch, outputs, strict=True):
-                deadline = item.frame.deadline_ns
-                late = deadline is not None and finished > deadline
-                results.append(Inferred(item, output, late=late))
+            if batch:
+                future = self._workers.submit(self._infer, batch)
+                future.add_done_callback(lambda _: self._wake())
+                self._running.append((future, batch))
+        return results + self._finished()
+
+    def _wait_for_a_worker(self) -> list[Inferred]:
+        """Block while every worker is busy (the queue before this stage fills meanwhile:
+        backpressure, or drops on a live source); then what finished, in order."""
+        busy = [future for future, _ in self._running if not future.done()]
+        if len(busy) >= self._model.workers:
+            wait(busy, return_when=FIRST_COMPLETED)
+        return self._finished()
+
+    def _finished(self) -> list[Inferred]:
+        """The results of the oldest batches that are done, stopping at one still running."""
+        results: list[Inferred] = []
+        while self._running and self._running[0][0].done():
+            future, _ = self._running.popleft()
+            results += future.result()  # a failed model call fails the stage here
+        return results
+
+    def _infer(self, batch: list[Prepared]) -> list[Inferred]:
+        """Runs on a worker thread."""
+        started = time.monotonic_ns()
+        outputs = self._model.run(stacked(batch))
+        finished = time.monotonic_ns()
+        self._estimate.record_inference(finished - started)
+        results = []
+        for item, output in zip(batch, outputs, strict=True):
+            deadline = item.frame.deadline_ns
+            late = deadline is not None and finished > deadline
+            results.append(Inferred(item, output, late=late))
         return results
 
     def _still_in_time(self, group: list[Prepared]) -> list[Prepared]:

@@ -226,7 +226,7 @@ def inspect(model_file: Path) -> None:
             click.echo(f"input:  {i.name} {i.type} {i.shape}")
         for o in session.get_outputs():
             click.echo(f"output: {o.name} {o.type} {o.shape}")
-        model = Model.load(model_file, providers=("cpu",), threads=1)
+        model = Model.load(model_file, providers=("cpu",), threads=1, workers=1)
     except StreamerError as exc:
         fail_usage(str(exc))
     spec = model.spec

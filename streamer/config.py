@@ -196,8 +196,12 @@ class ModelConfig(_Model):
     model's metadata, else 640)."""
     providers: list[Provider] = Field(default_factory=lambda: list(PROVIDER_NAMES), min_length=1)
     """Execution providers to try, in order; CPU is always the last resort."""
+    workers: Annotated[int, Field(ge=1, le=64)] | None = None
+    """How many batches run at once, each in its own ONNX Runtime session (default: 2 on
+    the CPU when it has 2 cores or more, else 1)."""
     threads: Annotated[int, Field(ge=1, le=256)] | None = None
-    """ONNX Runtime intra-op threads (default: one per core)."""
+    """ONNX Runtime intra-op threads of each worker (default: the cores shared out among
+    the workers; with one worker, one per core)."""
     device: Annotated[int, Field(ge=0, le=255)] = 0
     """The GPU (CUDA device index) the tensorrt and cuda providers run on."""
     fp16: bool = False

@@ -96,6 +96,7 @@ def load_model(config: PipelineConfig) -> Model:
         imgsz=m.input_size,
         providers=tuple(m.providers),
         threads=m.threads,
+        workers=m.workers,
         device=m.device,
         fp16=m.fp16,
         engine_cache=m.engine_cache,
@@ -256,7 +257,12 @@ class Pipeline:
             (PreprocessStage(self.model, estimate, self.stats), "decoded", "prepared"),
             (
                 InferenceStage(
-                    self.model, max_batch, config.model.batch.max_wait_ms, estimate, self.stats
+                    self.model,
+                    max_batch,
+                    config.model.batch.max_wait_ms,
+                    estimate,
+                    self.stats,
+                    wake=self._queues["prepared"].wake,
                 ),
                 "prepared",
                 "inferred",
@@ -332,16 +338,14 @@ class Pipeline:
         return bool(self.supervisor.alive())
 
     def join(self, timeout_s: float) -> bool:
-        """Wait for every thread; once all ended, count what a halt left behind."""
+        """Wait for every thread; once all ended, count what a halt left in the queues
+        (each stage counts what it held itself)."""
         if not self.supervisor.join(timeout_s):
             return False
         for name, queue in self._queues.items():
             while (item := queue.get_nowait()) is not None:
                 if not is_control(item):
                     self._dropped(name, item, DropReason.SHUTDOWN)
-        for stage, _, _ in self._stages:
-            for item in stage.discard():
-                self._dropped(stage.name, item, DropReason.SHUTDOWN)
         return True
 
     @property

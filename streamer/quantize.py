@@ -292,7 +292,8 @@ def quantize_and_check(
     """Quantize `model_path` into `output` and measure the result against the original."""
     if output.resolve() == model_path.resolve():
         raise ModelError(f"{output}: would overwrite the float model")
-    float_model = Model.load(model_path, providers=("cpu",), threads=threads)
+    # One session each, timed one call at a time on every core.
+    float_model = Model.load(model_path, providers=("cpu",), threads=threads, workers=1)
     # Calibration and check frames interleave over the clips and never coincide; short
     # clips give fewer of each, in the same proportion.
     spread = sample_tensors(float_model, clips, calibration_frames + check_frames)
@@ -312,7 +313,7 @@ def quantize_and_check(
     log.info("calibrating on %d frames, checking on %d", len(calibration), len(check))
     output.parent.mkdir(parents=True, exist_ok=True)
     quantize(model_path, output, calibration, float_model.spec.input_name, method)
-    int8_model = Model.load(output, providers=("cpu",), threads=threads)
+    int8_model = Model.load(output, providers=("cpu",), threads=threads, workers=1)
     float_ms, int8_ms, agreement = compare(float_model, int8_model, check, confidence, iou)
     return QuantizeReport(
         model=str(model_path),

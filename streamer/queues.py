@@ -53,6 +53,7 @@ class StageQueue(Generic[T]):
         self._items: deque[T | Control] = deque()
         self._data_count = 0
         self._cond = threading.Condition()
+        self._woken = False
 
     def put(self, item: T, stop: threading.Event) -> bool:
         """Add a data item following the overflow policy; False when it was not added."""
@@ -88,15 +89,26 @@ class StageQueue(Generic[T]):
             self._cond.notify_all()
 
     def get(self, timeout: float = POLL_S) -> T | Control | None:
-        """The next item, or None when nothing came within `timeout` seconds."""
+        """The next item, or None when nothing came within `timeout` seconds or `wake`
+        was called."""
         with self._cond:
-            if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
+            if not self._items:
+                self._cond.wait_for(lambda: bool(self._items) or self._woken, timeout)
+            self._woken = False
+            if not self._items:
                 return None
             item = self._items.popleft()
             if not is_control(item):
                 self._data_count -= 1
             self._cond.notify_all()
             return item
+
+    def wake(self) -> None:
+        """Make the `get` waiting now, or the next one, return at once (None when empty):
+        the consumer has something else to do, such as hand on a finished batch."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
 
     def wait_for_room(self, timeout: float = POLL_S) -> bool:
         """True once a data item can be added without dropping or waiting."""

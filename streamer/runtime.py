@@ -98,9 +98,9 @@ class Stage(ABC, Generic[In, Out]):
         """What a control item becomes downstream: by default itself."""
         return (item,)
 
-    def discard(self) -> list[In]:
-        """After a halt: hand over, for counting, the items held back (a partial batch)."""
-        return []
+    def close(self, halted: bool) -> None:
+        """The stage's thread is ending: release what the stage holds. After a halt
+        (`halted`), count the items it held back (a partial batch) as dropped."""
 
 
 def run_stage(
@@ -120,19 +120,22 @@ def run_stage(
             else:
                 outbox.put(out, supervisor.halt)  # type: ignore[arg-type]
 
-    while remaining and not supervisor.halt.is_set():
-        if outbox.overflow is not Overflow.BLOCK and not outbox.wait_for_room():
-            # A leaky outbox is full: take nothing yet. The input waits in its own leaky
-            # queue, where the freshest frame wins, and no work is spent on a frame that
-            # would only be pushed out of the outbox again.
-            continue
-        item = inbox.get(stage.wait_s())
-        if item is None:
-            forward(stage.poll())
-        elif is_control(item):
-            forward(stage.flush())
-            forward(stage.control(item))  # type: ignore[arg-type]
-            if isinstance(item, EndOfStream):
-                remaining.discard(item.source_id)
-        else:
-            forward(stage.process(item))  # type: ignore[arg-type]
+    try:
+        while remaining and not supervisor.halt.is_set():
+            if outbox.overflow is not Overflow.BLOCK and not outbox.wait_for_room():
+                # A leaky outbox is full: take nothing yet. The input waits in its own leaky
+                # queue, where the freshest frame wins, and no work is spent on a frame that
+                # would only be pushed out of the outbox again.
+                continue
+            item = inbox.get(stage.wait_s())
+            if item is None:
+                forward(stage.poll())
+            elif is_control(item):
+                forward(stage.flush())
+                forward(stage.control(item))  # type: ignore[arg-type]
+                if isinstance(item, EndOfStream):
+                    remaining.discard(item.source_id)
+            else:
+                forward(stage.process(item))  # type: ignore[arg-type]
+    finally:
+        stage.close(halted=supervisor.halt.is_set())

@@ -1,10 +1,13 @@
-"""Batch formation: size, wait, deadlines and input shapes (a stand-in model: pure logic only)."""
+"""Batch formation: size, wait, deadlines, input shapes and the order results leave in
+(a stand-in model: pure logic only)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
+import pytest
 
 from streamer.batching import InferenceStage
 from streamer.deadlines import WorkEstimate
@@ -15,14 +18,30 @@ from streamer.stats import RunStats
 class CountingModel:
     """Records the batch sizes it was called with; returns one row per frame."""
 
-    def __init__(self, sleep_s: float = 0.0) -> None:
+    def __init__(self, sleep_s: float = 0.0, workers: int = 1) -> None:
         self.calls: list[tuple[int, ...]] = []
         self.sleep_s = sleep_s
+        self.workers = workers
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         self.calls.append(batch.shape)
         time.sleep(self.sleep_s)
         return np.zeros((len(batch), 1), np.float32)
+
+
+def indices(results: object) -> list[int]:
+    return [r.prepared.frame.index for r in results]  # type: ignore[attr-defined]
+
+
+def handed_on(infer: InferenceStage, timeout_s: float = 5.0) -> list[int]:
+    """The indices of the frames the stage hands on until its running batches are done,
+    in the order it hands them on (the stage thread's loop, with nothing more arriving)."""
+    got: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while infer._running and time.monotonic() < deadline:
+        time.sleep(0.001)
+        got += indices(infer.poll())
+    return got
 
 
 def prepared(index: int, deadline_ns: int | None = None, hw: tuple[int, int] = (4, 4)) -> Prepared:
@@ -41,8 +60,8 @@ def test_a_batch_runs_as_soon_as_it_is_full():
     model = CountingModel()
     infer, _ = stage(model, max_batch=2)
     assert list(infer.process(prepared(0))) == []
-    out = list(infer.process(prepared(1)))
-    assert [r.prepared.frame.index for r in out] == [0, 1]
+    infer.process(prepared(1))
+    assert handed_on(infer) == [0, 1]
     assert model.calls == [(2, 3, 4, 4)]
 
 
@@ -53,7 +72,8 @@ def test_a_partial_batch_runs_when_the_wait_is_over():
     assert list(infer.poll()) == []  # too early
     assert 0 < infer.wait_s() <= 0.03
     time.sleep(0.035)
-    assert [r.prepared.frame.index for r in infer.poll()] == [0]
+    infer.poll()
+    assert handed_on(infer) == [0]
 
 
 def test_the_wait_never_passes_the_earliest_deadline():
@@ -72,7 +92,8 @@ def test_flush_hands_over_the_partial_batch():
 def test_a_frame_that_cannot_make_its_deadline_is_dropped_before_inference():
     model = CountingModel(sleep_s=0.02)
     infer, stats = stage(model, max_batch=1)
-    list(infer.process(prepared(0)))  # teaches the estimate: about 20 ms per call
+    infer.process(prepared(0))
+    handed_on(infer)  # the call taught the estimate: about 20 ms per call
     soon = time.monotonic_ns() + 5_000_000  # 5 ms left: less than an inference takes
     assert list(infer.process(prepared(1, deadline_ns=soon))) == []
     assert stats.snapshot()["frames"]["dropped"] == {"infer:deadline": 1}
@@ -83,7 +104,8 @@ def test_a_frame_that_finishes_past_its_deadline_is_kept_and_marked_late():
     model = CountingModel(sleep_s=0.03)
     infer, stats = stage(model, max_batch=1)
     # no estimate yet, so the frame is let in; the call then takes 30 ms of its 10 ms
-    (result,) = infer.process(prepared(0, deadline_ns=time.monotonic_ns() + 10_000_000))
+    infer.process(prepared(0, deadline_ns=time.monotonic_ns() + 10_000_000))
+    (result,) = infer.flush()
     assert result.late
     assert stats.snapshot()["frames"]["dropped"] == {}
 
@@ -93,6 +115,64 @@ def test_frames_of_different_input_shapes_run_in_separate_calls():
     infer, _ = stage(model, max_batch=3)
     infer.process(prepared(0, hw=(4, 4)))
     infer.process(prepared(1, hw=(4, 8)))
-    out = list(infer.process(prepared(2, hw=(4, 4))))
+    first = indices(infer.process(prepared(2, hw=(4, 4))))  # the second call waited for the first
+    assert first + handed_on(infer) == [0, 2, 1]
     assert sorted(model.calls) == [(1, 3, 4, 8), (2, 3, 4, 4)]
-    assert sorted(r.prepared.frame.index for r in out) == [0, 1, 2]
+
+
+class SlowFirstModel(CountingModel):
+    """Two workers; the first call takes longer than the second."""
+
+    def __init__(self) -> None:
+        super().__init__(workers=2)
+        self.first_started = threading.Event()
+        self.overlapped = False
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if not self.first_started.is_set():
+            self.first_started.set()
+            time.sleep(0.1)
+        else:
+            self.overlapped = True
+        return super().run(batch)
+
+
+def test_batches_run_on_two_workers_at_once_and_leave_in_the_order_they_were_formed():
+    model = SlowFirstModel()
+    infer, _ = stage(model, max_batch=2)
+    infer.process(prepared(0))
+    infer.process(prepared(1))  # batch [0, 1]: its call takes 100 ms
+    model.first_started.wait(1)
+    infer.process(prepared(2))
+    infer.process(prepared(3))  # batch [2, 3] runs beside it and finishes first
+    assert handed_on(infer) == [0, 1, 2, 3]
+    assert model.overlapped
+
+
+def test_a_third_batch_waits_for_a_free_worker():
+    model = CountingModel(sleep_s=0.05, workers=2)
+    infer, _ = stage(model, max_batch=1)
+    started = time.monotonic()
+    got = [i for n in range(3) for i in indices(infer.process(prepared(n)))]
+    assert time.monotonic() - started >= 0.04  # the third call waited for one of two
+    assert got + handed_on(infer) == [0, 1, 2]
+
+
+def test_a_halt_counts_the_frames_held_back_as_dropped():
+    infer, stats = stage(CountingModel(sleep_s=0.05), max_batch=2)
+    infer.process(prepared(0))
+    infer.process(prepared(1))  # running
+    infer.process(prepared(2))  # pending
+    infer.close(halted=True)
+    assert stats.snapshot()["frames"]["dropped"] == {"infer:shutdown": 3}
+
+
+def test_a_failed_model_call_fails_the_stage():
+    class Broken(CountingModel):
+        def run(self, batch: np.ndarray) -> np.ndarray:
+            raise RuntimeError("out of memory")
+
+    infer, _ = stage(Broken(), max_batch=1)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        infer.process(prepared(0))
+        infer.flush()

@@ -148,10 +148,10 @@ class FakeSession:
 def test_a_gpu_session_binds_its_outputs_to_cpu_memory(yolov8n):
     spec = Model.load(yolov8n, providers=("cpu",)).spec
     gpu = FakeSession(["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert Model(yolov8n, gpu, spec, device_id=1).io_binding  # type: ignore[arg-type]
+    assert Model(yolov8n, [gpu], spec, device_id=1).io_binding  # type: ignore[arg-type]
     assert gpu.binding.outputs == [("output0", "cpu")]
     cpu = FakeSession(["CPUExecutionProvider"])
-    assert not Model(yolov8n, cpu, spec).io_binding  # type: ignore[arg-type]
+    assert not Model(yolov8n, [cpu], spec).io_binding  # type: ignore[arg-type]
     assert cpu.binding.outputs == []
 
 

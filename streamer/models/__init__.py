@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,16 @@ import onnxruntime as ort
 from streamer.boxes import dynamic_input_hw
 from streamer.models.decoders import Candidates, decode_yolov8, decode_yolox
 from streamer.models.families import ModelSpec, recognise
-from streamer.models.runtime import GPU_PROVIDERS, PROVIDERS, GpuSettings, open_session
+from streamer.models.runtime import (
+    GPU_PROVIDERS,
+    PROVIDERS,
+    SHORT_NAMES,
+    GpuSettings,
+    first_usable_provider,
+    open_session,
+    plan_workers,
+    usable_cores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +85,44 @@ class BoundRunner:
         return outputs
 
 
-class Model:
-    """A loaded detector. `run` is called from one thread only: the inference stage's."""
+class SessionRunner:
+    """Runs a session the plain way: ONNX Runtime reads the numpy batch in place."""
 
     def __init__(
-        self, path: Path, session: ort.InferenceSession, spec: ModelSpec, device_id: int = 0
+        self, session: ort.InferenceSession, input_name: str, output_names: list[str]
+    ) -> None:
+        self._session = session
+        self._input_name = input_name
+        self._output_names = output_names
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        outputs: list[np.ndarray] = self._session.run(self._output_names, {self._input_name: batch})
+        return outputs
+
+
+class Model:
+    """A loaded detector with one ONNX Runtime session per worker. `run` may be called
+    from up to `workers` threads at once; each call takes a session no other call is using."""
+
+    def __init__(
+        self,
+        path: Path,
+        sessions: Sequence[ort.InferenceSession],
+        spec: ModelSpec,
+        device_id: int = 0,
     ) -> None:
         self.path = path
         self.spec = spec
-        self._session = session
-        self._output_names = [o.name for o in session.get_outputs()]
-        device = binding_device(session.get_providers())
-        self._bound = (
-            BoundRunner(session, spec.input_name, self._output_names, device, device_id)
-            if device is not None
-            else None
-        )
+        self._sessions = list(sessions)
+        output_names = [o.name for o in self._sessions[0].get_outputs()]
+        device = binding_device(self._sessions[0].get_providers())
+        self._idle: queue.SimpleQueue[BoundRunner | SessionRunner] = queue.SimpleQueue()
+        for session in self._sessions:
+            self._idle.put(
+                BoundRunner(session, spec.input_name, output_names, device, device_id)
+                if device is not None
+                else SessionRunner(session, spec.input_name, output_names)
+            )
 
     @classmethod
     def load(
@@ -102,35 +134,48 @@ class Model:
         imgsz: int | None = None,
         providers: tuple[str, ...] = ("tensorrt", "cuda", "cpu"),
         threads: int | None = None,
+        workers: int | None = None,
         device: int = 0,
         fp16: bool = False,
         engine_cache: Path | None = None,
     ) -> Model:
-        """`device`, `fp16` and `engine_cache` are for the GPU providers (see ModelConfig)."""
+        """`threads` are each worker's; `workers` and `threads` default to `plan_workers`'s
+        choice. `device`, `fp16` and `engine_cache` are for the GPU providers (see ModelConfig)."""
         gpu = GpuSettings(device=device, fp16=fp16, engine_cache=engine_cache)
-        session = open_session(path, list(providers), threads, gpu)
-        spec = recognise(session, path, format=format, labels=labels, imgsz=imgsz)
-        model = cls(path, session, spec, device_id=device)
+        plan = plan_workers(first_usable_provider(providers), workers, threads, usable_cores())
+        sessions = [open_session(path, list(providers), plan.threads, gpu)]
+        spec = recognise(sessions[0], path, format=format, labels=labels, imgsz=imgsz)
+        # The other workers ask for what the first one got: no second warning, one provider.
+        in_use = [SHORT_NAMES[name] for name in sessions[0].get_providers()]
+        sessions += [open_session(path, in_use, plan.threads, gpu) for _ in range(plan.workers - 1)]
+        model = cls(path, sessions, spec, device_id=device)
         log.info(
-            "model %s: %s, %d classes, input %s, provider %s%s",
+            "model %s: %s, %d classes, input %s, provider %s%s, %d worker(s)%s",
             path.name,
             spec.family,
             spec.num_classes,
             spec.input_hw or f"dynamic (long side {spec.imgsz})",
             model.providers[0],
             ", IO binding" if model.io_binding else "",
+            model.workers,
+            f" of {plan.threads} thread(s)" if plan.threads else "",
         )
         return model
 
     @property
     def providers(self) -> list[str]:
         """The execution providers really in use, best first."""
-        return list(self._session.get_providers())
+        return list(self._sessions[0].get_providers())
 
     @property
     def io_binding(self) -> bool:
         """Whether `run` keeps the input on the GPU (see `binding_device`)."""
-        return self._bound is not None
+        return binding_device(self.providers) is not None
+
+    @property
+    def workers(self) -> int:
+        """How many batches can run at once, one per session."""
+        return len(self._sessions)
 
     def input_hw_for(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
         """The model input size a frame of `frame_hw` is letterboxed to."""
@@ -147,25 +192,28 @@ class Model:
             padded = np.zeros((fixed, *batch.shape[1:]), batch.dtype)
             padded[:n] = batch
             batch = padded
-        if self._bound is not None:
-            (output,) = self._bound.run(batch)
-        else:
-            (output,) = self._session.run(self._output_names, {self.spec.input_name: batch})
+        runner = self._idle.get()  # blocks while every session is running a batch
+        try:
+            (output,) = runner.run(batch)
+        finally:
+            self._idle.put(runner)
         return np.asarray(output[:n], np.float32)
 
     def warm_up(self, batch: int) -> int:
-        """Run a blank batch twice (the first call allocates); nanoseconds the second took.
+        """Run a blank batch on every session (the first call allocates), then once more;
+        nanoseconds that last call took.
 
         A dynamic-input model is warmed up at the shape of a 16:9 frame, the usual camera.
         """
         hw = self.input_hw_for((720, 1280))
-        if self.providers[0] == PROVIDERS["tensorrt"] and self.spec.batch is None and batch > 1:
-            # TensorRT builds an engine for the batch sizes seen so far and builds it again
-            # when a batch falls outside them: after 1 and `batch`, every size in between
-            # is covered, and both builds happen now instead of in the middle of a stream.
-            self.run(np.zeros((1, 3, *hw), np.float32))
         blank = np.zeros((batch, 3, *hw), np.float32)
-        self.run(blank)
+        for _ in range(self.workers):  # calls from one thread take the sessions in turn
+            if self.providers[0] == PROVIDERS["tensorrt"] and self.spec.batch is None and batch > 1:
+                # TensorRT builds an engine for the batch sizes seen so far and builds it
+                # again when a batch falls outside them: after 1 and `batch`, every size in
+                # between is covered, and both builds happen now, not in the middle of a stream.
+                self.run(np.zeros((1, 3, *hw), np.float32))
+            self.run(blank)
         started = time.monotonic_ns()
         self.run(blank)
         return time.monotonic_ns() - started

@@ -31,6 +31,7 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
+SHORT_NAMES = {name: short for short, name in PROVIDERS.items()}
 # The providers whose session runs on an NVIDIA GPU: inputs are worth binding there.
 GPU_PROVIDERS = frozenset({PROVIDERS["tensorrt"], PROVIDERS["cuda"]})
 # The shared library behind each GPU provider in onnxruntime-gpu's wheel. Loading it
@@ -130,6 +131,41 @@ def _why_unusable(provider: str) -> str | None:
     except OSError as exc:
         return str(exc).split(": ", 1)[-1] if library in str(exc) else str(exc)
     return None
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which containers narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    workers: int  # sessions that run batches at the same time
+    threads: int | None  # ONNX Runtime intra-op threads of each; None: its default
+
+
+def plan_workers(provider: str, workers: int | None, threads: int | None, cores: int) -> WorkerPlan:
+    """How many sessions run batches at once, and the threads each has.
+
+    On the CPU, by default, two sessions that each have half the cores: within one model
+    call ONNX Runtime's threads meet after every operator, and a core taken by decoding
+    for a moment stalls all of them, so one session spread over every core leaves cores
+    waiting. Two sessions that each run a whole batch keep both busy (YOLOv8n at 384x640
+    on 2 cores: 37 frames/s against 31 on ready tensors, 33 against 26 beside decoding).
+    On a GPU, one session: the device is shared anyway and the CPU has little to do.
+    """
+    if workers is None:
+        workers = 1 if provider in GPU_PROVIDERS or cores < 2 else 2
+    if threads is None and workers > 1 and provider not in GPU_PROVIDERS:
+        threads = max(1, cores // workers)
+    return WorkerPlan(workers, threads)
+
+
+def first_usable_provider(requested: Sequence[str]) -> str:
+    """The ONNX Runtime provider a session asked for `requested` will try first."""
+    return next((PROVIDERS[n] for n in requested if _why_unusable(n) is None), PROVIDERS["cpu"])
 
 
 def choose_providers(requested: Sequence[str]) -> list[str]:
