@@ -68,6 +68,40 @@ def to_tensor(image_bgr: np.ndarray, rgb: bool, scale: float) -> np.ndarray:
     return np.asarray(blob[0])
 
 
+def decoded_to_tensor(
+    picture: av.VideoFrame,
+    dst_hw: tuple[int, int],
+    lb: Letterbox,
+    spec: ModelSpec,
+    reformatter: VideoReformatter,
+) -> np.ndarray:
+    """A decoded frame straight to the model's 3 x H x W float32 input: one swscale pass
+    from the decoder's format to planar RGB at the letterboxed size, then each plane
+    scaled into its place in a tensor padded with grey. No packed BGR image, no
+    transposition: 1.6 ms a 720p frame against 2.5 through BGR, OpenCV's border and blob
+    (and slightly closer to a full-size BGR frame resized by OpenCV)."""
+    h, w = picture.height, picture.width
+    new_w, new_h = round(w * lb.scale_x), round(h * lb.scale_y)
+    resized = reformatter.reformat(
+        picture, width=new_w, height=new_h, format="gbrp", interpolation="BILINEAR"
+    )
+    g, b, r = (
+        np.frombuffer(memoryview(plane), np.uint8).reshape(new_h, plane.line_size)[:, :new_w]
+        for plane in resized.planes
+    )
+    tensor = np.empty((3, *dst_hw), np.float32)
+    top, left, bottom, right = lb.pad_y, lb.pad_x, lb.pad_y + new_h, lb.pad_x + new_w
+    grey = PAD_VALUE * spec.scale
+    tensor[:, :top] = grey
+    tensor[:, bottom:] = grey
+    tensor[:, top:bottom, :left] = grey
+    tensor[:, top:bottom, right:] = grey
+    scale = np.float32(spec.scale)
+    for channel, plane in enumerate((r, g, b) if spec.rgb else (b, g, r)):
+        np.multiply(plane, scale, out=tensor[channel, top:bottom, left:right], casting="unsafe")
+    return tensor
+
+
 def prepare(
     frame: Frame,
     spec: ModelSpec,
@@ -75,8 +109,13 @@ def prepare(
     reformatter: VideoReformatter | None = None,
 ) -> Prepared:
     lb = letterbox_geometry((frame.height, frame.width), input_hw, spec.centered)
-    boxed = letterbox_image(frame.picture, input_hw, lb, reformatter)
-    return Prepared(frame=frame, tensor=to_tensor(boxed, spec.rgb, spec.scale), letterbox=lb)
+    if isinstance(frame.picture, av.VideoFrame):
+        tensor = decoded_to_tensor(
+            frame.picture, input_hw, lb, spec, reformatter or VideoReformatter()
+        )
+    else:
+        tensor = to_tensor(letterbox_image(frame.picture, input_hw, lb), spec.rgb, spec.scale)
+    return Prepared(frame=frame, tensor=tensor, letterbox=lb)
 
 
 class PreprocessStage(Stage[Frame, Prepared]):
