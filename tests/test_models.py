@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from streamer.errors import ModelError
 from streamer.models import Model
-from streamer.models.runtime import choose_providers
+from streamer.models.runtime import WorkerPlan, choose_providers, plan_workers
 
 
 def fixed_batch_model(path: Path, batch: int = 4, half: bool = False) -> Path:
@@ -123,3 +124,49 @@ def test_unusable_gpu_providers_fall_back_to_cpu_with_one_warning(caplog):
 def test_cpu_is_always_the_last_resort():
     assert choose_providers(["cpu"]) == ["CPUExecutionProvider"]
     assert choose_providers(["cuda"])[-1] == "CPUExecutionProvider"
+
+
+@pytest.mark.parametrize(
+    ("provider", "workers", "threads", "cores", "plan"),
+    [
+        ("CPUExecutionProvider", None, None, 2, WorkerPlan(2, 1)),
+        ("CPUExecutionProvider", None, None, 16, WorkerPlan(2, 8)),
+        ("CPUExecutionProvider", None, None, 1, WorkerPlan(1, None)),
+        ("CPUExecutionProvider", 1, None, 16, WorkerPlan(1, None)),  # ONNX Runtime's default
+        ("CPUExecutionProvider", 3, None, 2, WorkerPlan(3, 1)),
+        ("CPUExecutionProvider", None, 4, 16, WorkerPlan(2, 4)),
+        ("CUDAExecutionProvider", None, None, 16, WorkerPlan(1, None)),
+        ("TensorrtExecutionProvider", 2, None, 16, WorkerPlan(2, None)),
+    ],
+)
+def test_workers_and_threads_default_to_two_sessions_sharing_the_cpu(
+    provider, workers, threads, cores, plan
+):
+    assert plan_workers(provider, workers, threads, cores) == plan
+
+
+def test_two_workers_run_two_batches_at_once_with_the_same_results(yolov8n):
+    """Two threads call at once; each call takes a session of its own, and the outputs
+    are those of one session alone."""
+    one = Model.load(yolov8n, providers=("cpu",), workers=1)
+    two = Model.load(yolov8n, providers=("cpu",), workers=2, threads=1)
+    assert (one.workers, two.workers) == (1, 2)
+    rng = np.random.default_rng(0)
+    batches = [rng.random((2, 3, 320, 320), np.float32) for _ in range(2)]
+    expected = [one.run(b) for b in batches]
+    got: list[np.ndarray | None] = [None, None]
+    start = threading.Barrier(2)
+
+    def call(i: int) -> None:
+        start.wait()
+        for _ in range(3):
+            got[i] = two.run(batches[i])
+
+    callers = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(60)
+    for want, have in zip(expected, got, strict=True):
+        assert have is not None
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-3)

@@ -104,6 +104,27 @@ def test_get_returns_none_after_the_timeout():
     assert time.monotonic() - started >= 0.04
 
 
+def test_wake_ends_a_waiting_get_at_once():
+    q, _ = make(Overflow.BLOCK)
+    waker = threading.Timer(0.05, q.wake)
+    started = time.monotonic()
+    waker.start()
+    try:
+        assert q.get(timeout=5.0) is None
+    finally:
+        waker.join()
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_wake_before_the_get_is_not_lost_and_counts_once():
+    q, _ = make(Overflow.BLOCK)
+    q.wake()  # the consumer was busy when it came
+    started = time.monotonic()
+    assert q.get(timeout=5.0) is None
+    assert time.monotonic() - started < 1.0
+    assert q.get(timeout=0.05) is None  # the next get waits again
+
+
 def test_size_must_be_positive():
     with pytest.raises(ValueError, match="maxsize must be >= 1"):
         StageQueue("q", 0, Overflow.BLOCK, lambda item, reason: None)
