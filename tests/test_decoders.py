@@ -54,3 +54,29 @@ def test_yolox_decodes_grid_offsets_and_multiplies_objectness():
     assert xyxy[0] == pytest.approx([4, 6, 20, 14])
     assert scores == pytest.approx([0.72])
     assert classes.tolist() == [1]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_decoders_keep_exactly_the_boxes_whose_best_class_score_passes(seed):
+    """Against the obvious computation: every box's best class and score, then the filter."""
+    rng = np.random.default_rng(seed)
+    v8 = rng.random((84, 2100), np.float32)
+    v8[4:] *= rng.random((1, 2100), np.float32)  # some boxes sure of a class, most not
+    xyxy, scores, classes = decode_yolov8(v8, confidence=0.3)
+    best = v8[4:].argmax(axis=0)
+    score = v8[4:].max(axis=0)
+    passed = score >= 0.3
+    assert 0 < passed.sum() < len(passed)
+    np.testing.assert_array_equal(classes, best[passed])
+    np.testing.assert_array_equal(scores, score[passed])
+    assert len(xyxy) == passed.sum()
+
+    x = rng.random((yolox_rows((64, 96)), 85), np.float32)
+    xyxy, scores, classes = decode_yolox(x, (64, 96), confidence=0.3)
+    best = x[:, 5:].argmax(axis=1)
+    score = x[:, 4] * x[:, 5:].max(axis=1)
+    passed = score >= 0.3
+    assert 0 < passed.sum() < len(passed)
+    np.testing.assert_array_equal(classes, best[passed])
+    np.testing.assert_allclose(scores, score[passed], rtol=1e-6)
+    assert len(xyxy) == passed.sum()

@@ -24,11 +24,13 @@ def decode_yolov8(output: np.ndarray, confidence: float) -> Candidates:
     (already sigmoided, no objectness). The score of a box is its best class score.
     """
     scores_all = output[4:]
-    class_ids = scores_all.argmax(axis=0)
-    scores = scores_all[class_ids, np.arange(scores_all.shape[1])]
-    keep = scores >= confidence
+    # The best score of every box first (a fast row-wise max); the class only of the few
+    # boxes that pass: an argmax down the columns of all of them costs 7x more.
+    scores = scores_all.max(axis=0)
+    keep = np.flatnonzero(scores >= confidence)
+    class_ids = scores_all[:, keep].argmax(axis=0)
     boxes = np.ascontiguousarray(output[:4, keep].T)
-    return cxcywh_to_xyxy(boxes), scores[keep], class_ids[keep]
+    return cxcywh_to_xyxy(boxes), scores[keep], class_ids
 
 
 @lru_cache(maxsize=8)
@@ -60,12 +62,15 @@ def decode_yolox(output: np.ndarray, input_hw: tuple[int, int], confidence: floa
     objectness and columns 5.. the class probabilities, both already sigmoided;
     score = objectness x class probability.
     """
-    class_probs = output[:, 5:]
+    # A score never exceeds its objectness: only rows whose objectness passes can pass.
+    rows = np.flatnonzero(output[:, 4] >= confidence)
+    class_probs = output[rows, 5:]
     class_ids = class_probs.argmax(axis=1)
-    scores = output[:, 4] * class_probs[np.arange(len(output)), class_ids]
-    keep = scores >= confidence
+    scores = output[rows, 4] * class_probs[np.arange(len(rows)), class_ids]
+    passed = scores >= confidence
+    keep = rows[passed]
     grid, strides = yolox_grid(input_hw)
     raw = output[keep, :4]
     xy = (raw[:, :2] + grid[keep]) * strides[keep]
     wh = np.exp(raw[:, 2:4]) * strides[keep]
-    return cxcywh_to_xyxy(np.concatenate([xy, wh], axis=1)), scores[keep], class_ids[keep]
+    return cxcywh_to_xyxy(np.concatenate([xy, wh], axis=1)), scores[passed], class_ids[passed]
