@@ -141,7 +141,7 @@ class InferenceStage(Stage[Prepared, Inferred]):
         started = time.monotonic_ns()
         outputs = self._model.run(stacked(batch))
         finished = time.monotonic_ns()
-        self._estimate.record_inference(finished - started)
+        self._estimate.record_inference(finished - started, len(batch))
         results = []
         for item, output in zip(batch, outputs, strict=True):
             deadline = item.frame.deadline_ns

@@ -7,7 +7,7 @@ import time
 from collections import deque
 
 WINDOW = 16  # recent timings the reserve is taken from
-MEMORY_S = 5.0  # and none older than this
+MEMORY_S = 1.0  # and none older than this
 # Inference time swings with what else the CPU runs (decoders, other processes): the
 # reserve keeps a quarter on top of the slowest recent call.
 HEADROOM = 1.25
@@ -27,18 +27,21 @@ def is_expired(deadline_ns: int | None, now_ns: int, reserve_ns: int = 0) -> boo
 class WorkEstimate:
     """How long the work left after batch formation takes: the reserve a frame needs.
 
-    The inference thread records how long each model call takes, the postprocessing
-    thread how long each frame takes there. The reserve is the slowest recent call plus
-    the slowest recent postprocessing of each frame of the batch: a frame
-    is only let through when even a slow batch would still end before its deadline, so
-    latency stays within the budget rather than around it. Timings older than
+    The inference workers record how long each model call took per frame of its batch,
+    the postprocessing thread how long each frame took there. The reserve of a frame
+    entering a batch of k frames is k times the slowest recent inference per frame, plus
+    k times the slowest recent postprocessing: a frame is only let through when even a
+    slow batch would still end before its deadline, so latency stays within the budget
+    rather than around it. Per frame, because batches come in every size: one slow batch
+    of four must not make a frame that will run alone look hopeless. Timings older than
     MEMORY_S are forgotten: if an overestimate made every frame look hopeless, no new
-    timing would ever correct it.
+    timing would correct it, and every frame would be dropped until then.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._inference: deque[tuple[int, int]] = deque(maxlen=WINDOW)  # (when, took) ns
+        # (when, took per frame) in ns
+        self._inference: deque[tuple[int, int]] = deque(maxlen=WINDOW)
         self._postprocess: deque[tuple[int, int]] = deque(maxlen=WINDOW)
 
     def reserve_ns(self, batch_size: int = 1) -> int:
@@ -47,11 +50,12 @@ class WorkEstimate:
             oldest = time.monotonic_ns() - int(MEMORY_S * 1e9)
             infer = max((took for when, took in self._inference if when >= oldest), default=0)
             post = max((took for when, took in self._postprocess if when >= oldest), default=0)
-        return int(HEADROOM * infer) + batch_size * post
+        return batch_size * (int(HEADROOM * infer) + post)
 
-    def record_inference(self, elapsed_ns: int) -> None:
+    def record_inference(self, elapsed_ns: int, frames: int) -> None:
+        """A model call on a batch of `frames` frames took `elapsed_ns`."""
         with self._lock:
-            self._inference.append((time.monotonic_ns(), elapsed_ns))
+            self._inference.append((time.monotonic_ns(), elapsed_ns // max(1, frames)))
 
     def record_postprocess(self, elapsed_ns: int) -> None:
         with self._lock:

@@ -244,7 +244,7 @@ class Pipeline:
         if live:
             warm_up_ns = self.model.warm_up(max_batch)
             if self.model.spec.input_hw is not None:  # the shape live frames will have
-                estimate.record_inference(warm_up_ns)
+                estimate.record_inference(warm_up_ns, max_batch)
         self.stats = RunStats(source_ids)  # the run's clock starts once all is ready
         self.stats.providers = self.model.providers
         self.stats.count_regions([z.name for z in config.zones], [ln.name for ln in config.lines])

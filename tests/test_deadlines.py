@@ -1,0 +1,43 @@
+"""The reserve a frame needs before its deadline (pure logic, real clock)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from streamer import deadlines
+from streamer.deadlines import HEADROOM, WorkEstimate, is_expired
+
+pytestmark = pytest.mark.timeout(10)
+
+MS = 1_000_000
+
+
+def test_the_reserve_grows_with_the_batch_a_frame_joins():
+    estimate = WorkEstimate()
+    estimate.record_inference(400 * MS, frames=4)  # 100 ms a frame
+    estimate.record_postprocess(2 * MS)
+    assert estimate.reserve_ns(1) == int(HEADROOM * 100 * MS) + 2 * MS
+    assert estimate.reserve_ns(4) == 4 * estimate.reserve_ns(1)
+
+
+def test_one_slow_batch_of_four_leaves_room_for_a_frame_that_runs_alone():
+    """A 400 ms batch of four, 450 ms left: a frame still gets through, though not into
+    another batch of four."""
+    estimate = WorkEstimate()
+    estimate.record_inference(400 * MS, frames=4)
+    now = time.monotonic_ns()
+    assert not is_expired(now + 450 * MS, now, estimate.reserve_ns(1))
+    assert is_expired(now + 450 * MS, now, estimate.reserve_ns(4))
+
+
+def test_the_slowest_recent_call_counts_and_an_old_one_is_forgotten(monkeypatch):
+    monkeypatch.setattr(deadlines, "MEMORY_S", 0.05)
+    estimate = WorkEstimate()
+    estimate.record_inference(10 * MS, frames=1)
+    estimate.record_inference(600 * MS, frames=1)  # an outlier: every frame looks hopeless
+    estimate.record_inference(10 * MS, frames=1)
+    assert estimate.reserve_ns(1) == int(HEADROOM * 600 * MS)
+    time.sleep(0.06)
+    assert estimate.reserve_ns(1) == 0  # nothing recent: frames are let through again
