@@ -21,7 +21,9 @@ section 10):
   1, 2, 3... copies played in real time (`--realtime`, paced like cameras) until frames
   are dropped;
 - with `--int8`: the model quantized on the clip (as `streamer quantize` does), its
-  inference alone beside the float model's, its agreement, and (e) again with it.
+  inference alone beside the float model's, its agreement, and (e) again with it;
+  `--int8-check MODEL` quantizes another model on the given clip and reports its speed-up
+  and agreement (for a model with trained weights: the int8 targets are set on YOLOX-nano).
 
 It prints frames per second, the ratios (b)/(a), (b)/(c) and (b)/Ultralytics, CPU use
 (cores busy on average) and peak memory, as a table and, with `--json FILE`, as JSON; and
@@ -30,7 +32,8 @@ gives the most (b)/(a) can be on these cores and names the largest cost beside i
 clip is made 720p 15 fps H.264 from the given one first (cached under --work-dir).
 
     python -m benchmarks.efficiency --model ../shared/assets/models/yolov8n.onnx \\
-        --clip ../shared/assets/videos/one-by-one-person-detection.mp4 --int8
+        --clip ../shared/assets/videos/one-by-one-person-detection.mp4 --int8 \\
+        --int8-check ../shared/assets/models/yolox_nano.onnx
 
 It needs redis-server and GStreamer's RTSP server (scripts/setup.sh test installs both).
 """
@@ -47,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -186,27 +189,38 @@ def ultralytics_peer(python: str, model_path: Path, clip: Path) -> dict[str, Any
     return result
 
 
+def decoded_frames(clip: Path) -> Iterator[av.VideoFrame]:
+    """The clip's frames, decoded as streamer decodes files."""
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        yield from container.decode(stream)
+
+
 def cpu_per_frame(clip: Path, model: Model, batch: int) -> dict[str, float]:
     """CPU milliseconds per frame of each step of the pipeline, one step after the other in
     this process: decoding as streamer decodes files, preparing the model input, inference
     at the batch size, output decoding and NMS. With them, the physical limit of the
-    whole pipeline on these cores, as a fraction of inference alone."""
-    decoded: list[av.VideoFrame] = []
+    whole pipeline on these cores, as a fraction of inference alone. Frames and tensors
+    are let go as the pipeline lets them go (a few are kept for inference): holding all
+    of them would add the cost of fresh memory to every step."""
     started = time.process_time()
-    with av.open(str(clip)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        decoded.extend(container.decode(stream))
+    frames = sum(1 for _ in decoded_frames(clip))
     decode_s = time.process_time() - started
+    kept: list[np.ndarray] = []
+    hw = model.input_hw_for((SIZE[1], SIZE[0]))
     reformatter, started = VideoReformatter(), time.process_time()
-    hw = model.input_hw_for((decoded[0].height, decoded[0].width))
-    tensors = [prepare(Frame("cpu", i, None, 0, 0.0, None, f, 0.0), model.spec, hw, reformatter)
-               .tensor for i, f in enumerate(decoded)]  # fmt: skip
-    prepare_s = time.process_time() - started
-    batches = [np.stack(tensors[i : i + batch]) for i in range(0, len(tensors) - batch + 1, batch)]
+    for i, decoded in enumerate(decoded_frames(clip)):
+        tensor = prepare(Frame("cpu", i, None, 0, 0.0, None, decoded, 0.0), model.spec, hw,
+                         reformatter).tensor  # fmt: skip
+        if len(kept) < 4 * batch:
+            kept.append(tensor)
+    prepare_s = time.process_time() - started - decode_s  # the second decoding taken off
+    batches = [np.stack(kept[i : i + batch]) for i in range(0, len(kept), batch)]
     model.run(batches[0])
+    calls = frames // batch
     started = time.process_time()
-    outputs = [output for b in batches for output in model.run(b)]
+    outputs = [output for i in range(calls) for output in model.run(batches[i % len(batches)])]
     infer_s = time.process_time() - started
     started = time.process_time()
     for output in outputs:
@@ -214,8 +228,8 @@ def cpu_per_frame(clip: Path, model: Model, batch: int) -> dict[str, float]:
         nms(xyxy, scores, classes, 0.45, 300)
     post_s = time.process_time() - started
     ms = {
-        "decode": 1000 * decode_s / len(decoded),
-        "prepare": 1000 * prepare_s / len(tensors),
+        "decode": 1000 * decode_s / frames,
+        "prepare": 1000 * prepare_s / frames,
         "inference": 1000 * infer_s / len(outputs),
         "output_and_nms": 1000 * post_s / len(outputs),
     }
@@ -284,6 +298,9 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=15, help="each (e) trial")
     parser.add_argument("--overload-seconds", type=float, default=30, help="(d)")
     parser.add_argument("--int8", action="store_true", help="also quantize and measure int8")
+    parser.add_argument("--int8-check", type=Path, action="append", default=[], metavar="MODEL",
+                        help="also quantize MODEL on --clip and report its speed-up and "
+                        "agreement (a model with trained weights, e.g. YOLOX-nano)")  # fmt: skip
     parser.add_argument("--ultralytics-python", default=sys.executable,
                         help="a Python with ultralytics installed, for the peer run")  # fmt: skip
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
@@ -303,6 +320,7 @@ def main() -> None:
     input_hw = model.input_hw_for((SIZE[1], SIZE[0]))
     results: dict[str, Any] = {
         "clip": f"{clip.name} ({SIZE[0]}x{SIZE[1]})",
+        "clip_given": args.clip.name,
         "model": model_path.name,
         "input_hw": list(input_hw),
         "batch": args.batch,
@@ -334,6 +352,10 @@ def main() -> None:
         int8 = None
         if args.int8:
             int8 = int8_runs(model_path, clip, server, work, args)
+        int8_checks = [
+            quantize_and_check(m.resolve(), work / f"{m.stem}.int8.onnx", [args.clip]).as_dict()
+            for m in args.int8_check
+        ]
     results |= {
         "rounds": rounds,
         "cpu_ms_per_frame": costs,
@@ -342,6 +364,7 @@ def main() -> None:
         "live_trials": live,
         "live_sources_sustained": max((t["sources"] for t in live if not t["dropped"]), default=0),
         "int8": int8,
+        "int8_checks": int8_checks,
     }
     report(results)
     if args.json:
@@ -437,6 +460,13 @@ def report(r: dict[str, Any]) -> None:
             print(f"(e) int8, {t['sources']} source(s): {t['fps']} fps processed, "
                   f"{t['dropped']} dropped, p99 {t['p99_ms']} ms")  # fmt: skip
         print(f"(e) int8 sustained with no drop: {q['live_sources_sustained']} source(s)")
+    for check in r["int8_checks"]:
+        a = check["agreement"]
+        print(f"int8 check, {Path(check['model']).name} on {r['clip_given']}: "
+              f"{check['float_ms']} -> {check['int8_ms']} ms a frame, {check['speedup']}x "
+              f"(target >= 1.5); {a['matched']} of {a['float_boxes']} float detections "
+              f"matched ({a['matched_fraction']:.1%}, target >= 95 %), "
+              f"mean IoU {a['mean_iou']}")  # fmt: skip
 
 
 if __name__ == "__main__":
