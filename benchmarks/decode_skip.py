@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Literal
 
 import av
 
-MODES = {"none": "DEFAULT", "nonref": "NONREF", "nonkey": "NONKEY"}
+SkipFrame = Literal["DEFAULT", "NONREF", "NONKEY"]
+MODES: dict[str, SkipFrame] = {"none": "DEFAULT", "nonref": "NONREF", "nonkey": "NONKEY"}
 
 
-def decode(clip: Path, skip: str) -> tuple[int, float]:
+def decode(clip: Path, skip: SkipFrame) -> tuple[int, float]:
     """Frames decoded (converted to BGR, as a source does) and seconds taken."""
     started = time.perf_counter()
     with av.open(str(clip)) as container:

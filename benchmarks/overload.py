@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
@@ -105,7 +105,11 @@ def run_streamer(url: str, model: str, seconds: float, budget_ms: int) -> dict[s
         stats = json.loads(stats_file.read_text())
         client = redis.Redis.from_url(server.url)
         samples = []
-        for _id, fields in client.xrange("streamer:bench:events"):
+        # redis-py types xrange for its asyncio client too: this one returns the entries.
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], client.xrange("streamer:bench:events")
+        )
+        for _id, fields in entries:
             event = json.loads(fields[b"event"])
             if event["type"] == "detections":
                 captured = event["frame"]["captured_at"]

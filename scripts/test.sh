@@ -9,7 +9,7 @@ echo "== ruff"
 .venv/bin/ruff check streamer tests tools benchmarks
 .venv/bin/ruff format --check streamer tests tools benchmarks
 echo "== mypy"
-.venv/bin/mypy streamer
+.venv/bin/mypy streamer benchmarks
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest "$@"
