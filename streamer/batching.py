@@ -13,6 +13,7 @@ source's frames reach the tracker in order whichever batch finishes first.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -26,6 +27,8 @@ from streamer.models import Model
 from streamer.queues import POLL_S
 from streamer.runtime import Stage
 from streamer.stats import RunStats
+
+log = logging.getLogger(__name__)
 
 
 class InferenceStage(Stage[Prepared, Inferred]):
@@ -93,7 +96,8 @@ class InferenceStage(Stage[Prepared, Inferred]):
     def close(self, halted: bool) -> None:
         if halted:
             for future, _ in self._running:
-                future.cancel()
+                if not future.cancel() and future.done() and future.exception() is not None:
+                    log.error("a model call failed during the stop: %s", future.exception())
             held = len(self._pending) + sum(len(batch) for _, batch in self._running)
             for _ in range(held):
                 self._stats.frame_dropped(self.name, DropReason.SHUTDOWN.value)
@@ -132,8 +136,9 @@ class InferenceStage(Stage[Prepared, Inferred]):
         """The results of the oldest batches that are done, stopping at one still running."""
         results: list[Inferred] = []
         while self._running and self._running[0][0].done():
-            future, _ = self._running.popleft()
-            results += future.result()  # a failed model call fails the stage here
+            # A failed model call fails the stage here; its batch stays, to be counted.
+            results += self._running[0][0].result()
+            self._running.popleft()
         return results
 
     def _infer(self, batch: list[Prepared]) -> list[Inferred]:

@@ -99,8 +99,8 @@ class Stage(ABC, Generic[In, Out]):
         return (item,)
 
     def close(self, halted: bool) -> None:
-        """The stage's thread is ending: release what the stage holds. After a halt
-        (`halted`), count the items it held back (a partial batch) as dropped."""
+        """The stage's thread is ending: release what the stage holds. After a halt or a
+        failure (`halted`), count the items it held back (a partial batch) as dropped."""
 
 
 def run_stage(
@@ -138,4 +138,5 @@ def run_stage(
             else:
                 forward(stage.process(item))  # type: ignore[arg-type]
     finally:
-        stage.close(halted=supervisor.halt.is_set())
+        # Left before every source ended: halted, or the stage itself failed.
+        stage.close(halted=bool(remaining) or supervisor.halt.is_set())

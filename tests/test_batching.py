@@ -172,7 +172,9 @@ def test_a_failed_model_call_fails_the_stage():
         def run(self, batch: np.ndarray) -> np.ndarray:
             raise RuntimeError("out of memory")
 
-    infer, _ = stage(Broken(), max_batch=1)
+    infer, stats = stage(Broken(), max_batch=1)
     with pytest.raises(RuntimeError, match="out of memory"):
         infer.process(prepared(0))
         infer.flush()
+    infer.close(halted=True)  # as the stage's thread does when it fails
+    assert stats.snapshot()["frames"]["dropped"] == {"infer:shutdown": 1}

@@ -116,3 +116,24 @@ def test_control_default_is_forwarded_as_is():
 
     status: Control = SourceStatus("a", "connected", 1.0)
     assert list(Echo().control(status)) == [status]
+
+
+def test_a_stage_that_fails_is_closed_as_halted():
+    """What a failing stage held is counted: its thread closes it as after a halt."""
+
+    class Failing(Stage[int, int]):
+        closed_as: bool | None = None
+
+        def process(self, item: int) -> Iterable[int]:
+            raise RuntimeError("broken")
+
+        def close(self, halted: bool) -> None:
+            self.closed_as = halted
+
+    inbox: StageQueue[int] = StageQueue("in", 4, Overflow.BLOCK, lambda item, reason: None)
+    outbox: StageQueue[int] = StageQueue("out", 4, Overflow.BLOCK, lambda item, reason: None)
+    inbox.put(1, threading.Event())
+    stage = Failing()
+    with pytest.raises(RuntimeError, match="broken"):
+        run_stage(stage, inbox, outbox, ["cam"], Supervisor())
+    assert stage.closed_as is True
