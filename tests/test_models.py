@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamer.errors import ModelError
-from streamer.models import Model
+from streamer.models import Model, SessionRunner
 from streamer.models.runtime import WorkerPlan, choose_providers, plan_workers
 
 
@@ -170,3 +170,18 @@ def test_two_workers_run_two_batches_at_once_with_the_same_results(yolov8n):
     for want, have in zip(expected, got, strict=True):
         assert have is not None
         np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-3)
+
+
+def test_warm_up_runs_every_session(yolov8n, monkeypatch):
+    model = Model.load(yolov8n, providers=("cpu",), workers=2, threads=1)
+    calls: list[tuple[int, int]] = []
+    original = SessionRunner.run
+
+    def recording(self: SessionRunner, batch: np.ndarray) -> list[np.ndarray]:
+        calls.append((id(self), len(batch)))
+        return original(self, batch)
+
+    monkeypatch.setattr(SessionRunner, "run", recording)
+    assert model.warm_up(2) > 0
+    assert len({runner for runner, _ in calls}) == 2
+    assert {size for _, size in calls} == {2}

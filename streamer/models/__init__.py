@@ -185,6 +185,13 @@ class Model:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw output for a batch `[B, 3, H, W]`, padded to a fixed batch size when needed."""
+        runner = self._idle.get()  # blocks while every session is running a batch
+        try:
+            return self._run_on(runner, batch)
+        finally:
+            self._idle.put(runner)
+
+    def _run_on(self, runner: BoundRunner | SessionRunner, batch: np.ndarray) -> np.ndarray:
         n = len(batch)
         batch = batch.astype(self.spec.input_dtype, copy=False)
         fixed = self.spec.batch
@@ -192,31 +199,37 @@ class Model:
             padded = np.zeros((fixed, *batch.shape[1:]), batch.dtype)
             padded[:n] = batch
             batch = padded
-        runner = self._idle.get()  # blocks while every session is running a batch
-        try:
-            (output,) = runner.run(batch)
-        finally:
-            self._idle.put(runner)
+        (output,) = runner.run(batch)
         return np.asarray(output[:n], np.float32)
 
     def warm_up(self, batch: int) -> int:
         """Run a blank batch on every session (the first call allocates), then once more;
-        nanoseconds that last call took.
+        nanoseconds that last call took. Call it before anything else runs the model.
 
         A dynamic-input model is warmed up at the shape of a 16:9 frame, the usual camera.
         """
         hw = self.input_hw_for((720, 1280))
         blank = np.zeros((batch, 3, *hw), np.float32)
-        for _ in range(self.workers):  # calls from one thread take the sessions in turn
-            if self.providers[0] == PROVIDERS["tensorrt"] and self.spec.batch is None and batch > 1:
-                # TensorRT builds an engine for the batch sizes seen so far and builds it
-                # again when a batch falls outside them: after 1 and `batch`, every size in
-                # between is covered, and both builds happen now, not in the middle of a stream.
-                self.run(np.zeros((1, 3, *hw), np.float32))
-            self.run(blank)
-        started = time.monotonic_ns()
-        self.run(blank)
-        return time.monotonic_ns() - started
+        runners = [self._idle.get() for _ in range(self.workers)]
+        try:
+            for runner in runners:
+                if (
+                    self.providers[0] == PROVIDERS["tensorrt"]
+                    and self.spec.batch is None
+                    and batch > 1
+                ):
+                    # TensorRT builds an engine for the batch sizes seen so far and builds
+                    # it again when a batch falls outside them: after 1 and `batch`, every
+                    # size in between is covered, and each session's builds happen now,
+                    # not in the middle of a stream.
+                    self._run_on(runner, np.zeros((1, 3, *hw), np.float32))
+                self._run_on(runner, blank)
+            started = time.monotonic_ns()
+            self._run_on(runners[0], blank)
+            return time.monotonic_ns() - started
+        finally:
+            for runner in runners:
+                self._idle.put(runner)
 
     def candidates(
         self, output: np.ndarray, input_hw: tuple[int, int], confidence: float
