@@ -7,7 +7,8 @@ import time
 from collections import deque
 
 WINDOW = 16  # recent timings the reserve is taken from
-MEMORY_S = 1.0  # and none older than this
+MEMORY_S = 1.0  # and none older than this, or than MEMORY_CALLS of the newest call
+MEMORY_CALLS = 4
 # Inference time swings with what else the CPU runs (decoders, other processes): the
 # reserve keeps a quarter on top of the slowest recent call.
 HEADROOM = 1.25
@@ -33,9 +34,10 @@ class WorkEstimate:
     k times the slowest recent postprocessing: a frame is only let through when even a
     slow batch would still end before its deadline, so latency stays within the budget
     rather than around it. Per frame, because batches come in every size: one slow batch
-    of four must not make a frame that will run alone look hopeless. Timings older than
-    MEMORY_S are forgotten: if an overestimate made every frame look hopeless, no new
-    timing would correct it, and every frame would be dropped until then.
+    of four must not make a frame that will run alone look hopeless. Timings are
+    forgotten after MEMORY_S, or after MEMORY_CALLS times the newest call for a slow
+    model: if an overestimate made every frame look hopeless, no new timing would
+    correct it, and every frame would be dropped until then.
     """
 
     def __init__(self) -> None:
@@ -43,11 +45,13 @@ class WorkEstimate:
         # (when, took per frame) in ns
         self._inference: deque[tuple[int, int]] = deque(maxlen=WINDOW)
         self._postprocess: deque[tuple[int, int]] = deque(maxlen=WINDOW)
+        self._last_call_ns = 0
 
     def reserve_ns(self, batch_size: int = 1) -> int:
         """What a frame entering a batch of `batch_size` frames still needs."""
         with self._lock:
-            oldest = time.monotonic_ns() - int(MEMORY_S * 1e9)
+            memory_ns = max(int(MEMORY_S * 1e9), MEMORY_CALLS * self._last_call_ns)
+            oldest = time.monotonic_ns() - memory_ns
             infer = max((took for when, took in self._inference if when >= oldest), default=0)
             post = max((took for when, took in self._postprocess if when >= oldest), default=0)
         return batch_size * (int(HEADROOM * infer) + post)
@@ -56,6 +60,7 @@ class WorkEstimate:
         """A model call on a batch of `frames` frames took `elapsed_ns`."""
         with self._lock:
             self._inference.append((time.monotonic_ns(), elapsed_ns // max(1, frames)))
+            self._last_call_ns = elapsed_ns
 
     def record_postprocess(self, elapsed_ns: int) -> None:
         with self._lock:

@@ -41,3 +41,13 @@ def test_the_slowest_recent_call_counts_and_an_old_one_is_forgotten(monkeypatch)
     assert estimate.reserve_ns(1) == int(HEADROOM * 600 * MS)
     time.sleep(0.06)
     assert estimate.reserve_ns(1) == 0  # nothing recent: frames are let through again
+
+
+def test_a_slow_models_timing_outlives_the_memory_for_a_few_of_its_calls(monkeypatch):
+    monkeypatch.setattr(deadlines, "MEMORY_S", 0.01)
+    estimate = WorkEstimate()
+    estimate.record_inference(50 * MS, frames=1)  # remembered for 4 calls: 200 ms
+    time.sleep(0.05)
+    assert estimate.reserve_ns(1) == int(HEADROOM * 50 * MS)
+    time.sleep(0.2)
+    assert estimate.reserve_ns(1) == 0
