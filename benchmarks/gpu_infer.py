@@ -29,12 +29,12 @@ import numpy as np
 import onnxruntime as ort
 from av.codec.hwaccel import HWAccel
 
-from streamer.boxes import letterbox_geometry
 from streamer.config import SourceConfig
 from streamer.decode import choose_hwaccel
+from streamer.messages import Frame
 from streamer.models import Model
 from streamer.models.runtime import GpuSettings, open_session
-from streamer.preprocess import letterbox_image
+from streamer.preprocess import prepare
 
 FRAME_HW = (720, 1280)
 # (label, providers, fp16, IO binding): each runs at every batch size.
@@ -104,7 +104,7 @@ def inference(
 
 def decoding(clip: Path, model_path: Path) -> list[dict[str, Any]]:
     """Every frame of the clip decoded in software and on CUDA, and the first one of each
-    letterboxed to the model's input the way preprocessing does it."""
+    prepared as the model's input the way preprocessing does it."""
     model = Model.load(model_path, providers=("cpu",))
     rows: list[dict[str, Any]] = []
     for wanted in ("none", "cuda"):
@@ -127,8 +127,8 @@ def decoding(clip: Path, model_path: Path) -> list[dict[str, Any]]:
                         row["frame_format"] = frame.format.name
                         row["frame_size"] = [frame.width, frame.height]
                         hw = model.input_hw_for((frame.height, frame.width))
-                        lb = letterbox_geometry((frame.height, frame.width), hw, centered=True)
-                        row["prepared_shape"] = list(letterbox_image(frame, hw, lb).shape)
+                        picture = Frame("decode", 0, None, 0, 0.0, None, frame, 0.0)
+                        row["prepared_shape"] = list(prepare(picture, model.spec, hw).tensor.shape)
                     frames += 1
             wall = time.perf_counter() - started
             row.update(frames=frames, fps=round(frames / wall, 1))

@@ -12,7 +12,7 @@ from av.video.reformatter import VideoReformatter
 
 from streamer.boxes import letterbox_geometry
 from streamer.deadlines import WorkEstimate, is_expired
-from streamer.messages import DropReason, Frame, Letterbox, Prepared, picture_hw
+from streamer.messages import DropReason, Frame, Letterbox, Prepared
 from streamer.models import Model, ModelSpec
 from streamer.runtime import Stage
 from streamer.stats import RunStats
@@ -20,36 +20,17 @@ from streamer.stats import RunStats
 PAD_VALUE = 114  # the grey both Ultralytics and YOLOX pad with
 
 
-def resized_bgr(
-    picture: av.VideoFrame | np.ndarray,
-    size_wh: tuple[int, int],
-    reformatter: VideoReformatter | None = None,
-) -> np.ndarray:
-    """`picture` as H x W x 3 uint8 BGR at `size_wh`. A decoded frame goes from its own
-    pixel format to BGR and to the new size in one pass, never through a full-size copy."""
-    width, height = size_wh
-    if isinstance(picture, av.VideoFrame):
-        reformatter = reformatter or VideoReformatter()
-        bgr = reformatter.reformat(
-            picture, width=width, height=height, format="bgr24", interpolation="BILINEAR"
-        )
-        return bgr.to_ndarray()
-    if (width, height) != (picture.shape[1], picture.shape[0]):
-        return cv2.resize(picture, (width, height), interpolation=cv2.INTER_LINEAR)
-    return picture
-
-
 def letterbox_image(
-    picture: av.VideoFrame | np.ndarray,
+    image: np.ndarray,
     dst_hw: tuple[int, int],
     lb: Letterbox,
-    reformatter: VideoReformatter | None = None,
     pad_value: int = PAD_VALUE,
 ) -> np.ndarray:
-    """`picture` resized by `lb` and padded to `dst_hw` (H x W x 3 uint8 BGR)."""
-    h, w = picture_hw(picture)
+    """An H x W x 3 uint8 BGR `image` resized by `lb` and padded to `dst_hw`."""
+    h, w = image.shape[:2]
     new_w, new_h = round(w * lb.scale_x), round(h * lb.scale_y)
-    image = resized_bgr(picture, (new_w, new_h), reformatter)
+    if (new_w, new_h) != (w, h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     dst_h, dst_w = dst_hw
     return cv2.copyMakeBorder(
         image,

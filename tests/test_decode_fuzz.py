@@ -26,12 +26,12 @@ from typing import Any
 import av
 import pytest
 
-from streamer.boxes import letterbox_geometry
 from streamer.config import SourceConfig
 from streamer.decode import SourcePlan, VideoSource, probe_file
 from streamer.errors import SourceError
 from streamer.messages import EndOfStream, Frame, SourceStatus
-from streamer.preprocess import letterbox_image
+from streamer.models import ModelSpec
+from streamer.preprocess import prepare
 from streamer.queues import Overflow, StageQueue
 from streamer.runtime import Supervisor
 from streamer.stats import RunStats
@@ -45,6 +45,8 @@ GOP = 10  # a keyframe a second at 10 fps: decoding recovers soon after damage
 TS_PACKET = 188
 FILE_TIMEOUT_S = 20.0  # for one damaged file through the decoder thread
 WORKER_TIMEOUT_S = 120.0
+# A YOLOv8-style model input: every decoded frame, whatever its size, must fit one.
+FUZZ_SPEC = ModelSpec("yolov8", "images", None, (160, 160), 160, 32, ("x",), True, 1 / 255, True)
 
 
 def encode_segment(
@@ -212,9 +214,9 @@ def decode_one(path: Path) -> dict[str, Any]:
         if isinstance(item, Frame):
             frames += 1
             sizes.add((item.width, item.height))
-            lb = letterbox_geometry((item.height, item.width), (160, 160), centered=True)
-            image = letterbox_image(item.picture, (160, 160), lb)
-            assert image.shape == (160, 160, 3)
+            # The model input, made as the pipeline makes it from a decoded frame.
+            tensor = prepare(item, FUZZ_SPEC, (160, 160)).tensor
+            assert tensor.shape == (3, 160, 160)
         else:
             assert isinstance(item, (SourceStatus, EndOfStream))
     snapshot = stats.snapshot()

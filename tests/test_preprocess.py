@@ -4,6 +4,7 @@ a hand-written loop), for both letterbox placements and channel orders."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import av
@@ -25,12 +26,7 @@ SHAPES = [(YOLOV8, (384, 640)), (YOLOV8, (640, 640)), (YOLOX, (416, 416))]
 
 def decoded_frames(count: int) -> list[av.VideoFrame]:
     with av.open(str(CLIP)) as container:
-        frames = []
-        for frame in container.decode(video=0):
-            frames.append(frame)
-            if len(frames) == count:
-                break
-    return frames
+        return list(itertools.islice(container.decode(video=0), count))
 
 
 def as_frame(picture: av.VideoFrame | np.ndarray) -> Frame:
