@@ -114,8 +114,10 @@ def _preload_cuda_libraries() -> None:
         preload()
 
 
+@functools.cache
 def _why_unusable(provider: str) -> str | None:
-    """None when the provider can be used here, else the reason it cannot."""
+    """None when the provider can be used here, else the reason it cannot. Asked once per
+    process: loading the provider's library is what tells, and the answer cannot change."""
     if PROVIDERS[provider] not in ort.get_available_providers():
         return "not in this onnxruntime build"
     library = _PROVIDER_LIBRARIES.get(provider)
