@@ -44,11 +44,13 @@ import argparse
 import functools
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -101,8 +103,62 @@ def cpu_s(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class ThreadCpu:
+    """CPU seconds of each thread of a running `streamer run`, from when its sources start
+    (start-up, model loading and warm-up left out) until it ends, read from /proc (Linux)
+    every `POLL_S`; threads that end keep their last reading. Stage threads are named by
+    streamer, FFmpeg's decoding threads by FFmpeg; numbered threads of one kind (`infer_0`,
+    `infer_1`; `av:h264:df0`...) are summed under one name (`infer_*`). `main` is the main
+    thread and the threads it started that have no name of their own (ONNX Runtime's)."""
+
+    POLL_S = 0.1
+
+    def __init__(self, pid: int) -> None:
+        self._proc = Path(f"/proc/{pid}")
+        self._last: dict[str, tuple[str, float]] = {}
+        self._at_start: dict[str, float] | None = None  # by thread id, when sources started
+        self._ended = threading.Event()
+        self._reader = threading.Thread(target=self._read_until_ended, daemon=True)
+        self._reader.start()
+
+    def _read_until_ended(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        try:
+            process_name = (self._proc / "comm").read_text().strip()
+        except OSError:
+            return  # not Linux, or the process is gone
+        while not self._ended.wait(self.POLL_S):
+            try:
+                tids = os.listdir(self._proc / "task")
+            except OSError:
+                return
+            for tid in tids:
+                try:
+                    name = (self._proc / "task" / tid / "comm").read_text().strip()
+                    stat = (self._proc / "task" / tid / "stat").read_text()
+                except OSError:
+                    continue  # the thread ended meanwhile
+                # utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the name.
+                fields = stat.rsplit(")", 1)[1].split()
+                name = "main" if name == process_name else name
+                self._last[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+            if self._at_start is None and any(n.startswith("src.") for n, _ in self._last.values()):
+                self._at_start = {tid: cpu for tid, (_, cpu) in self._last.items()}
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds by thread name since the sources started, largest first."""
+        self._ended.set()
+        self._reader.join()
+        at_start = self._at_start or {}
+        by_name: dict[str, float] = {}
+        for tid, (name, seconds) in self._last.items():
+            kind = re.sub(r"\d+$", "*", name)
+            by_name[kind] = by_name.get(kind, 0.0) + seconds - at_start.get(tid, 0.0)
+        return dict(sorted(by_name.items(), key=lambda item: -item[1]))
+
+
 def run_pipeline(pipeline: Path, redis_url: str, *args: str) -> dict[str, Any]:
-    """`streamer run` in a child process: its stats, CPU use and peak memory."""
+    """`streamer run` in a child process: its stats, CPU use (by thread too) and peak memory."""
     stats_file = pipeline.with_suffix(".stats.json")
     log_file = pipeline.with_suffix(".log")
     command = [sys.executable, "-m", "streamer", "run", str(pipeline), "--redis-url", redis_url,
@@ -110,8 +166,10 @@ def run_pipeline(pipeline: Path, redis_url: str, *args: str) -> dict[str, Any]:
     started = time.perf_counter()
     with log_file.open("wb") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        threads = ThreadCpu(child.pid)
         # wait4 gives this child's own CPU time and peak memory, not all children's so far.
         _, status, usage = os.wait4(child.pid, 0)
+        thread_cpu_s = threads.stop()
         child.returncode = os.waitstatus_to_exitcode(status)
     wall_s = time.perf_counter() - started
     if child.returncode != 0:
@@ -119,6 +177,16 @@ def run_pipeline(pipeline: Path, redis_url: str, *args: str) -> dict[str, Any]:
     stats: dict[str, Any] = json.loads(stats_file.read_text())
     stats["cpu_cores"] = round((usage.ru_utime + usage.ru_stime) / wall_s, 2)
     stats["peak_rss_mib"] = round(usage.ru_maxrss / 1024)
+    processed = stats["frames"]["processed"]
+    if processed and stats["fps"]:
+        # Busy: a thread's CPU time over the time frames were processed; one near 1
+        # is the one that limits.
+        processing_s = processed / stats["fps"]
+        stats["threads"] = {
+            name: {"cpu_ms_per_frame": round(1000 * cpu / processed, 2),
+                   "busy": round(cpu / processing_s, 2)}
+            for name, cpu in thread_cpu_s.items()
+        }  # fmt: skip
     return stats
 
 
@@ -135,6 +203,7 @@ def streamer_offline(clip: Path, model: str, server: RedisServer, work: Path) ->
         "cpu_cores": stats["cpu_cores"],
         "peak_rss_mib": stats["peak_rss_mib"],
         "providers": stats["providers"],
+        "threads": stats.get("threads", {}),
     }
 
 
@@ -436,6 +505,11 @@ def report(r: dict[str, Any]) -> None:
         row = last[key]
         if "fps" in row:
             print(f"{name}: {row['cpu_cores']} CPU cores busy, peak {row['peak_rss_mib']} MiB")
+            if row.get("threads"):
+                busiest = list(row["threads"].items())[:6]
+                print("  its threads, CPU ms a frame (busy): " + ", ".join(
+                    f"{thread} {t['cpu_ms_per_frame']} ({t['busy']:.0%})"
+                    for thread, t in busiest))  # fmt: skip
         else:
             print(f"{name}: skipped: {row['skipped']}")
     d = r["live_overload"]

@@ -25,7 +25,7 @@ from streamer.deadlines import WorkEstimate, is_expired
 from streamer.messages import DropReason, Inferred, Prepared
 from streamer.models import Model
 from streamer.queues import POLL_S
-from streamer.runtime import Stage
+from streamer.runtime import Stage, name_os_thread
 from streamer.stats import RunStats
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ class InferenceStage(Stage[Prepared, Inferred]):
         self._wake = wake
         self._pending: list[Prepared] = []
         self._first_ns = 0
-        self._workers = ThreadPoolExecutor(model.workers, thread_name_prefix="streamer.infer")
+        self._workers = ThreadPoolExecutor(
+            model.workers, thread_name_prefix="streamer.infer", initializer=name_os_thread
+        )
         self._running: deque[tuple[Future[list[Inferred]], list[Prepared]]] = deque()
 
     def _due_ns(self) -> int:

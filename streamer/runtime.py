@@ -9,7 +9,10 @@ thread is recorded, halts the pipeline, and is raised on the main thread by
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -24,6 +27,23 @@ log = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+
+_PR_SET_NAME = 15  # prctl(2)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def name_os_thread() -> None:
+    """Give the calling thread's name, less the "streamer." prefix, to its OS thread, so that
+    `top -H`, `ps -L`, /proc and profilers tell the stages apart (Linux; the OS keeps 15
+    bytes). Python only does this itself from 3.14."""
+    if sys.platform == "linux":
+        name = threading.current_thread().name.removeprefix("streamer.")
+        _libc().prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 class Supervisor:
@@ -52,6 +72,7 @@ class Supervisor:
 
         def guarded() -> None:
             try:
+                name_os_thread()
                 target()
             except BaseException as exc:  # noqa: BLE001 - any error must reach the main thread
                 self.fail(name, exc)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +139,19 @@ def test_a_stage_that_fails_is_closed_as_halted():
     with pytest.raises(RuntimeError, match="broken"):
         run_stage(stage, inbox, outbox, ["cam"], Supervisor())
     assert stage.closed_as is True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="OS thread names are read from /proc")
+def test_stage_threads_carry_their_names_to_the_os():
+    """`top -H`, /proc and profilers tell the stages apart (the prefix is left out: the OS
+    keeps 15 bytes)."""
+    seen: list[str] = []
+
+    def read_own_name() -> None:
+        native = threading.get_native_id()
+        seen.append(Path(f"/proc/self/task/{native}/comm").read_text().strip())
+
+    supervisor = Supervisor()
+    supervisor.spawn("streamer.postprocess", read_own_name)
+    assert supervisor.join(10)
+    assert seen == ["postprocess"]
