@@ -58,6 +58,13 @@ class InferenceStage(Stage[Prepared, Inferred]):
         )
         self._running: deque[tuple[Future[list[Inferred]], list[Prepared]]] = deque()
 
+    def warm_up(self) -> int:
+        """`Model.warm_up` at the largest batch, run on this stage's worker threads, where
+        the batches will run: ONNX Runtime's CUDA provider also sets up per calling thread
+        (its cuBLAS and cuDNN handles are made at a thread's first call), which the
+        first batch of a stream would otherwise wait for."""
+        return self._workers.submit(self._model.warm_up, self._max_batch).result()
+
     def _due_ns(self) -> int:
         """When the pending batch must run at the latest."""
         due = self._first_ns + self._max_wait_ns

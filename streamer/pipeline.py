@@ -241,13 +241,22 @@ class Pipeline:
         self._queues = {name: self._make_queue(name, plan) for name, plan in queues.items()}
 
         estimate = WorkEstimate()
-        if live:
-            warm_up_ns = self.model.warm_up(max_batch)
-            if self.model.spec.input_hw is not None:  # the shape live frames will have
-                estimate.record_inference(warm_up_ns, max_batch)
-        self.stats = RunStats(source_ids)  # the run's clock starts once all is ready
+        self.stats = RunStats(source_ids)
         self.stats.providers = self.model.providers
         self.stats.count_regions([z.name for z in config.zones], [ln.name for ln in config.lines])
+        inference = InferenceStage(
+            self.model,
+            max_batch,
+            config.model.batch.max_wait_ms,
+            estimate,
+            self.stats,
+            wake=self._queues["prepared"].wake,
+        )
+        if live:
+            warm_up_ns = inference.warm_up()
+            if self.model.spec.input_hw is not None:  # the shape live frames will have
+                estimate.record_inference(warm_up_ns, max_batch)
+        self.stats.start_clock()  # the run's clock starts once all is ready
         self._sources = [
             VideoSource(p, self._queues["decoded"], self.stats, self.supervisor)
             for p in self._plans
@@ -255,18 +264,7 @@ class Pipeline:
         factory = EventFactory(config.name, self.run_id, self.model.spec.labels)
         self._stages: list[tuple[Stage, str, str]] = [  # type: ignore[type-arg]
             (PreprocessStage(self.model, estimate, self.stats), "decoded", "prepared"),
-            (
-                InferenceStage(
-                    self.model,
-                    max_batch,
-                    config.model.batch.max_wait_ms,
-                    estimate,
-                    self.stats,
-                    wake=self._queues["prepared"].wake,
-                ),
-                "prepared",
-                "inferred",
-            ),
+            (inference, "prepared", "inferred"),
             (
                 PostprocessStage(
                     self.model,

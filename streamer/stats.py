@@ -65,6 +65,12 @@ class RunStats:
         self._source_ids = list(source_ids)
         self.providers: list[str] = []
 
+    def start_clock(self) -> None:
+        """Start the run's clock (frames per second, duration) again, once all is ready:
+        loading and warming up the model is not running time."""
+        with self._lock:
+            self._started_ns = time.monotonic_ns()
+
     def frame_decoded(self, source_id: str) -> None:
         with self._lock:
             self._decoded[source_id] += 1

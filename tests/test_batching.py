@@ -22,11 +22,18 @@ class CountingModel:
         self.calls: list[tuple[int, ...]] = []
         self.sleep_s = sleep_s
         self.workers = workers
+        self.ran_on: set[str] = set()
+        self.warmed_on: tuple[str, int] | None = None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         self.calls.append(batch.shape)
+        self.ran_on.add(threading.current_thread().name)
         time.sleep(self.sleep_s)
         return np.zeros((len(batch), 1), np.float32)
+
+    def warm_up(self, batch: int) -> int:
+        self.warmed_on = (threading.current_thread().name, batch)
+        return 1
 
 
 def indices(results: object) -> list[int]:
@@ -156,6 +163,19 @@ def test_a_third_batch_waits_for_a_free_worker():
     got = [i for n in range(3) for i in indices(infer.process(prepared(n)))]
     assert time.monotonic() - started >= 0.04  # the third call waited for one of two
     assert got + handed_on(infer) == [0, 1, 2]
+
+
+def test_the_model_is_warmed_up_on_the_thread_its_batches_run_on():
+    """A GPU provider sets up per calling thread too: the warm-up runs where batches will."""
+    model = CountingModel()
+    infer, _ = stage(model, max_batch=4)
+    assert infer.warm_up() == 1
+    infer.process(prepared(0))
+    infer.flush()
+    assert model.warmed_on is not None
+    name, batch = model.warmed_on
+    assert name.startswith("streamer.infer") and batch == 4
+    assert model.ran_on == {name}
 
 
 def test_a_halt_counts_the_frames_held_back_as_dropped():

@@ -1,5 +1,5 @@
 """The GPU path as far as a CPU machine can check it: provider options, fallback to the CPU,
-the IO binding decision and runner, the new config fields, hardware decoding's fallback."""
+the batch sizes warmed up, the new config fields, hardware decoding's fallback."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from streamer.config import SourceConfig, load_config, parse_config
 from streamer.decode import SourcePlan, VideoSource, hwaccel_problem
 from streamer.errors import ConfigError
 from streamer.messages import Frame
-from streamer.models import BoundRunner, Model, binding_device
+from streamer.models import Model, warm_up_sizes
 from streamer.models.runtime import (
     GpuSettings,
     _with_cache_folders,
@@ -100,7 +100,6 @@ def test_unusable_gpu_providers_leave_a_working_cpu_model_and_one_warning(
             yolov8n, providers=("tensorrt", "cuda", "cpu"), fp16=True, engine_cache=tmp_path / "c"
         )
     assert model.providers == ["CPUExecutionProvider"]
-    assert not model.io_binding
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "using CPU" in warnings[0], warnings
     assert "(tensorrt: " in warnings[0] and "; cuda: " in warnings[0]
@@ -110,71 +109,22 @@ def test_unusable_gpu_providers_leave_a_working_cpu_model_and_one_warning(
     assert model.run(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 84, 84)
 
 
-def test_io_binding_is_chosen_by_the_first_provider_in_use():
-    assert binding_device(["CUDAExecutionProvider", "CPUExecutionProvider"]) == "cuda"
-    assert binding_device(["TensorrtExecutionProvider", "CUDAExecutionProvider"]) == "cuda"
-    assert binding_device(["CPUExecutionProvider"]) is None
-    assert binding_device([]) is None
+def test_a_gpu_warms_up_every_batch_size_and_the_cpu_only_the_largest():
+    """A batch size's first call on a GPU sets up its kernels: none may happen mid-stream.
+    1 and the largest come first, so TensorRT's first engine covers every size."""
+    assert warm_up_sizes("CUDAExecutionProvider", None, 4) == [1, 4, 2, 3]
+    assert warm_up_sizes("TensorrtExecutionProvider", None, 2) == [1, 2]
+    assert warm_up_sizes("CUDAExecutionProvider", None, 1) == [1]
+    assert warm_up_sizes("CUDAExecutionProvider", 8, 4) == [4]  # always padded to 8
+    assert warm_up_sizes("CPUExecutionProvider", None, 4) == [4]
 
 
-class FakeBinding:
-    def __init__(self) -> None:
-        self.outputs: list[tuple[str, str]] = []
-
-    def clear_binding_outputs(self) -> None:
-        self.outputs.clear()
-
-    def bind_output(self, name: str, device: str) -> None:
-        self.outputs.append((name, device))
-
-
-class FakeSession:
-    """What Model reads from a session at construction, as a CUDA session answers."""
-
-    def __init__(self, providers: list[str]) -> None:
-        self._providers = providers
-        self.binding = FakeBinding()
-
-    def get_providers(self) -> list[str]:
-        return self._providers
-
-    def get_outputs(self) -> list[object]:
-        return [type("Output", (), {"name": "output0"})()]
-
-    def io_binding(self) -> FakeBinding:
-        return self.binding
-
-
-def test_a_gpu_session_binds_its_outputs_to_cpu_memory(yolov8n):
-    spec = Model.load(yolov8n, providers=("cpu",)).spec
-    gpu = FakeSession(["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert Model(yolov8n, [gpu], spec, device_id=1).io_binding  # type: ignore[arg-type]
-    assert gpu.binding.outputs == [("output0", "cpu")]
-    cpu = FakeSession(["CPUExecutionProvider"])
-    assert not Model(yolov8n, [cpu], spec).io_binding  # type: ignore[arg-type]
-    assert cpu.binding.outputs == []
-
-
-def test_the_cpu_path_runs_the_session_as_before(yolov8n):
+def test_a_model_run_gives_what_its_session_gives(yolov8n):
     model = Model.load(yolov8n, providers=("cpu",))
-    assert not model.io_binding
     batch = np.random.default_rng(0).random((2, 3, 96, 160), np.float32)
     session = ort.InferenceSession(str(yolov8n), providers=["CPUExecutionProvider"])
     (expected,) = session.run(None, {"images": batch})
     np.testing.assert_allclose(model.run(batch), expected, rtol=1e-4, atol=1e-3)
-
-
-def test_the_bound_runner_copies_each_batch_and_follows_shape_changes(yolov8n):
-    """The IO binding runner on the real model, with its buffer in CPU memory: the same ONNX
-    Runtime calls as on a GPU (OrtValue, update_inplace, run_with_iobinding)."""
-    session = ort.InferenceSession(str(yolov8n), providers=["CPUExecutionProvider"])
-    runner = BoundRunner(session, "images", ["output0"], "cpu")
-    rng = np.random.default_rng(1)
-    for shape in [(1, 3, 64, 64), (1, 3, 64, 64), (3, 3, 64, 96), (1, 3, 64, 64)]:
-        batch = rng.random(shape, np.float32)
-        (expected,) = session.run(None, {"images": batch})
-        (output,) = runner.run(batch)
-        np.testing.assert_allclose(output, expected, rtol=1e-4, atol=1e-3)
 
 
 def config(model: dict[str, object], source: dict[str, object] | None = None) -> object:
