@@ -4,12 +4,15 @@
 # $OUT (default /tmp/gpu-check):
 #   gpu_check.log          everything printed, warnings included
 #   nvidia-smi.txt         the GPU and its driver
-#   gpu_infer.json         inference alone on CPU, CUDA (IO binding and session.run),
-#                          TensorRT fp32 and fp16, batch 1 and 8; decoding with and
-#                          without hwaccel: cuda (benchmarks/gpu_infer.py)
+#   gpu_infer.json         inference alone on CPU, CUDA (as pipelines run it, and with
+#                          tensors kept on the GPU), TensorRT fp32 and fp16, batch 1
+#                          and 8; decoding with and without hwaccel: cuda
+#                          (benchmarks/gpu_infer.py)
 #   efficiency-*.json      benchmarks.efficiency on CUDA, and on TensorRT fp16 when usable
-# Stays well inside a 10-minute call: about 1 minute to unpack and install, 1 for
-# gpu_infer, 3 to 4 for each efficiency run. Exit 3: a part is missing (carry it again).
+#   gpu_limits.json        what limits the pipeline there (benchmarks/gpu_limits.py)
+# Stays well inside a 10-minute call: on an H200 with 16 cores it took 130 s in all (20 s to
+# unpack and install, 40 s for gpu_infer, 70 s for the CUDA efficiency run), before
+# gpu_limits was added (about a minute more). Exit 3: a part is missing (carry it again).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -76,3 +79,8 @@ for run in "${runs[@]}"; do
         --live-seconds 8 --overload-seconds 15 "${flags[@]}" --json "$OUT/efficiency-$name.json"
     echo "efficiency $name exit $?"
 done
+
+section "what limits the pipeline"
+timeout 240 python3 -m benchmarks.gpu_limits --model "$MODEL" --clip "$CLIP" --providers cuda \
+    --work-dir /tmp/efficiency --json "$OUT/gpu_limits.json"
+echo "gpu_limits exit $?"
