@@ -22,7 +22,7 @@ from streamer.runtime import Supervisor
 from streamer.sink import RedisSink, check_stream_keys, connect, stream_fields
 from streamer.spool import DiskSpool, MemorySpool, Pending, Spool, open_spool
 from streamer.stats import RunStats
-from tools.local_redis import RedisServer
+from tools.local_redis import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -300,3 +300,49 @@ def test_a_batch_an_earlier_run_wrote_but_never_heard_back_about_is_not_written_
     assert not thread.is_alive()
     assert seqs(redis_client, "s:p:cam1") == list(range(1, 12))
     assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 7, "lost": 0}
+
+
+def limited_user_url(server: RedisServer, client: redis.Redis, scripting: bool) -> str:
+    """The server's URL as a user allowed everything, or everything but scripts (the sink
+    then writes its batches as MULTI/EXEC transactions)."""
+    if scripting:
+        return server.url
+    client.acl_setuser(
+        "noscripts", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-@scripting"]
+    )
+    return server.url.replace("redis://", "redis://noscripts:pw@")
+
+
+@pytest.mark.parametrize("scripting", [True, False], ids=["script", "multi-exec"])
+@pytest.mark.parametrize("refusal", ["out-of-memory", "read-only-replica"])
+def test_a_redis_that_cannot_write_now_refuses_whole_batches_that_are_retried(
+    tmp_path, refusal, scripting, caplog
+):
+    """OOM and READONLY refuse the whole batch before any event is written, whichever way
+    it goes: held, retried, then delivered once each, in order, none counted lost."""
+    with RedisServer(tmp_path / "redis") as server:
+        admin = redis.Redis.from_url(server.url)
+        url = limited_user_url(server, admin, scripting)
+        if refusal == "out-of-memory":
+            admin.config_set("maxmemory", 1)  # every write is refused, noeviction
+        else:  # a replica of a master that never answers: read-only
+            admin.replicaof("127.0.0.1", free_port())
+        inbox, stats, _, thread = start_sink(url)
+        stop = threading.Event()
+        for i in range(1, 21):
+            inbox.put(event(i), stop)
+        time.sleep(1.0)  # several refused tries
+        assert admin.xlen("s:p:cam1") == 0
+        assert stats.snapshot()["events"]["delivered"] == 0
+        if refusal == "out-of-memory":
+            admin.config_set("maxmemory", 0)
+        else:
+            admin.replicaof("NO", "ONE")
+        inbox.put_control(EndOfStream("cam1", "eof"))
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert seqs(admin, "s:p:cam1") == list(range(1, 21))
+        assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 20, "lost": 0}
+        script_refused = [r for r in caplog.records if "batch script" in r.getMessage()]
+        assert len(script_refused) == (0 if scripting else 1)
+        admin.close()
