@@ -98,6 +98,12 @@ def make_clip(src: Path, dst: Path, frames: int) -> Path:
     return dst
 
 
+def clip_720p(given: Path, work_dir: Path, frames: int) -> Path:
+    """`make_clip` of `given`, kept in `work_dir` for the next run."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return make_clip(given, work_dir / f"{given.stem}-720p-{frames}.mp4", frames)
+
+
 def cpu_s(who: int) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
@@ -376,9 +382,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    clip = make_clip(args.clip, args.work_dir / f"{args.clip.stem}-720p-{args.frames}.mp4",
-                     args.frames)  # fmt: skip
+    clip = clip_720p(args.clip, args.work_dir, args.frames)
     model_path = args.model.resolve()
     providers = tuple(args.providers.split(","))
     gpu_lines = f"  providers: [{', '.join(providers)}]\n" + ("  fp16: true\n" if args.fp16 else "")

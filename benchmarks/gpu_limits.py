@@ -30,7 +30,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from benchmarks.efficiency import SIZE, make_clip, run_pipeline
+from benchmarks.efficiency import SIZE, clip_720p, run_pipeline
 from streamer.messages import Frame
 from streamer.models import Model
 from streamer.preprocess import prepare
@@ -111,9 +111,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    clip = make_clip(args.clip, args.work_dir / f"{args.clip.stem}-720p-{args.frames}.mp4",
-                     args.frames)  # fmt: skip
+    clip = clip_720p(args.clip, args.work_dir, args.frames)
     model_path = args.model.resolve()
     model = Model.load(model_path, providers=tuple(args.providers.split(",")), workers=1)
     results: dict[str, Any] = {"providers": model.providers}
