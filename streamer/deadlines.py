@@ -37,7 +37,9 @@ class WorkEstimate:
     of four must not make a frame that will run alone look hopeless. Timings are
     forgotten after MEMORY_S, or after MEMORY_CALLS times the newest call for a slow
     model: if an overestimate made every frame look hopeless, no new timing would
-    correct it, and every frame would be dropped until then.
+    correct it, and every frame would be dropped until then. The warm-up's timing
+    (`seed_inference`) stands in until the first real call, however long the first frame
+    takes to come (connecting to a camera takes seconds).
     """
 
     def __init__(self) -> None:
@@ -46,21 +48,31 @@ class WorkEstimate:
         self._inference: deque[tuple[int, int]] = deque(maxlen=WINDOW)
         self._postprocess: deque[tuple[int, int]] = deque(maxlen=WINDOW)
         self._last_call_ns = 0
+        self._seed_ns = 0  # per frame, from the warm-up; 0 once a real call is recorded
 
     def reserve_ns(self, batch_size: int = 1) -> int:
         """What a frame entering a batch of `batch_size` frames still needs."""
         with self._lock:
             memory_ns = max(int(MEMORY_S * 1e9), MEMORY_CALLS * self._last_call_ns)
             oldest = time.monotonic_ns() - memory_ns
-            infer = max((took for when, took in self._inference if when >= oldest), default=0)
+            infer = max(
+                (took for when, took in self._inference if when >= oldest), default=self._seed_ns
+            )
             post = max((took for when, took in self._postprocess if when >= oldest), default=0)
         return batch_size * (int(HEADROOM * infer) + post)
+
+    def seed_inference(self, elapsed_ns: int, frames: int) -> None:
+        """The warm-up's call on `frames` frames took `elapsed_ns`: the estimate until the
+        first real call is recorded."""
+        with self._lock:
+            self._seed_ns = elapsed_ns // max(1, frames)
 
     def record_inference(self, elapsed_ns: int, frames: int) -> None:
         """A model call on a batch of `frames` frames took `elapsed_ns`."""
         with self._lock:
             self._inference.append((time.monotonic_ns(), elapsed_ns // max(1, frames)))
             self._last_call_ns = elapsed_ns
+            self._seed_ns = 0
 
     def record_postprocess(self, elapsed_ns: int) -> None:
         with self._lock:

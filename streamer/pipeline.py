@@ -255,7 +255,7 @@ class Pipeline:
         if live:
             warm_up_ns = inference.warm_up()
             if self.model.spec.input_hw is not None:  # the shape live frames will have
-                estimate.record_inference(warm_up_ns, max_batch)
+                estimate.seed_inference(warm_up_ns, max_batch)
         self.stats.start_clock()  # the run's clock starts once all is ready
         self._sources = [
             VideoSource(p, self._queues["decoded"], self.stats, self.supervisor)
