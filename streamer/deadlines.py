@@ -38,8 +38,8 @@ class WorkEstimate:
     forgotten after MEMORY_S, or after MEMORY_CALLS times the newest call for a slow
     model: if an overestimate made every frame look hopeless, no new timing would
     correct it, and every frame would be dropped until then. The warm-up's timing
-    (`seed_inference`) stands in until the first real call, however long the first frame
-    takes to come (connecting to a camera takes seconds).
+    (`seed_inference`) counts from the first frame on, however long that frame takes to
+    come (connecting to a camera takes seconds), and ages like any other from then.
     """
 
     def __init__(self) -> None:
@@ -48,31 +48,33 @@ class WorkEstimate:
         self._inference: deque[tuple[int, int]] = deque(maxlen=WINDOW)
         self._postprocess: deque[tuple[int, int]] = deque(maxlen=WINDOW)
         self._last_call_ns = 0
-        self._seed_ns = 0  # per frame, from the warm-up; 0 once a real call is recorded
+        self._seed_ns = 0  # per frame, from the warm-up, until the first frame asks
 
     def reserve_ns(self, batch_size: int = 1) -> int:
         """What a frame entering a batch of `batch_size` frames still needs."""
         with self._lock:
+            now = time.monotonic_ns()
+            if self._seed_ns:
+                self._inference.append((now, self._seed_ns))
+                self._seed_ns = 0
             memory_ns = max(int(MEMORY_S * 1e9), MEMORY_CALLS * self._last_call_ns)
-            oldest = time.monotonic_ns() - memory_ns
-            infer = max(
-                (took for when, took in self._inference if when >= oldest), default=self._seed_ns
-            )
+            oldest = now - memory_ns
+            infer = max((took for when, took in self._inference if when >= oldest), default=0)
             post = max((took for when, took in self._postprocess if when >= oldest), default=0)
         return batch_size * (int(HEADROOM * infer) + post)
 
     def seed_inference(self, elapsed_ns: int, frames: int) -> None:
-        """The warm-up's call on `frames` frames took `elapsed_ns`: the estimate until the
-        first real call is recorded."""
+        """The warm-up's call on `frames` frames took `elapsed_ns`: recorded as a timing
+        when the first frame asks for its reserve."""
         with self._lock:
             self._seed_ns = elapsed_ns // max(1, frames)
+            self._last_call_ns = elapsed_ns
 
     def record_inference(self, elapsed_ns: int, frames: int) -> None:
         """A model call on a batch of `frames` frames took `elapsed_ns`."""
         with self._lock:
             self._inference.append((time.monotonic_ns(), elapsed_ns // max(1, frames)))
             self._last_call_ns = elapsed_ns
-            self._seed_ns = 0
 
     def record_postprocess(self, elapsed_ns: int) -> None:
         with self._lock:

@@ -53,15 +53,13 @@ def test_a_slow_models_timing_outlives_the_memory_for_a_few_of_its_calls(monkeyp
     assert estimate.reserve_ns(1) == 0
 
 
-def test_the_warm_ups_timing_stands_in_until_the_first_real_call(monkeypatch):
+def test_the_warm_ups_timing_counts_from_the_first_frame(monkeypatch):
     """A camera's first frame can come seconds after the warm-up: its timing is still the
-    estimate then; the first real call replaces it for good."""
+    estimate then, and ages like any timing from that first frame on."""
     monkeypatch.setattr(deadlines, "MEMORY_S", 0.01)
     estimate = WorkEstimate()
-    estimate.seed_inference(80 * MS, frames=4)  # 20 ms a frame
+    estimate.seed_inference(8 * MS, frames=4)  # 2 ms a frame, remembered 4 x 8 ms
+    time.sleep(0.05)  # no frame yet
+    assert estimate.reserve_ns(2) == 2 * int(HEADROOM * 2 * MS)  # the first frame asks
     time.sleep(0.05)
-    assert estimate.reserve_ns(2) == 2 * int(HEADROOM * 20 * MS)
-    estimate.record_inference(10 * MS, frames=1)
-    assert estimate.reserve_ns(1) == int(HEADROOM * 10 * MS)
-    time.sleep(0.05)
-    assert estimate.reserve_ns(1) == 0  # the real timing expired; the seed is gone
+    assert estimate.reserve_ns(1) == 0  # aged out since the first frame
