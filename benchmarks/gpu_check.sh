@@ -10,9 +10,9 @@
 #                          (benchmarks/gpu_infer.py)
 #   efficiency-*.json      benchmarks.efficiency on CUDA, and on TensorRT fp16 when usable
 #   gpu_limits.json        what limits the pipeline there (benchmarks/gpu_limits.py)
-# Stays well inside a 10-minute call: on an H200 with 16 cores it took 130 s in all (20 s to
-# unpack and install, 40 s for gpu_infer, 70 s for the CUDA efficiency run), before
-# gpu_limits was added (about a minute more). Exit 3: a part is missing (carry it again).
+# Stays well inside a 10-minute call: on an H200 with 16 cores it took 130-136 s in all
+# (4 s to unpack and install, 40 s for gpu_infer, about 90 s for the CUDA efficiency
+# run), before gpu_limits was added (about a minute more, estimated). Exit 3: a part is missing (carry it again).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}

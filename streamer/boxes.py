@@ -97,15 +97,19 @@ def match_by_iou(
     b_xyxy: np.ndarray,
     b_classes: np.ndarray,
     min_iou: float,
-) -> list[tuple[int, int]]:
-    """Optimal one-to-one pairs (row of `a`, row of `b`) of the same class with IoU >=
-    `min_iou`, chosen to maximise the total IoU."""
+) -> list[tuple[int, int, float]]:
+    """Optimal one-to-one pairs (row of `a`, row of `b`, their IoU) of the same class with
+    IoU >= `min_iou`, chosen to maximise the total IoU."""
     if not len(a_xyxy) or not len(b_xyxy):
         return []
     iou = iou_matrix(a_xyxy, b_xyxy)
     iou[a_classes[:, None] != b_classes[None, :]] = 0.0
     rows, cols = linear_sum_assignment(-iou)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
+    return [
+        (int(r), int(c), float(iou[r, c]))
+        for r, c in zip(rows, cols, strict=True)
+        if iou[r, c] >= min_iou
+    ]
 
 
 def nms(

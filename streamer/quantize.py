@@ -25,7 +25,7 @@ from typing import Any
 import av
 import numpy as np
 
-from streamer.boxes import iou_matrix, match_by_iou, nms
+from streamer.boxes import match_by_iou, nms
 from streamer.errors import ModelError, SourceError
 from streamer.messages import Frame
 from streamer.models import Model
@@ -92,10 +92,7 @@ def match_detections(
     """
     a_xyxy, b_xyxy = a_xyxy.astype(np.float64), b_xyxy.astype(np.float64)
     pairs = match_by_iou(a_xyxy, a_classes, b_xyxy, b_classes, min_iou)
-    if not pairs:
-        return np.empty((0,), np.float64)
-    iou = iou_matrix(a_xyxy, b_xyxy)
-    return np.array([iou[i, j] for i, j in pairs])
+    return np.array([iou for _, _, iou in pairs], np.float64)
 
 
 def float_tail(nodes: list[tuple[str, str, list[str], list[str]]]) -> list[str]:

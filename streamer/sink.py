@@ -286,6 +286,10 @@ class RedisSink:
                     exc,
                 )
                 self._script = None
+        return self._write_transaction(batch)
+
+    def _write_transaction(self, batch: list[Pending]) -> list[Any]:
+        """`batch` as one MULTI/EXEC transaction, where Redis will not run the script."""
         pipe = self._client.pipeline(transaction=True)
         for pending in batch:
             # The command as Redis reads it: redis-py's xadd() builds the same arguments
@@ -296,8 +300,8 @@ class RedisSink:
                 "XADD", pending.key, "MAXLEN", "~", self._maxlen, "*",
                 "event", fields["event"], "type", fields["type"], "source", fields["source"],
             )  # fmt: skip
-        transaction_replies: list[Any] = pipe.execute(raise_on_error=False)
-        return transaction_replies
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
 
     def _reconcile(self) -> None:
         """After a batch whose reply was lost: take it off the spool if Redis has it.

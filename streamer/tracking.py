@@ -207,9 +207,9 @@ class Tracker:
             classes = np.array([self._tracks[r].class_id for r in rows], dtype=np.int64)
             pairs = match_by_iou(boxes[rows], classes, detections.xyxy[free],
                            detections.class_id[free], min_iou)  # fmt: skip
-            for r, c in pairs:
+            for r, c, _ in pairs:
                 matches[rows[r]] = free[c]
-            taken = {free[c] for _, c in pairs}
+            taken = {free[c] for _, c, _ in pairs}
             return [d for d in free if d not in taken]
 
         # Round 1: confident boxes against the predicted boxes of confirmed tracks (seen

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamer.errors import ModelError
-from streamer.models import Model, SessionRunner
+from streamer.models import Model
 from streamer.models.runtime import WorkerPlan, choose_providers, plan_workers
 
 
@@ -175,13 +175,13 @@ def test_two_workers_run_two_batches_at_once_with_the_same_results(yolov8n):
 def test_warm_up_runs_every_session(yolov8n, monkeypatch):
     model = Model.load(yolov8n, providers=("cpu",), workers=2, threads=1)
     calls: list[tuple[int, int]] = []
-    original = SessionRunner.run
+    original = Model._run_on
 
-    def recording(self: SessionRunner, batch: np.ndarray) -> list[np.ndarray]:
-        calls.append((id(self), len(batch)))
-        return original(self, batch)
+    def recording(self: Model, session: object, batch: np.ndarray) -> np.ndarray:
+        calls.append((id(session), len(batch)))
+        return original(self, session, batch)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(SessionRunner, "run", recording)
+    monkeypatch.setattr(Model, "_run_on", recording)
     assert model.warm_up(2) > 0
     assert len({runner for runner, _ in calls}) == 2
     assert {size for _, size in calls} == {2}

@@ -42,25 +42,6 @@ def warm_up_sizes(provider: str, fixed_batch: int | None, batch: int) -> list[in
     return list(dict.fromkeys([1, batch, *range(2, batch)]))
 
 
-class SessionRunner:
-    """Runs a session the plain way: ONNX Runtime reads the numpy batch in place on the CPU,
-    and on a GPU copies it in and the outputs out within the call. Binding a reused device
-    buffer instead (IO binding) measured no faster with batches prepared on the CPU
-    (YOLOv8n 384x640, batch 8, on an H200: 9.0 ms bound against 5.1 plain in one run; the
-    plain call gave 8.9 in another), so it is not worth its code."""
-
-    def __init__(
-        self, session: ort.InferenceSession, input_name: str, output_names: list[str]
-    ) -> None:
-        self._session = session
-        self._input_name = input_name
-        self._output_names = output_names
-
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        outputs: list[np.ndarray] = self._session.run(self._output_names, {self._input_name: batch})
-        return outputs
-
-
 class Model:
     """A loaded detector with one ONNX Runtime session per worker. `run` may be called
     from up to `workers` threads at once; each call takes a session no other call is using."""
@@ -74,10 +55,10 @@ class Model:
         self.path = path
         self.spec = spec
         self._sessions = list(sessions)
-        output_names = [o.name for o in self._sessions[0].get_outputs()]
-        self._idle: queue.SimpleQueue[SessionRunner] = queue.SimpleQueue()
+        self._output_names = [o.name for o in self._sessions[0].get_outputs()]
+        self._idle: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
         for session in self._sessions:
-            self._idle.put(SessionRunner(session, spec.input_name, output_names))
+            self._idle.put(session)
 
     @classmethod
     def load(
@@ -134,13 +115,18 @@ class Model:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw output for a batch `[B, 3, H, W]`, padded to a fixed batch size when needed."""
-        runner = self._idle.get()  # blocks while every session is running a batch
+        session = self._idle.get()  # blocks while every session is running a batch
         try:
-            return self._run_on(runner, batch)
+            return self._run_on(session, batch)
         finally:
-            self._idle.put(runner)
+            self._idle.put(session)
 
-    def _run_on(self, runner: SessionRunner, batch: np.ndarray) -> np.ndarray:
+    def _run_on(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
+        """Run the plain way: ONNX Runtime reads the numpy batch in place on the CPU, and on
+        a GPU copies it in and the outputs out within the call. Binding a reused device
+        buffer instead (IO binding) measured no faster with batches prepared on the CPU
+        (YOLOv8n 384x640, batch 8, on an H200: 9.0 ms bound against 5.1 plain in one run;
+        the plain call gave 8.9 in another), so it is not worth its code."""
         n = len(batch)
         batch = batch.astype(self.spec.input_dtype, copy=False)
         fixed = self.spec.batch
@@ -148,7 +134,7 @@ class Model:
             padded = np.zeros((fixed, *batch.shape[1:]), batch.dtype)
             padded[:n] = batch
             batch = padded
-        (output,) = runner.run(batch)
+        (output,) = session.run(self._output_names, {self.spec.input_name: batch})
         return np.asarray(output[:n], np.float32)
 
     def warm_up(self, batch: int) -> int:
@@ -160,17 +146,17 @@ class Model:
         hw = self.input_hw_for((720, 1280))
         sizes = warm_up_sizes(self.providers[0], self.spec.batch, batch)
         blank = np.zeros((batch, 3, *hw), np.float32)
-        runners = [self._idle.get() for _ in range(self.workers)]
+        sessions = [self._idle.get() for _ in range(self.workers)]
         try:
-            for runner in runners:
+            for session in sessions:
                 for size in sizes:
-                    self._run_on(runner, blank[:size])
+                    self._run_on(session, blank[:size])
             started = time.monotonic_ns()
-            self._run_on(runners[0], blank)
+            self._run_on(sessions[0], blank)
             return time.monotonic_ns() - started
         finally:
-            for runner in runners:
-                self._idle.put(runner)
+            for session in sessions:
+                self._idle.put(session)
 
     def candidates(
         self, output: np.ndarray, input_hw: tuple[int, int], confidence: float

@@ -32,7 +32,7 @@ PROVIDERS = {
     "cpu": "CPUExecutionProvider",
 }
 SHORT_NAMES = {name: short for short, name in PROVIDERS.items()}
-# The providers whose session runs on an NVIDIA GPU: inputs are worth binding there.
+# The providers whose session runs on an NVIDIA GPU.
 GPU_PROVIDERS = frozenset({PROVIDERS["tensorrt"], PROVIDERS["cuda"]})
 # The shared library behind each GPU provider in onnxruntime-gpu's wheel. Loading it
 # ourselves tells whether its CUDA/cuDNN/TensorRT dependencies are present.
