@@ -62,11 +62,11 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from benchmarks import overload, plain
-from streamer.boxes import nms
-from streamer.messages import Frame
+from streamer.analytics.boxes import nms
 from streamer.models import Model
-from streamer.preprocess import prepare
-from streamer.quantize import quantize_and_check
+from streamer.models.quantize import quantize_and_check
+from streamer.runtime.messages import Frame
+from streamer.stages.preprocess import prepare
 from tools.local_redis import RedisServer
 from tools.rtsp import RtspServer, rtsp_server_available
 

@@ -31,12 +31,12 @@ import numpy as np
 import onnxruntime as ort
 from av.codec.hwaccel import HWAccel
 
-from streamer.config import SourceConfig
-from streamer.decode import choose_hwaccel
-from streamer.messages import Frame
+from streamer.config.schema import SourceConfig
 from streamer.models import Model
-from streamer.models.runtime import GpuSettings, open_session
-from streamer.preprocess import prepare
+from streamer.models.sessions import GpuSettings, open_session
+from streamer.runtime.messages import Frame
+from streamer.sources.opening import choose_hwaccel
+from streamer.stages.preprocess import prepare
 
 FRAME_HW = (720, 1280)
 # (label, providers, fp16, tensors kept on the GPU): each runs at every batch size.

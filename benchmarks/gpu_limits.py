@@ -31,9 +31,9 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from benchmarks.efficiency import SIZE, clip_720p, run_pipeline
-from streamer.messages import Frame
 from streamer.models import Model
-from streamer.preprocess import prepare
+from streamer.runtime.messages import Frame
+from streamer.stages.preprocess import prepare
 from tools.local_redis import RedisServer
 
 

@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
-from streamer.boxes import nms
-from streamer.messages import Frame
+from streamer.analytics.boxes import nms
 from streamer.models import Model
-from streamer.preprocess import prepare
+from streamer.runtime.messages import Frame
+from streamer.stages.preprocess import prepare
 
 
 def detect(model: Model, image: np.ndarray, confidence: float) -> np.ndarray:

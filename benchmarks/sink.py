@@ -19,39 +19,38 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamer.events import new_ulid
-from streamer.messages import EndOfStream, Event
-from streamer.queues import Overflow, StageQueue
-from streamer.runtime import Supervisor
-from streamer.sink import RedisSink, connect
-from streamer.spool import DiskSpool, MemorySpool, Spool
-from streamer.stats import RunStats
+from streamer.client.connection import connect
+from streamer.events.event import Event, EventType, FrameRef, TrackedObject
+from streamer.events.factory import new_ulid
+from streamer.runtime.messages import Emitted, EndOfStream, EndReason
+from streamer.runtime.queues import Overflow, StageQueue
+from streamer.runtime.stats import RunStats
+from streamer.runtime.threads import Supervisor
+from streamer.sinks.redis_streams import RedisSink
+from streamer.sinks.spool import DiskSpool, MemorySpool, Spool
 from tools.local_redis import RedisServer
 
-BOX = {"track_id": None, "label": "person", "class_id": 0, "confidence": 0.91,
-       "bbox": [412.0, 80.5, 530.2, 161.0]}  # fmt: skip
+BOX = TrackedObject(None, "person", 0, 0.91, (412.0, 80.5, 530.2, 161.0))
 
 
-def make_events(n: int) -> list[Event]:
+def make_events(n: int) -> list[Emitted]:
     now_ns = time.monotonic_ns()
-    return [Event("cam1", "detections", payload(i), now_ns) for i in range(1, n + 1)]
+    return [Emitted(event(i), now_ns) for i in range(1, n + 1)]
 
 
-def payload(seq: int) -> dict[str, Any]:
-    return {
-        "schema": 1, "id": new_ulid(), "run": "bench", "seq": seq, "type": "detections",
-        "pipeline": "bench", "source": "cam1",
-        "frame": {"index": seq - 1, "pts": seq / 25, "captured_at": 1764322345.123},
-        "emitted_at": 1764322345.301, "objects": [BOX, BOX, BOX],
-        "zone": None, "line": None, "direction": None,
-    }  # fmt: skip
+def event(seq: int) -> Event:
+    return Event(
+        id=new_ulid(), run="bench", seq=seq, type=EventType.DETECTIONS, pipeline="bench",
+        source="cam1", frame=FrameRef(seq - 1, seq / 25, 1764322345.123),
+        emitted_at=1764322345.301, objects=(BOX, BOX, BOX),
+    )  # fmt: skip
 
 
-def deliver(url: str, events: list[Event], spool: Spool) -> float:
+def deliver(url: str, events: list[Emitted], spool: Spool) -> float:
     """Events per second through one sink, from the first put to the last delivery."""
     client = connect(url)
     client.flushdb()
-    inbox: StageQueue[Event] = StageQueue("events", 4096, Overflow.BLOCK, lambda i, r: None)
+    inbox: StageQueue[Emitted] = StageQueue("events", 4096, Overflow.BLOCK, lambda i, r: None)
     stats = RunStats(["cam1"])
     sink = RedisSink(
         client, "bench:{source}", "bench", len(events), spool, inbox, ["cam1"], stats, Supervisor()
@@ -62,7 +61,7 @@ def deliver(url: str, events: list[Event], spool: Spool) -> float:
     thread.start()
     for event in events:
         inbox.put(event, never)
-    inbox.put_control(EndOfStream("cam1", "eof"))
+    inbox.put_control(EndOfStream("cam1", EndReason.EOF))
     thread.join()
     elapsed = time.perf_counter() - started
     delivered = stats.snapshot()["events"]["delivered"]

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.geometry import polygon_contour
-from streamer.messages import Detections, Frame
-from streamer.rules import LineRule, ObjectRules, ZoneRule
-from streamer.tracking import Tracker, TrackerSettings
+from streamer.analytics.geometry import polygon_contour
+from streamer.analytics.rules import LineRule, ObjectRules, ZoneRule
+from streamer.analytics.tracking import Tracker, TrackerSettings
+from streamer.events.event import Anchor
+from streamer.runtime.messages import Detections, Frame
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25.0
 
@@ -46,13 +47,13 @@ def scene(objects: int, frames: int, seed: int = 0) -> list[Detections]:
 def rules_for(settings: TrackerSettings) -> ObjectRules:
     zones = [
         ZoneRule("left", polygon_contour([(0, 0), (400, 0), (400, 720), (0, 720)]), None,
-                 "bottom_center", 0.1),
+                 Anchor.BOTTOM_CENTER, 0.1),
         ZoneRule("door", polygon_contour([(700, 300), (900, 250), (1000, 500), (750, 600)]),
-                 frozenset({0}), "bottom_center", 0.1),
+                 frozenset({0}), Anchor.BOTTOM_CENTER, 0.1),
     ]  # fmt: skip
     lines = [
-        LineRule("mid", (640, 0), (640, 720), None, "bottom_center", 0.1),
-        LineRule("diag", (0, 720), (1280, 0), frozenset({0}), "center", 0.1),
+        LineRule("mid", (640, 0), (640, 720), None, Anchor.BOTTOM_CENTER, 0.1),
+        LineRule("diag", (0, 720), (1280, 0), frozenset({0}), Anchor.CENTER, 0.1),
     ]
     return ObjectRules(Tracker(settings), zones, lines)
 

@@ -9,7 +9,7 @@ echo "== ruff"
 .venv/bin/ruff check streamer tests tools benchmarks
 .venv/bin/ruff format --check streamer tests tools benchmarks
 echo "== mypy"
-.venv/bin/mypy streamer benchmarks
+.venv/bin/mypy streamer benchmarks tools/make_docs.py
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest "$@"

@@ -1,12 +1,44 @@
-"""streamer: real-time video analytics from video sources to events in Redis Streams."""
+"""streamer: real-time video analytics from video sources to events, in process or in Redis.
+
+from streamer import Pipeline
+
+with Pipeline.from_file("pipelines/demo.yaml", redis_url=None) as pipeline:
+    for event in pipeline.events():
+        print(event.type, event.source)
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
-from streamer.consumer import Consumer, FrameRef, StreamEvent, TrackedObject
+from streamer.client.consumer import Consumer
+from streamer.errors import PipelineFailed, StreamerError
+from streamer.events.event import (
+    Anchor,
+    Direction,
+    Event,
+    EventType,
+    FrameRef,
+    SourceState,
+    TrackedObject,
+)
+from streamer.pipeline import Pipeline, PipelineState
 
 try:
     __version__ = version("streamer")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-__all__ = ["Consumer", "FrameRef", "StreamEvent", "TrackedObject", "__version__"]
+__all__ = [
+    "Anchor",
+    "Consumer",
+    "Direction",
+    "Event",
+    "EventType",
+    "FrameRef",
+    "Pipeline",
+    "PipelineFailed",
+    "PipelineState",
+    "SourceState",
+    "StreamerError",
+    "TrackedObject",
+    "__version__",
+]

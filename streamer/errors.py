@@ -27,9 +27,15 @@ class SourceError(StreamerError):
     """A video source cannot be opened: a missing file, or a file that is not a video."""
 
 
+class RedisUnavailable(StreamerError):
+    """Redis cannot be reached, or refused the login, at start."""
+
+
 class SinkError(StreamerError):
-    """The event sink cannot be reached at start."""
+    """The event sink cannot be used: a stream key holds something else, a spool file is
+    in use or unreadable."""
 
 
 class PipelineFailed(Exception):
-    """A stage failed while running; the pipeline stopped. Exit code 1."""
+    """A pipeline failed while running: a stage or a sink failed, a source failed for good,
+    or an in-process consumer raised. The cause is chained (`__cause__`). Exit code 1."""

@@ -20,7 +20,10 @@ from tools.rtsp import rtsp_server_available
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("STREAMER_ASSETS", REPO.parent / "shared" / "assets"))
-SCHEMA = json.loads((REPO / "streamer" / "schemas" / "event-v1.json").read_text())
+SCHEMA = json.loads((REPO / "streamer" / "events" / "event-v1.json").read_text())
+# The repository's own clip and model: what tests use whose point is not real footage.
+DEMO_CLIP = REPO / "sample_videos" / "parking.mp4"  # 640x360, 15 fps, 300 frames
+DEMO_MODEL = REPO / "models" / "demo-detector.onnx"  # person, car
 CLI_TIMEOUT_S = 300
 
 
@@ -30,6 +33,25 @@ def asset(relative: str) -> Path:
     if not path.is_file():
         pytest.skip(f"test asset {relative} not found under {ASSETS} (set STREAMER_ASSETS)")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_clip() -> Path:
+    return DEMO_CLIP
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    return DEMO_MODEL
+
+
+@pytest.fixture(scope="session")
+def demo_camera_clip() -> Path:
+    """The repository's clip, for tests that serve it from a real RTSP server."""
+    reason = rtsp_server_available()
+    if reason is not None:
+        pytest.skip(f"no RTSP server here: {reason}")
+    return DEMO_CLIP
 
 
 @pytest.fixture(scope="session")

@@ -64,16 +64,16 @@ def test_invalid_yaml(tmp_path, redis_server):
     )
 
 
-def test_unknown_key(tmp_path, redis_server, person_clip, yolox_nano):
+def test_unknown_key(tmp_path, redis_server, demo_clip, demo_model):
     path = write_pipeline(
-        tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano, "realtime: {budget: 3}\n")
+        tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model, "realtime: {budget: 3}\n")
     )
     assert_one_line_error(run_cli("validate", str(path)), "p.yaml: realtime.budget: unknown key")
 
 
-def test_wrong_value(tmp_path, person_clip, yolox_nano):
+def test_wrong_value(tmp_path, demo_clip, demo_model):
     path = write_pipeline(
-        tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano, "  batch: {max_size: 0}\n")
+        tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model, "  batch: {max_size: 0}\n")
     )
     assert_one_line_error(
         run_cli("validate", str(path)),
@@ -81,78 +81,78 @@ def test_wrong_value(tmp_path, person_clip, yolox_nano):
     )
 
 
-def test_missing_model(tmp_path, redis_server, person_clip):
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, tmp_path / "m.onnx"))
+def test_missing_model(tmp_path, redis_server, demo_clip):
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, tmp_path / "m.onnx"))
     assert_one_line_error(
         run_cli("run", str(path), "--redis-url", redis_server.url), "m.onnx: model file not found"
     )
 
 
-def test_a_file_that_is_not_onnx(tmp_path, redis_server, person_clip):
+def test_a_file_that_is_not_onnx(tmp_path, redis_server, demo_clip):
     model = tmp_path / "m.onnx"
     model.write_text("this is not a model\n")
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, model))
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, model))
     assert_one_line_error(
         run_cli("run", str(path), "--redis-url", redis_server.url),
         "m.onnx: not a usable ONNX model",
     )
 
 
-def test_a_model_of_unknown_family(tmp_path, redis_server, person_clip):
+def test_a_model_of_unknown_family(tmp_path, redis_server, demo_clip):
     model = unknown_family_model(tmp_path / "m.onnx")
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, model))
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, model))
     assert_one_line_error(
         run_cli("run", str(path), "--redis-url", redis_server.url), "m.onnx:", "out [1, 1]"
     )
     assert_one_line_error(run_cli("inspect", str(model)), "m.onnx:")
 
 
-def test_unknown_label_in_the_class_filter(tmp_path, person_clip, yolox_nano):
+def test_unknown_label_in_the_class_filter(tmp_path, demo_clip, demo_model):
     path = write_pipeline(
         tmp_path / "p.yaml",
-        pipeline_text(person_clip, yolox_nano, "  classes: [person, unicorn]\n"),
+        pipeline_text(demo_clip, demo_model, "  classes: [person, unicorn]\n"),
     )
     assert_one_line_error(
         run_cli("validate", str(path)),
-        "p.yaml: model.classes: unknown label 'unicorn' (the model has: person, bicycle",
+        "p.yaml: model.classes: unknown label 'unicorn' (the model has: person, car)",
     )
 
 
-def test_missing_video(tmp_path, redis_server, yolox_nano):
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(tmp_path / "v.mp4", yolox_nano))
+def test_missing_video(tmp_path, redis_server, demo_model):
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(tmp_path / "v.mp4", demo_model))
     assert_one_line_error(
         run_cli("run", str(path), "--redis-url", redis_server.url), "v.mp4: video file not found"
     )
 
 
-def test_a_file_that_is_not_a_video(tmp_path, redis_server, yolox_nano):
+def test_a_file_that_is_not_a_video(tmp_path, redis_server, demo_model):
     video = tmp_path / "v.mp4"
     video.write_bytes(b"\x00garbage" * 1000)
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(video, yolox_nano))
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(video, demo_model))
     assert_one_line_error(
         run_cli("run", str(path), "--redis-url", redis_server.url), "v.mp4: not a video file"
     )
 
 
-def test_unreachable_redis_at_start(tmp_path, person_clip, yolox_nano, unreachable_redis):
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano))
+def test_unreachable_redis_at_start(tmp_path, demo_clip, demo_model, unreachable_redis):
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model))
     assert_one_line_error(
         run_cli("run", str(path), "--redis-url", unreachable_redis),
         f"{unreachable_redis}: Redis unreachable",
     )
 
 
-def test_redis_password_is_never_printed(tmp_path, person_clip, yolox_nano):
+def test_redis_password_is_never_printed(tmp_path, demo_clip, demo_model):
     url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano))
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model))
     result = run_cli("run", str(path), "--redis-url", url)
     assert_one_line_error(result, "redis://user:***@127.0.0.1")
     assert "s3cret" not in result.stderr + result.stdout
 
 
-def test_a_source_id_on_the_command_line_that_is_too_long(tmp_path, person_clip, yolox_nano):
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano))
-    result = run_cli("run", str(path), "--source", f"{'x' * 65}={person_clip}")
+def test_a_source_id_on_the_command_line_that_is_too_long(tmp_path, demo_clip, demo_model):
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model))
+    result = run_cli("run", str(path), "--source", f"{'x' * 65}={demo_clip}")
     assert_one_line_error(result, "--source xxx", "String should have at most 64 characters")
 
 
@@ -162,10 +162,10 @@ def test_bad_usage(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_stream_key_that_holds_something_else(tmp_path, redis_server, redis_client, person_clip,
-                                                yolox_nano):  # fmt: skip
+def test_a_stream_key_that_holds_something_else(tmp_path, redis_server, redis_client, demo_clip,
+                                                demo_model):  # fmt: skip
     redis_client.set("streamer:t:events", "not a stream")
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano))
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model))
     assert_one_line_error(
         run_cli("run", str(path), "--redis-url", redis_server.url),
         "key 'streamer:t:events' holds a string, not a stream",
@@ -187,6 +187,6 @@ def test_a_stream_key_that_holds_something_else(tmp_path, redis_server, redis_cl
         ("name: u\n", "invalid YAML: key 'name' is given twice"),
     ],
 )
-def test_absurd_values_are_refused_at_start(tmp_path, person_clip, yolox_nano, extra, message):
-    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(person_clip, yolox_nano, extra))
+def test_absurd_values_are_refused_at_start(tmp_path, demo_clip, demo_model, extra, message):
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model, extra))
     assert_one_line_error(run_cli("validate", str(path)), f"{path}", message)

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 
-from streamer.boxes import iou_matrix
+from streamer.analytics.boxes import iou_matrix
 from tests.conftest import (
     one_source_pipeline,
     read_events,

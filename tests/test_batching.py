@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from streamer.batching import InferenceStage
-from streamer.deadlines import WorkEstimate
-from streamer.messages import Frame, Letterbox, Prepared
-from streamer.stats import RunStats
+from streamer.runtime.deadlines import WorkEstimate
+from streamer.runtime.messages import Frame, Letterbox, Prepared
+from streamer.runtime.stats import RunStats
+from streamer.stages.inference import InferenceStage
 
 
 class CountingModel:
@@ -198,3 +198,26 @@ def test_a_failed_model_call_fails_the_stage():
         infer.flush()
     infer.close(halted=True)  # as the stage's thread does when it fails
     assert stats.snapshot()["frames"]["dropped"] == {"infer:shutdown": 1}
+
+
+def test_frames_finished_or_pending_when_a_later_call_fails_are_all_accounted_for():
+    """Two workers: the first batch finishes, the second fails, a third is pending."""
+
+    class FailsSecond(CountingModel):
+        def run(self, batch: np.ndarray) -> np.ndarray:
+            if len(self.calls) == 1:
+                self.calls.append(batch.shape)
+                raise RuntimeError("device lost")
+            return super().run(batch)
+
+    infer, stats = stage(FailsSecond(workers=2), max_batch=2)
+    given, handed = 0, []
+    with pytest.raises(RuntimeError, match="device lost"):
+        for n in range(6):
+            given += 1
+            handed += indices(infer.process(prepared(n)))
+        handed += indices(infer.flush())
+    infer.close(halted=True)  # as the stage's thread does when it fails
+    dropped = stats.snapshot()["frames"]["dropped"].get("infer:shutdown", 0)
+    assert given >= 4 and handed == [0, 1][: len(handed)]
+    assert len(handed) + dropped == given  # handed on, or counted: none silently gone

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.boxes import (
+from streamer.analytics.boxes import (
     cxcywh_to_xyxy,
     dynamic_input_hw,
     iou_one_to_many,
@@ -13,7 +13,7 @@ from streamer.boxes import (
     nms,
     unletterbox,
 )
-from streamer.messages import Letterbox
+from streamer.runtime.messages import Letterbox
 
 
 @pytest.mark.parametrize(

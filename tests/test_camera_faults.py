@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from streamer.config import ReconnectConfig
-from streamer.decode import Backoff
+from streamer.config.schema import ReconnectConfig
+from streamer.sources.timing import Backoff
 from tests.conftest import read_events, sources_pipeline
 from tools.rtsp import RtspServer
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamer.config import load_config, parse_config, parse_source_option, with_overrides
+from streamer.config import load_config, parse_config, with_overrides
+from streamer.config.overrides import parse_source_option
 from streamer.errors import ConfigError
-from streamer.queues import Overflow
+from streamer.runtime.queues import Overflow
 
 MINIMAL = """
 name: lobby

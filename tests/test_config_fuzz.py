@@ -16,7 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.config import MAX_VALUES, PipelineConfig, load_config, parse_config, with_overrides
+from streamer.config import PipelineConfig, load_config, parse_config, with_overrides
+from streamer.config.schema import MAX_VALUES
 from streamer.errors import ConfigError
 from tests.conftest import run_cli
 

@@ -13,11 +13,19 @@ import jsonschema
 import numpy as np
 import pytest
 
-from streamer import Consumer, FrameRef, StreamEvent, TrackedObject
+from streamer import (
+    Consumer,
+    Direction,
+    Event,
+    EventType,
+    FrameRef,
+    SourceState,
+    TrackedObject,
+)
 from streamer.errors import StreamerError
-from streamer.events import EventFactory, new_ulid
-from streamer.messages import Detections, SourceStatus
-from streamer.sink import stream_fields
+from streamer.events.factory import EventFactory, new_ulid
+from streamer.runtime.messages import Detections, SourceStatus
+from streamer.sinks.redis_streams import stream_fields
 from tests.conftest import SCHEMA, run_cli
 from tools.local_redis import free_port
 
@@ -48,7 +56,7 @@ def test_follow_prints_new_events_as_they_come(redis_server, redis_client):
 def test_the_schema_rejects_what_the_contract_forbids():
     jsonschema = pytest.importorskip("jsonschema")
     factory = EventFactory("p", new_ulid(), ("person",))
-    good = factory.source_status(SourceStatus("cam1", "connected", 1764322345.0)).payload
+    good = factory.source_status(SourceStatus("cam1", "connected", 1764322345.0)).event.to_dict()
     jsonschema.validate(good, SCHEMA)
     for broken in ({**good, "seq": 0}, {**good, "status": "sleeping"}, {**good, "id": "x"},
                    {k: v for k, v in good.items() if k != "run"}):  # fmt: skip
@@ -69,7 +77,9 @@ def add(client, payload: dict[str, Any]) -> str:
 def add_many(client, n: int) -> list[str]:
     factory = EventFactory("p", new_ulid(), ("person",))
     return [
-        add(client, factory.source_status(SourceStatus("cam1", "connected", T0 + i)).payload)
+        add(
+            client, factory.source_status(SourceStatus("cam1", "connected", T0 + i)).event.to_dict()
+        )
         for i in range(n)
     ]
 
@@ -81,7 +91,7 @@ def pending_ids(client, consumer: str | None = None) -> list[str]:
 
 def object_event(factory: EventFactory, type_: str, obj: dict[str, Any], **extra: Any) -> dict:
     """An event of a type EventFactory does not build here, checked against the schema."""
-    payload = factory.source_status(SourceStatus("cam1", "connected", T0)).payload
+    payload = factory.source_status(SourceStatus("cam1", "connected", T0)).event.to_dict()
     del payload["status"]
     frame = {"index": 7, "pts": 0.28, "captured_at": T0}
     payload.update(type=type_, frame=frame, object=obj, **extra)
@@ -99,11 +109,15 @@ def test_every_event_type_is_read_as_typed_objects(redis_client):
         np.array([0.9, 0.5], np.float32),
         np.array([0, 1], np.int64),
     )
-    status = factory.source_status(SourceStatus("cam1", "disconnected", T0, "timeout")).payload
-    detections = factory.source_status(SourceStatus("cam1", "connected", T0)).payload
+    status = factory.source_status(
+        SourceStatus("cam1", "disconnected", T0, "timeout")
+    ).event.to_dict()
+    detections = factory.source_status(SourceStatus("cam1", "connected", T0)).event.to_dict()
     del detections["status"]
     frame = {"index": 7, "pts": 0.28, "captured_at": T0}
-    detections.update(type="detections", frame=frame, objects=factory.objects(boxes))
+    detections.update(
+        type="detections", frame=frame, objects=[o.to_dict() for o in factory.boxes(boxes)]
+    )
     payloads = [
         status,
         detections,
@@ -121,12 +135,14 @@ def test_every_event_type_is_read_as_typed_objects(redis_client):
 
     events = list(Consumer(redis_client, STREAM).events())
     assert [e.entry_id for e in events] == ids
-    assert [e.raw for e in events] == payloads
+    # Read back, each event gives the JSON it was written from (less what it does not know).
+    assert [e.to_dict() for e in events[:-1]] == payloads[:-1]
     assert [e.seq for e in events] == list(range(1, len(payloads) + 1))
     status, boxed, appeared, left_, entered, exited, crossed, future = events
-    assert all(isinstance(e, StreamEvent) for e in events)
+    assert all(isinstance(e, Event) for e in events)
     assert (status.type, status.status, status.detail, status.frame) == (
-        "source_status", "disconnected", "timeout", None)  # fmt: skip
+        EventType.SOURCE_STATUS, SourceState.DISCONNECTED, "timeout", None)  # fmt: skip
+    assert status.type is EventType.SOURCE_STATUS and status.status is SourceState.DISCONNECTED
     assert (status.object, status.objects, status.pipeline, status.source) == (
         None,
         (),
@@ -146,9 +162,9 @@ def test_every_event_type_is_read_as_typed_objects(redis_client):
         T0 - 9.5, T0, 9.5)  # fmt: skip
     assert (entered.type, entered.zone, exited.type, exited.zone) == (
         "zone_entered", "gate", "zone_exited", "gate")  # fmt: skip
-    assert (crossed.line, crossed.direction, crossed.zone) == ("door", "in", None)
+    assert (crossed.line, crossed.direction, crossed.zone) == ("door", Direction.IN, None)
     assert future.object == appeared.object
-    assert future.raw["future"] == {"x": 1}
+    assert "future" not in future.to_dict()
     with pytest.raises(FrozenInstanceError):
         crossed.direction = "out"  # type: ignore[misc]
 
@@ -263,6 +279,17 @@ def test_pending_entries_trimmed_away_are_skipped_and_no_longer_pending(redis_cl
     assert pending_ids(redis_client) == more[3:]
 
 
+def test_events_of_a_type_this_version_does_not_know_are_skipped(redis_client):
+    factory = EventFactory("p", new_ulid(), ("person",))
+    known = factory.source_status(SourceStatus("cam1", SourceState.CONNECTED, T0)).event.to_dict()
+    newer = {**known, "type": "camera_health", "seq": 2, "health": {"condition": "blur"}}
+    ids = [add(redis_client, known), add(redis_client, newer), add_many(redis_client, 1)[0]]
+    assert [e.entry_id for e in Consumer(redis_client, STREAM).events()] == [ids[0], ids[2]]
+    group = Consumer(redis_client, STREAM, group="g", name="w1", auto_ack=True)
+    assert [e.entry_id for e in group.events()] == [ids[0], ids[2]]
+    assert pending_ids(redis_client) == []  # the skipped one too: it can never be handled
+
+
 def test_an_entry_without_an_event_is_an_error_naming_it(redis_client):
     bad = redis_client.xadd(STREAM, {"type": "source_status"}).decode()
     with pytest.raises(StreamerError, match=f"stream entry {bad} has no 'event' field"):
@@ -312,5 +339,5 @@ def test_tail_with_a_group_claims_what_a_dead_consumer_left(redis_server, redis_
 def test_the_api_is_exported_from_the_package():
     import streamer
 
-    assert (streamer.Consumer, streamer.StreamEvent) == (Consumer, StreamEvent)
+    assert (streamer.Consumer, streamer.Event) == (Consumer, Event)
     assert (streamer.TrackedObject, streamer.FrameRef) == (TrackedObject, FrameRef)

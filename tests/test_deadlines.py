@@ -1,13 +1,12 @@
-"""The reserve a frame needs before its deadline (pure logic, real clock)."""
+"""The reserve a frame needs before its deadline: pure logic, on a fake clock."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from streamer import deadlines
-from streamer.deadlines import HEADROOM, WorkEstimate, is_expired
+from streamer.runtime import deadlines
+from streamer.runtime.clock import FakeClock
+from streamer.runtime.deadlines import HEADROOM, WorkEstimate, is_expired
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -15,7 +14,7 @@ MS = 1_000_000
 
 
 def test_the_reserve_grows_with_the_batch_a_frame_joins():
-    estimate = WorkEstimate()
+    estimate = WorkEstimate(FakeClock())
     estimate.record_inference(400 * MS, frames=4)  # 100 ms a frame
     estimate.record_postprocess(2 * MS)
     assert estimate.reserve_ns(1) == int(HEADROOM * 100 * MS) + 2 * MS
@@ -25,41 +24,44 @@ def test_the_reserve_grows_with_the_batch_a_frame_joins():
 def test_one_slow_batch_of_four_leaves_room_for_a_frame_that_runs_alone():
     """A 400 ms batch of four, 450 ms left: a frame still gets through, though not into
     another batch of four."""
-    estimate = WorkEstimate()
+    clock = FakeClock()
+    estimate = WorkEstimate(clock)
     estimate.record_inference(400 * MS, frames=4)
-    now = time.monotonic_ns()
+    now = clock.monotonic_ns()
     assert not is_expired(now + 450 * MS, now, estimate.reserve_ns(1))
     assert is_expired(now + 450 * MS, now, estimate.reserve_ns(4))
 
 
-def test_the_slowest_recent_call_counts_and_an_old_one_is_forgotten(monkeypatch):
-    monkeypatch.setattr(deadlines, "MEMORY_S", 0.05)
-    estimate = WorkEstimate()
+def test_the_slowest_recent_call_counts_and_an_old_one_is_forgotten():
+    clock = FakeClock()
+    estimate = WorkEstimate(clock)
     estimate.record_inference(10 * MS, frames=1)
     estimate.record_inference(600 * MS, frames=1)  # an outlier: every frame looks hopeless
     estimate.record_inference(10 * MS, frames=1)
     assert estimate.reserve_ns(1) == int(HEADROOM * 600 * MS)
-    time.sleep(0.06)
+    clock.advance(deadlines.MEMORY_S - 0.01)
+    assert estimate.reserve_ns(1) == int(HEADROOM * 600 * MS)
+    clock.advance(0.02)
     assert estimate.reserve_ns(1) == 0  # nothing recent: frames are let through again
 
 
-def test_a_slow_models_timing_outlives_the_memory_for_a_few_of_its_calls(monkeypatch):
-    monkeypatch.setattr(deadlines, "MEMORY_S", 0.01)
-    estimate = WorkEstimate()
-    estimate.record_inference(50 * MS, frames=1)  # remembered for 4 calls: 200 ms
-    time.sleep(0.05)
-    assert estimate.reserve_ns(1) == int(HEADROOM * 50 * MS)
-    time.sleep(0.2)
+def test_a_slow_models_timing_outlives_the_memory_for_a_few_of_its_calls():
+    clock = FakeClock()
+    estimate = WorkEstimate(clock)
+    estimate.record_inference(500 * MS, frames=1)  # remembered for 4 calls: 2 s
+    clock.advance(1.5)  # past MEMORY_S (1 s)
+    assert estimate.reserve_ns(1) == int(HEADROOM * 500 * MS)
+    clock.advance(0.6)
     assert estimate.reserve_ns(1) == 0
 
 
-def test_the_warm_ups_timing_counts_from_the_first_frame(monkeypatch):
+def test_the_warm_ups_timing_counts_from_the_first_frame():
     """A camera's first frame can come seconds after the warm-up: its timing is still the
     estimate then, and ages like any timing from that first frame on."""
-    monkeypatch.setattr(deadlines, "MEMORY_S", 0.01)
-    estimate = WorkEstimate()
-    estimate.seed_inference(8 * MS, frames=4)  # 2 ms a frame, remembered 4 x 8 ms
-    time.sleep(0.05)  # no frame yet
+    clock = FakeClock()
+    estimate = WorkEstimate(clock)
+    estimate.seed_inference(8 * MS, frames=4)  # 2 ms a frame
+    clock.advance(5.0)  # connecting to the camera: no frame yet
     assert estimate.reserve_ns(2) == 2 * int(HEADROOM * 2 * MS)  # the first frame asks
-    time.sleep(0.05)
+    clock.advance(deadlines.MEMORY_S + 0.01)
     assert estimate.reserve_ns(1) == 0  # aged out since the first frame

@@ -26,15 +26,16 @@ from typing import Any
 import av
 import pytest
 
-from streamer.config import SourceConfig
-from streamer.decode import SourcePlan, VideoSource, probe_file
+from streamer.config.schema import SourceConfig
 from streamer.errors import SourceError
-from streamer.messages import EndOfStream, Frame, SourceStatus
 from streamer.models import ModelSpec
-from streamer.preprocess import prepare
-from streamer.queues import Overflow, StageQueue
-from streamer.runtime import Supervisor
-from streamer.stats import RunStats
+from streamer.runtime.messages import EndOfStream, Frame, SourceStatus
+from streamer.runtime.queues import Overflow, StageQueue
+from streamer.runtime.stats import RunStats
+from streamer.runtime.threads import Supervisor
+from streamer.sources.opening import probe_file
+from streamer.sources.video import SourcePlan, VideoSource
+from streamer.stages.preprocess import prepare
 from tests.conftest import REPO, one_source_pipeline, read_events, run_with_stats
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

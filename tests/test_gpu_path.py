@@ -11,20 +11,22 @@ import onnxruntime as ort
 import pytest
 import yaml
 
-from streamer.config import SourceConfig, load_config, parse_config
-from streamer.decode import SourcePlan, VideoSource, hwaccel_problem
+from streamer.config import load_config, parse_config
+from streamer.config.schema import SourceConfig
 from streamer.errors import ConfigError
-from streamer.messages import Frame
 from streamer.models import Model, warm_up_sizes
-from streamer.models.runtime import (
+from streamer.models.sessions import (
     GpuSettings,
     _with_cache_folders,
     default_engine_cache,
     provider_options,
 )
-from streamer.queues import Overflow, StageQueue
-from streamer.runtime import Supervisor
-from streamer.stats import RunStats
+from streamer.runtime.messages import Frame
+from streamer.runtime.queues import Overflow, StageQueue
+from streamer.runtime.stats import RunStats
+from streamer.runtime.threads import Supervisor
+from streamer.sources.opening import hwaccel_problem
+from streamer.sources.video import SourcePlan, VideoSource
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(120)

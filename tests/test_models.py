@@ -11,7 +11,7 @@ import pytest
 
 from streamer.errors import ModelError
 from streamer.models import Model
-from streamer.models.runtime import WorkerPlan, choose_providers, plan_workers
+from streamer.models.sessions import WorkerPlan, choose_providers, plan_workers
 
 
 def fixed_batch_model(path: Path, batch: int = 4, half: bool = False) -> Path:

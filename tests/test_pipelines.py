@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.boxes import iou_one_to_many
+from streamer.analytics.boxes import iou_one_to_many
 from tests.conftest import REPO, read_events, run_cli, run_with_stats
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

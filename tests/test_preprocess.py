@@ -11,10 +11,10 @@ import av
 import numpy as np
 import pytest
 
-from streamer.boxes import letterbox_geometry
-from streamer.messages import Frame
+from streamer.analytics.boxes import letterbox_geometry
 from streamer.models import ModelSpec
-from streamer.preprocess import PAD_VALUE, prepare
+from streamer.runtime.messages import Frame
+from streamer.stages.preprocess import PAD_VALUE, prepare
 
 pytestmark = pytest.mark.timeout(60)
 

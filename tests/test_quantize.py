@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from streamer.quantize import float_tail, match_detections
+from streamer.models.quantize import float_tail, match_detections
 from tests.conftest import REPO, one_source_pipeline, read_events, run_cli, run_with_stats
 
 DEMO_MODEL = REPO / "models" / "demo-detector.onnx"

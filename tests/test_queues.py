@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from streamer.messages import DropReason, EndOfStream, SourceStatus
-from streamer.queues import Overflow, StageQueue
+from streamer.runtime.messages import DropReason, EndOfStream, SourceStatus
+from streamer.runtime.queues import Overflow, StageQueue
 
 
 def make(overflow: Overflow, size: int = 2):

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from streamer.spool import DiskSpool
+from streamer.sinks.spool import DiskSpool
 from tests.conftest import CliResult, one_source_pipeline, read_events, run_with_stats
 from tools.local_redis import RedisServer
 

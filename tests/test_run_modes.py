@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 import redis
 
-from streamer.decode import Pacer
+from streamer.runtime.clock import FakeClock
+from streamer.sources.timing import Pacer
 from tests.conftest import (
     one_source_pipeline,
     read_events,
@@ -220,7 +221,7 @@ def remux_from_packet(src: Path, dst: Path, first_packet: int) -> int:
 
 
 def test_the_pacer_never_goes_backwards():
-    pacer = Pacer(fallback_step_s=0.1)
+    pacer = Pacer(fallback_step_s=0.1, clock=FakeClock())
     stamps = [pacer.stamp_ns(pts) for pts in [0.0, 0.1, 0.2, 0.05, 0.3, None, 500.0, 500.1]]
     steps = [(b - a) / 1e9 for a, b in itertools.pairwise(stamps)]
     # backwards (0.05), missing (None) and a jump (500) each advance by one frame

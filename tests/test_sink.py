@@ -14,22 +14,24 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from streamer.client.connection import connect
 from streamer.errors import SinkError
-from streamer.events import new_ulid
-from streamer.messages import EndOfStream, Event
-from streamer.queues import Overflow, StageQueue
-from streamer.runtime import Supervisor
-from streamer.sink import RedisSink, check_stream_keys, connect, stream_fields
-from streamer.spool import DiskSpool, MemorySpool, Pending, Spool, open_spool
-from streamer.stats import RunStats
+from streamer.events.event import Event, EventType
+from streamer.events.factory import new_ulid
+from streamer.runtime.messages import Emitted, EndOfStream
+from streamer.runtime.queues import Overflow, StageQueue
+from streamer.runtime.stats import RunStats
+from streamer.runtime.threads import Supervisor
+from streamer.sinks.redis_streams import RedisSink, check_stream_keys, stream_fields
+from streamer.sinks.spool import DiskSpool, MemorySpool, Pending, Spool, open_spool
 from tools.local_redis import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 
 
-def event(seq: int, source: str = "cam1") -> Event:
-    payload = {"id": new_ulid(), "seq": seq, "source": source, "type": "detections"}
-    return Event(source, "detections", payload, time.monotonic_ns())
+def event(seq: int, source: str = "cam1") -> Emitted:
+    typed = Event(new_ulid(), new_ulid(), seq, EventType.DETECTIONS, "p", source, None, time.time())
+    return Emitted(typed, time.monotonic_ns())
 
 
 def start_sink(
@@ -39,7 +41,7 @@ def start_sink(
     client: redis.Redis | None = None,
     spool: Spool | None = None,
 ):
-    inbox: StageQueue[Event] = StageQueue("events", 100_000, Overflow.BLOCK, lambda i, r: None)
+    inbox: StageQueue[Emitted] = StageQueue("events", 100_000, Overflow.BLOCK, lambda i, r: None)
     stats = RunStats(["cam1"])
     supervisor = Supervisor()
     client = client or connect(url)
@@ -284,7 +286,7 @@ def test_a_batch_an_earlier_run_wrote_but_never_heard_back_about_is_not_written_
     both in Redis and at the head of the spool file."""
     earlier = [event(i) for i in range(1, 11)]
     spool = DiskSpool(tmp_path / "spool.db", 100)
-    spool.extend([Pending("s:p:cam1", e.payload["id"], stream_fields(e), None) for e in earlier])
+    spool.extend([Pending("s:p:cam1", e.event.id, stream_fields(e), None) for e in earlier])
     spool.close()
     for e in earlier[:4]:  # delivered and confirmed before (no longer spooled)...
         redis_client.xadd("s:p:cam1", stream_fields(e))  # type: ignore[arg-type]

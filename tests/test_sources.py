@@ -11,12 +11,16 @@ from pathlib import Path
 import av
 import pytest
 
-from streamer.config import SourceConfig
-from streamer.decode import RateLimiter, SourcePlan, VideoSource, open_options
-from streamer.messages import DropReason, EndOfStream, SourceStatus
-from streamer.queues import Overflow, StageQueue
-from streamer.runtime import Supervisor
-from streamer.stats import RunStats
+from streamer.config.schema import ReconnectConfig, SourceConfig
+from streamer.events.event import SourceState
+from streamer.runtime.clock import FakeClock
+from streamer.runtime.messages import DropReason, EndOfStream, SourceStatus
+from streamer.runtime.queues import Overflow, StageQueue
+from streamer.runtime.stats import RunStats
+from streamer.runtime.threads import Supervisor
+from streamer.sources.opening import open_options
+from streamer.sources.timing import RateLimiter
+from streamer.sources.video import SourcePlan, VideoSource
 from tests.conftest import read_events, run_with_stats, sources_pipeline
 from tools.local_redis import free_port
 
@@ -35,6 +39,36 @@ def test_a_source_that_fails_ends_itself_in_band(tmp_path: Path):
         "failed",
     )
     assert eos == EndOfStream("gone", "failed")
+
+
+def test_an_unreachable_camera_is_retried_on_the_backoff_schedule_without_sleeping():
+    """Connections refused at once; the waits between attempts pass on a fake clock."""
+    reconnect = ReconnectConfig(initial_delay_s=0.5, max_delay_s=4.0, jitter=0.0)
+    config = SourceConfig(id="door", uri=f"rtsp://127.0.0.1:{free_port()}/s", reconnect=reconnect)
+    out: StageQueue = StageQueue("decoded", 4, Overflow.BLOCK, lambda i, r: None)
+    supervisor, clock = Supervisor(), FakeClock()
+    source = VideoSource(SourcePlan(config, True, 500, None), out, RunStats(["door"]), supervisor,
+                         clock)  # fmt: skip
+    retried_at: list[float] = []
+
+    def watch() -> None:
+        while len(retried_at) < 7:
+            item = out.get(1.0)
+            if isinstance(item, SourceStatus) and item.status is SourceState.RECONNECTING:
+                retried_at.append(item.at)
+        supervisor.stop_sources.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    source.run()
+    watcher.join(10)
+    waits = [round(b - a, 3) for a, b in itertools.pairwise([clock_start(clock), *retried_at])]
+    # Doubling from 0.5 s up to 4 s; each attempt itself takes no time on this clock.
+    assert waits == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+
+
+def clock_start(clock: FakeClock) -> float:
+    return clock.time() - clock.monotonic_ns() / 1e9
 
 
 def test_an_unreachable_camera_is_retried_while_a_file_goes_on(

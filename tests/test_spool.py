@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamer.errors import SinkError
-from streamer.spool import DiskSpool, MemorySpool, Pending, Spool, open_spool
+from streamer.sinks.spool import DiskSpool, MemorySpool, Pending, Spool, open_spool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,7 @@ def test_what_extend_wrote_survives_a_kill_9_of_the_process(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from streamer.spool import DiskSpool, Pending
+        from streamer.sinks.spool import DiskSpool, Pending
         spool = DiskSpool(Path({str(path)!r}), 1000)
         for batch in range(3):
             spool.extend([Pending("k", f"e{{batch}}-{{i}}", {{"event": "{{}}", "type": "t",

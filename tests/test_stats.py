@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.stats import LatencyHistogram, RunStats
+from streamer.runtime.stats import LatencyHistogram, RunStats
 
 
 def test_percentiles_are_within_one_percent():

@@ -8,17 +8,16 @@ the same kind of scene through the real detector and pipeline.
 from __future__ import annotations
 
 from collections import Counter
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from streamer.analytics.geometry import polygon_contour
+from streamer.analytics.rules import LineRule, ObjectRules, Occurrence, ZoneRule, rules_by_source
+from streamer.analytics.tracking import Tracker, TrackerSettings
 from streamer.config import parse_config
-from streamer.geometry import polygon_contour
-from streamer.messages import Detections, Frame
-from streamer.pipeline import object_rules, region_rules
-from streamer.rules import LineRule, ObjectRules, Occurrence, ZoneRule
-from streamer.tracking import Tracker, TrackerSettings
+from streamer.events.event import Anchor
+from streamer.runtime.messages import Detections, Frame
 from tools.scenes import SceneObject
 
 FPS = 15.0
@@ -58,8 +57,8 @@ def run_scene(
     rng = np.random.default_rng(seed)
     rules = ObjectRules(
         Tracker(SETTINGS),
-        [ZoneRule("door", polygon_contour(DOOR), None, "bottom_center", 0.1)],
-        [LineRule("gate", GATE[0], GATE[1], None, "bottom_center", 0.1)],
+        [ZoneRule("door", polygon_contour(DOOR), None, Anchor.BOTTOM_CENTER, 0.1)],
+        [LineRule("gate", GATE[0], GATE[1], None, Anchor.BOTTOM_CENTER, 0.1)],
     )
     out: list[Occurrence] = []
     shown: dict[int, list[float]] = {i: [] for i in range(len(objects))}
@@ -210,8 +209,8 @@ def test_fifty_objects_keep_fifty_tracks():
     starts = rng.uniform([20, 20], [560, 260], (50, 2))
     rules = ObjectRules(
         Tracker(SETTINGS),
-        [ZoneRule("door", polygon_contour(DOOR), None, "bottom_center", 0.1)],
-        [LineRule("gate", GATE[0], GATE[1], None, "bottom_center", 0.1)],
+        [ZoneRule("door", polygon_contour(DOOR), None, Anchor.BOTTOM_CENTER, 0.1)],
+        [LineRule("gate", GATE[0], GATE[1], None, Anchor.BOTTOM_CENTER, 0.1)],
     )
     for i in range(30):
         xy = starts + i * 2.0
@@ -230,8 +229,8 @@ def test_a_zone_and_a_line_of_the_same_name_keep_their_own_sources():
         "lines": [{"name": "gate", "points": [[0, 0], [9, 9]], "sources": ["b"]}],
     }, "p.yaml")  # fmt: skip
 
-    model = SimpleNamespace(spec=SimpleNamespace(labels=("person",)))  # all region_rules reads
-    zones, lines = region_rules(config, model)  # type: ignore[arg-type]
-    rules = object_rules(config, zones, lines)
+    zones = [ZoneRule.from_config(z, None) for z in config.zones]
+    lines = [LineRule.from_config(ln, None) for ln in config.lines]
+    rules = rules_by_source(config, zones, lines)
     assert [z.name for z in rules["a"]._zones] == ["gate"] and rules["a"]._lines == []
     assert rules["b"]._zones == [] and [ln.name for ln in rules["b"]._lines] == ["gate"]

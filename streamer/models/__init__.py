@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from streamer.boxes import dynamic_input_hw
+from streamer.analytics.boxes import dynamic_input_hw
+from streamer.config.schema import ModelConfig
 from streamer.models.decoders import Candidates, decode_yolov8, decode_yolox
 from streamer.models.families import ModelSpec, recognise
-from streamer.models.runtime import (
+from streamer.models.sessions import (
     GPU_PROVIDERS,
     SHORT_NAMES,
     GpuSettings,
@@ -96,6 +97,23 @@ class Model:
             f" of {plan.threads} thread(s)" if plan.threads else "",
         )
         return model
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> Model:
+        """The pipeline's `model:` section loaded: ModelError for a file that is missing,
+        not ONNX, or of a family streamer cannot decode."""
+        return cls.load(
+            config.path,
+            format=config.family,
+            labels=config.labels,
+            imgsz=config.input_size,
+            providers=tuple(config.providers),
+            threads=config.threads,
+            workers=config.workers,
+            device=config.device,
+            fp16=config.fp16,
+            engine_cache=config.engine_cache,
+        )
 
     @property
     def providers(self) -> list[str]:

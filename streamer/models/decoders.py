@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from streamer.boxes import cxcywh_to_xyxy
+from streamer.analytics.boxes import cxcywh_to_xyxy
 
 Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]
 

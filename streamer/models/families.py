@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from streamer.errors import ModelError
+from streamer.errors import ConfigError, ModelError
 from streamer.models.decoders import yolox_rows
 from streamer.models.labels import COCO_LABELS
 
@@ -47,6 +47,18 @@ class ModelSpec:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def class_ids(self, labels: list[str] | None, where: str) -> frozenset[int] | None:
+        """The ids of `labels` (None: every class); ConfigError naming `where` (the
+        pipeline field that lists them) for a label the model does not have."""
+        if labels is None:
+            return None
+        unknown = [name for name in labels if name not in self.labels]
+        if unknown:
+            known = self.labels
+            shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            raise ConfigError(f"{where}: unknown label {unknown[0]!r} (the model has: {shown})")
+        return frozenset(self.labels.index(name) for name in labels)
 
 
 def _dim(value: Any) -> int | None:

@@ -1,0 +1,116 @@
+"""`streamer events tail`: a stream's events, one line each, read with the consumer API."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+import redis
+
+from streamer.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, fail_usage, say_error
+from streamer.client.connection import connect
+from streamer.client.consumer import Consumer, find_streams
+from streamer.errors import StreamerError
+from streamer.events.event import Event, EventType
+from streamer.pipeline.lifecycle import DEFAULT_REDIS_URL
+
+
+@click.group()
+def events() -> None:
+    """Read events from Redis."""
+
+
+@events.command("tail")
+@click.option(
+    "--redis-url",
+    envvar="STREAMER_REDIS_URL",
+    default=DEFAULT_REDIS_URL,
+    show_default=True,
+    show_envvar=True,
+)
+@click.option("--stream", help="Stream key [default: the only streamer:*:events stream].")
+@click.option("--count", type=click.IntRange(min=0), help="Show the last N events (or N new ones).")
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events.")
+@click.option("--group", help="Read as this consumer group (acknowledging each event).")
+@click.option(
+    "--consumer",
+    "consumer_name",
+    default="streamer-cli",
+    show_default=True,
+    help="Consumer name within --group.",
+)
+@click.option(
+    "--claim-idle-ms",
+    type=click.IntRange(min=0),
+    help="With --group, also take over events other consumers left pending this long.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each event's JSON on one line.")
+def events_tail(
+    redis_url: str,
+    stream: str | None,
+    count: int | None,
+    follow: bool,
+    group: str | None,
+    consumer_name: str,
+    claim_idle_ms: int | None,
+    as_json: bool,
+) -> None:
+    """Print events from a stream: the last ones, then new ones with --follow."""
+    if claim_idle_ms is not None and not group:
+        fail_usage("--claim-idle-ms needs --group")
+    try:
+        client = connect(redis_url)
+        key = stream or _only_stream(client)
+        if group:
+            # --count is how many to take: the group hands out new events, not the last N.
+            reader = Consumer(client, key, group, consumer_name, auto_ack=True)
+            read = reader.events(follow=follow, limit=count, claim_idle_ms=claim_idle_ms)
+        else:
+            reader = Consumer(client, key, start="0" if count is None else count)
+            read = reader.events(follow=follow)
+        for event in read:
+            click.echo(json.dumps(event.to_dict()) if as_json else _one_line(event))
+    except StreamerError as exc:
+        fail_usage(str(exc))
+    except redis.RedisError as exc:
+        say_error(f"{redis_url}: {exc}")
+        sys.exit(EXIT_FAILED)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _only_stream(client: redis.Redis) -> str:
+    streams = find_streams(client)
+    if len(streams) == 1:
+        return streams[0]
+    if not streams:
+        raise StreamerError("no streamer:* stream in this Redis yet; name one with --stream")
+    raise StreamerError(f"several streams, choose one with --stream: {', '.join(streams)}")
+
+
+def _one_line(event: Event) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(event.emitted_at))
+    head = f"{event.entry_id} {when} {event.source} #{event.seq} {event.type}"
+    if event.type is EventType.SOURCE_STATUS:
+        return f"{head} {event.status}" + (f" ({event.detail})" if event.detail else "")
+    if event.type is EventType.DETECTIONS:
+        frame = event.frame.index if event.frame else "?"
+        boxes = ", ".join(f"{o.label} {o.confidence:.2f} {_box(o.bbox)}" for o in event.objects)
+        return f"{head} frame {frame}: {boxes or 'nothing'}"
+    o = event.object
+    if o is None:
+        return f"{head} {json.dumps(event.to_dict())}"
+    where = event.zone or event.line
+    parts = [head, f"{o.label} #{o.track_id}"]
+    if where:
+        parts.append(f"{where} {event.direction}" if event.direction else where)
+    if o.dwell_s is not None:
+        parts.append(f"{o.dwell_s:.1f} s")
+    parts.append(_box(o.bbox))
+    return " ".join(parts)
+
+
+def _box(bbox: tuple[float, ...]) -> str:
+    return "[" + ", ".join(f"{v:.0f}" for v in bbox) + "]"

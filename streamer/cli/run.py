@@ -1,0 +1,183 @@
+"""`streamer run` and `streamer validate`: a thin layer over `Pipeline`.
+
+What is left here is what a terminal needs: flags to keyword arguments, signals to
+`Pipeline.stop`, a progress display, the stats file, and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+import orjson
+
+from streamer.cli.exits import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    fail_usage,
+    say_error,
+)
+from streamer.cli.progress import RunDisplay, summary
+from streamer.config import load_config
+from streamer.config.loader import naming_file
+from streamer.errors import PipelineFailed, StreamerError
+from streamer.events.event import Event
+from streamer.observability.metrics import serve_metrics
+from streamer.observability.redact import redact
+from streamer.pipeline.build import check
+from streamer.pipeline.lifecycle import (
+    DEFAULT_REDIS_URL,
+    DRAIN_TIMEOUT_S,
+    REDIS_URL_VARIABLE,
+    UNSET,
+    Pipeline,
+    redis_url_for,
+)
+
+log = logging.getLogger("streamer")
+
+DISPLAY_EVERY_S = 0.1
+
+
+def print_event(event: Event) -> None:
+    """A pipeline without Redis (`sink: none`) prints its events as JSON lines."""
+    sys.stdout.buffer.write(orjson.dumps(event.to_dict()) + b"\n")
+    sys.stdout.flush()
+
+
+@click.command()
+@click.argument("pipeline_file", type=click.Path(path_type=Path))
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="URI|ID=URI",
+    help="Replace the sources with URI, or replace/add the source ID.",
+)
+@click.option("--model", type=click.Path(path_type=Path), help="Use this ONNX file instead.")
+@click.option(
+    "--redis-url",
+    help=f"Redis to write events to [default: ${REDIS_URL_VARIABLE}, else the pipeline's "
+    f"sink.redis.url, else {DEFAULT_REDIS_URL}].",
+)
+@click.option(
+    "--realtime/--no-realtime",
+    default=None,
+    help="Pace files like cameras, or process every frame as fast as possible.",
+)
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop each source after N frames.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after SECONDS.")
+@click.option(
+    "--stats-json", type=click.Path(path_type=Path), help="Write run statistics here at exit."
+)
+@click.option(
+    "--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port."
+)
+def run(
+    pipeline_file: Path,
+    sources: tuple[str, ...],
+    model: Path | None,
+    redis_url: str | None,
+    realtime: bool | None,
+    max_frames: int | None,
+    duration: float | None,
+    stats_json: Path | None,
+    metrics_port: int | None,
+) -> None:
+    """Run PIPELINE_FILE until its sources end, --duration passes, or a signal stops it.
+
+    With `sink: none` in the file and no --redis-url, events are printed as JSON lines."""
+    try:
+        config = load_config(pipeline_file)
+        url = redis_url_for(config, UNSET if redis_url is None else redis_url)
+        with naming_file(pipeline_file):
+            pipeline = Pipeline.from_config(
+                config,
+                source=sources,
+                model=model,
+                redis_url=url,
+                realtime=realtime,
+                max_frames=max_frames,
+                duration_s=duration,
+                on_event=print_event if url is None else None,
+            )
+    except StreamerError as exc:
+        fail_usage(str(exc))
+    if metrics_port is not None:
+        try:
+            serve_metrics(pipeline.stats, metrics_port)
+        except OSError as exc:
+            fail_usage(f"--metrics-port {metrics_port}: {exc.strerror or exc}")
+    log.info("writing events to %s", redact(url) if url else "stdout (sink: none)")
+    code = _run_until_done(pipeline)
+    snapshot = pipeline.stats()
+    log.info("done: %s", summary(snapshot))
+    if stats_json is not None:
+        try:
+            stats_json.write_text(json.dumps(snapshot, indent=2) + "\n")
+        except OSError as exc:
+            say_error(f"{stats_json}: cannot write the stats ({exc.strerror or exc})")
+            code = code or EXIT_FAILED
+    if pipeline.threads_alive():
+        os._exit(code)  # threads stuck in a library call: do not wait for them
+    sys.exit(code)
+
+
+def _run_until_done(pipeline: Pipeline) -> int:
+    """Run with signals mapped onto stops: the first drains, the second stops at once, a
+    third exits without waiting for anything. The exit code."""
+    signals: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        signals.append(signum)
+        if len(signals) == 1:
+            log.warning("%s: stopping sources and draining", signal.Signals(signum).name)
+            pipeline.stop(DRAIN_TIMEOUT_S, wait=False)
+        elif len(signals) == 2:
+            log.warning("second signal: stopping now")
+            pipeline.stop(0.0, wait=False)
+        else:
+            os._exit(EXIT_INTERRUPTED)  # a thread is stuck and the user insists
+
+    # Kept until the process exits: a third signal must work during the final join too.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    display = RunDisplay(pipeline.expected_frames, interactive=sys.stderr.isatty())
+    pipeline.start()
+    try:
+        with display:
+            while not pipeline.join(DISPLAY_EVERY_S):
+                display.update(pipeline.stats())
+    except PipelineFailed as exc:
+        say_error(str(exc))
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if signals else EXIT_OK
+
+
+@click.command()
+@click.argument("pipeline_files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(pipeline_files: tuple[Path, ...]) -> None:
+    """Check pipeline files: schema, model, class filter, video files (not Redis)."""
+    failed = False
+    for path in pipeline_files:
+        try:
+            config = load_config(path)
+            with naming_file(path):
+                model = check(config).model
+        except StreamerError as exc:
+            say_error(str(exc))
+            failed = True
+            continue
+        click.echo(
+            f"{path}: ok ({len(config.sources)} source(s), {model.spec.family} model "
+            f"with {model.spec.num_classes} classes)"
+        )
+    sys.exit(EXIT_USAGE if failed else EXIT_OK)

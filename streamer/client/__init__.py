@@ -1,0 +1,1 @@
+"""Reading a pipeline's events back from Redis, in any process."""

@@ -1,0 +1,1 @@
+"""The events a pipeline emits: one typed class, its enums, and the JSON Schema."""

@@ -1,0 +1,220 @@
+"""The event of the contract (DESIGN.md section 6, schema version 1), as one typed class.
+
+A pipeline hands `Event`s to in-process consumers (`Pipeline.events()`, `on_event`) and
+writes them to Redis as the JSON of `Event.to_dict()`; `Consumer` reads that JSON back
+into the same class with `Event.from_dict()`. The JSON Schema in `event-v1.json` is
+tested against both directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class _Named(str, Enum):
+    """An enum whose members are their JSON strings: `EventType.LINE_CROSSED == "line_crossed"`."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class EventType(_Named):
+    OBJECT_APPEARED = "object_appeared"
+    OBJECT_LEFT = "object_left"
+    ZONE_ENTERED = "zone_entered"
+    ZONE_EXITED = "zone_exited"
+    LINE_CROSSED = "line_crossed"
+    DETECTIONS = "detections"
+    SOURCE_STATUS = "source_status"
+
+
+OBJECT_EVENT_TYPES = (
+    EventType.OBJECT_APPEARED,
+    EventType.OBJECT_LEFT,
+    EventType.ZONE_ENTERED,
+    EventType.ZONE_EXITED,
+    EventType.LINE_CROSSED,
+)
+"""The types that follow tracked objects: a pipeline that emits one of them tracks."""
+
+
+class SourceState(_Named):
+    """What a `source_status` event reports."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"
+
+
+class Direction(_Named):
+    """Of a `line_crossed` event: `in` is towards the side where cross(B - A, P - A) > 0."""
+
+    IN = "in"
+    OUT = "out"
+
+
+class Anchor(_Named):
+    """The point of an object's box that zones and lines judge it by."""
+
+    BOTTOM_CENTER = "bottom_center"
+    CENTER = "center"
+    TOP_CENTER = "top_center"
+
+
+class UnknownEventType(ValueError):
+    """An event of a type this version does not know (written by a newer streamer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """The frame an event comes from."""
+
+    index: int  # 0-based position among the frames decoded from this source in this run
+    pts: float | None  # seconds into the stream
+    captured_at: float  # wall clock
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "pts": self.pts, "captured_at": self.captured_at}
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedObject:
+    """One object of an event. `first_seen`, `last_seen` and `dwell_s` are None when the
+    event does not carry them: object events carry the first two, `object_left` and
+    `zone_exited` also `dwell_s`; the boxes of a `detections` event carry none."""
+
+    track_id: int | None  # None: a box of `detections` that is no confirmed object
+    label: str
+    class_id: int
+    confidence: float
+    bbox: tuple[float, float, float, float]  # source pixels, x1, y1, x2, y2
+    first_seen: float | None = None
+    last_seen: float | None = None
+    dwell_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "track_id": self.track_id,
+            "label": self.label,
+            "class_id": self.class_id,
+            "confidence": self.confidence,
+            "bbox": list(self.bbox),
+        }
+        if self.first_seen is not None:
+            out["first_seen"] = self.first_seen
+        if self.last_seen is not None:
+            out["last_seen"] = self.last_seen
+        if self.dwell_s is not None:
+            out["dwell_s"] = self.dwell_s
+        return out
+
+    @classmethod
+    def from_dict(cls, o: dict[str, Any]) -> TrackedObject:
+        x1, y1, x2, y2 = o["bbox"]
+        return cls(
+            o["track_id"],
+            o["label"],
+            o["class_id"],
+            o["confidence"],
+            (x1, y1, x2, y2),
+            o.get("first_seen"),
+            o.get("last_seen"),
+            o.get("dwell_s"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event. Which fields are set depends on `type`:
+
+    - object events (`OBJECT_EVENT_TYPES`): `object`; `zone` on zone events; `line` and
+      `direction` on `line_crossed`;
+    - `detections`: `objects`, every box of the frame;
+    - `source_status`: `status`, and `detail` when there is more to say; `frame` is None.
+
+    `entry_id` is the id of the Redis stream entry the event was read from (None for an
+    event handed over in process); it is not part of the event's JSON.
+    """
+
+    id: str  # a ULID, unique
+    run: str  # a ULID per pipeline run
+    seq: int  # 1, 2, 3... per source and run: a gap means events were lost
+    type: EventType
+    pipeline: str
+    source: str
+    frame: FrameRef | None
+    emitted_at: float  # wall clock
+    object: TrackedObject | None = None
+    objects: tuple[TrackedObject, ...] = ()
+    zone: str | None = None
+    line: str | None = None
+    direction: Direction | None = None
+    status: SourceState | None = None
+    detail: str | None = None
+    schema: int = SCHEMA_VERSION
+    entry_id: str | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event's JSON object, as the contract's schema describes it."""
+        out: dict[str, Any] = {
+            "schema": self.schema,
+            "id": self.id,
+            "run": self.run,
+            "seq": self.seq,
+            "type": str(self.type),
+            "pipeline": self.pipeline,
+            "source": self.source,
+            "frame": None if self.frame is None else self.frame.to_dict(),
+            "emitted_at": self.emitted_at,
+            "zone": self.zone,
+            "line": self.line,
+            "direction": None if self.direction is None else str(self.direction),
+        }
+        if self.type is EventType.DETECTIONS:
+            out["objects"] = [o.to_dict() for o in self.objects]
+        elif self.type is EventType.SOURCE_STATUS:
+            out["status"] = None if self.status is None else str(self.status)
+            if self.detail is not None:
+                out["detail"] = self.detail
+        else:
+            out["object"] = None if self.object is None else self.object.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, e: dict[str, Any], entry_id: str | None = None) -> Event:
+        """The event of a JSON object. Keys this version does not know are ignored;
+        `UnknownEventType` for a type it does not know, KeyError, TypeError or ValueError
+        for an object that is no event."""
+        try:
+            type_ = EventType(e["type"])
+        except ValueError:
+            raise UnknownEventType(f"unknown event type {e['type']!r}") from None
+        frame, obj, direction, status = e["frame"], e.get("object"), e.get("direction"), None
+        if type_ is EventType.SOURCE_STATUS:
+            status = SourceState(e["status"])
+        return cls(
+            id=e["id"],
+            run=e["run"],
+            seq=e["seq"],
+            type=type_,
+            pipeline=e["pipeline"],
+            source=e["source"],
+            frame=None
+            if frame is None
+            else FrameRef(frame["index"], frame["pts"], frame["captured_at"]),
+            emitted_at=e["emitted_at"],
+            object=None if obj is None else TrackedObject.from_dict(obj),
+            objects=tuple(TrackedObject.from_dict(o) for o in e.get("objects", ())),
+            zone=e.get("zone"),
+            line=e.get("line"),
+            direction=None if direction is None else Direction(direction),
+            status=status,
+            detail=e.get("detail"),
+            schema=e["schema"],
+            entry_id=entry_id,
+        )

@@ -1,0 +1,5 @@
+"""A pipeline: built from its config, run as a Python object."""
+
+from streamer.pipeline.lifecycle import Pipeline, PipelineState
+
+__all__ = ["Pipeline", "PipelineState"]

@@ -1,0 +1,180 @@
+"""Building a pipeline's parts from its config, and checking that they fit.
+
+    sources ─decoded─► preprocess ─prepared─► infer ─inferred─► postprocess ─┬─► Redis sink
+                                                                             └─► in-process
+
+Everything that can be wrong with the user's files (the model, the videos, the labels
+named in class filters, zones and lines, Redis) is found here, before any thread starts.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from streamer.analytics.rules import LineRule, ZoneRule, rules_by_source
+from streamer.config.schema import PipelineConfig, RedisSinkConfig
+from streamer.events.factory import EventFactory, new_ulid
+from streamer.models import Model
+from streamer.pipeline.parts import Parts, Sink, StageThread
+from streamer.pipeline.plans import QueuePlan, expected_frames, plan_queues
+from streamer.runtime.clock import Clock
+from streamer.runtime.deadlines import WorkEstimate
+from streamer.runtime.messages import DropReason, Emitted
+from streamer.runtime.queues import FanOut, StageQueue
+from streamer.runtime.stats import RunStats
+from streamer.runtime.threads import Supervisor
+from streamer.sinks.local import EventCallback, LocalSink
+from streamer.sinks.redis_streams import RedisSink
+from streamer.sources.opening import file_options, probe_file
+from streamer.sources.video import VideoSource, plan_sources
+from streamer.stages.inference import InferenceStage
+from streamer.stages.postprocess import DetectionRules, PostprocessStage
+from streamer.stages.preprocess import PreprocessStage
+
+
+@dataclass(frozen=True)
+class Checked:
+    model: Model
+    rules: DetectionRules
+    zones: list[ZoneRule]
+    lines: list[LineRule]
+    file_frames: dict[str, int | None]  # frames each file source announces (None: unknown)
+
+
+def check(config: PipelineConfig, model: Model | None = None) -> Checked:
+    """Everything `streamer validate` checks: the model (loaded, unless given), the labels
+    named in class filters, zones and lines, the video files; a StreamerError naming what
+    is wrong."""
+    model = model or Model.from_config(config.model)
+    spec = model.spec
+    rules = DetectionRules.from_config(config, spec)
+    zones = [
+        ZoneRule.from_config(z, spec.class_ids(z.labels, f"zones[{i}].labels"))
+        for i, z in enumerate(config.zones)
+    ]
+    lines = [
+        LineRule.from_config(ln, spec.class_ids(ln.labels, f"lines[{i}].labels"))
+        for i, ln in enumerate(config.lines)
+    ]
+    plan_sources(config, None)
+    frames = {s.id: probe_file(s.uri, file_options(s)) for s in config.sources if s.is_file}
+    return Checked(model, rules, zones, lines, frames)
+
+
+@dataclass(frozen=True)
+class Built:
+    run_id: str
+    parts: Parts
+    expected_frames: int | None
+
+
+def build(
+    config: PipelineConfig,
+    *,
+    redis_url: str | None,
+    max_frames: int | None,
+    on_event: EventCallback | None,
+    clock: Clock,
+    model: Model | None = None,
+) -> Built:
+    """Check the config, connect to Redis (unless `redis_url` is None), warm the model up
+    for live sources, and connect the parts by their queues. `model`: one loaded already
+    (the config's is loaded otherwise)."""
+    checked = check(config, model)
+    model = checked.model
+    plans = plan_sources(config, max_frames)
+    source_ids = [p.config.id for p in plans]
+    supervisor = Supervisor()
+    stats = RunStats(source_ids, clock)
+    stats.providers = model.providers
+    stats.count_regions([z.name for z in config.zones], [ln.name for ln in config.lines])
+
+    max_batch = config.model.batch.max_size
+    if model.spec.batch is not None:
+        max_batch = min(max_batch, model.spec.batch)
+    live = any(p.realtime for p in plans)
+    queue_plans = plan_queues(config, live, max_batch)
+
+    def make_queue(name: str, plan: QueuePlan, counts_events: bool = True) -> StageQueue:  # type: ignore[type-arg]
+        return StageQueue(
+            name, plan.size, plan.overflow, functools.partial(_dropped, stats, name, counts_events)
+        )
+
+    frames = {
+        name: make_queue(name, queue_plans[name]) for name in ("decoded", "prepared", "inferred")
+    }
+    # Each sink has its own inbox, so each goes at its own pace.
+    sinks: list[Sink] = []
+    inboxes: list[StageQueue[Emitted]] = []
+    if redis_url is not None:
+        redis_inbox = make_queue("events", queue_plans["events"])
+        sinks.append(
+            RedisSink.from_config(
+                config.redis or RedisSinkConfig(), redis_url, config.name, redis_inbox,
+                source_ids, stats, supervisor, clock,
+            )
+        )  # fmt: skip
+        inboxes.append(redis_inbox)
+    # Without Redis, handing an event over in process is its delivery, counted as such.
+    in_process = redis_url is None
+    local_inbox = make_queue("deliver", queue_plans["events"], counts_events=in_process)
+    local = LocalSink(local_inbox, source_ids, stats, supervisor, on_event, in_process, clock)
+    sinks.append(local)
+    inboxes.append(local_inbox)
+
+    estimate = WorkEstimate(clock)
+    inference = InferenceStage(
+        model,
+        max_batch,
+        config.model.batch.max_wait_ms,
+        estimate,
+        stats,
+        wake=frames["prepared"].wake,
+        clock=clock,
+    )
+    if live:
+        warm_up_ns = inference.warm_up()
+        if model.spec.input_hw is not None:  # the shape live frames will have
+            estimate.seed_inference(warm_up_ns, max_batch)
+    run_id = new_ulid()
+    postprocess = PostprocessStage(
+        model,
+        checked.rules,
+        EventFactory(config.name, run_id, model.spec.labels, clock),
+        frozenset(config.events.emit),
+        config.model.confidence,
+        rules_by_source(config, checked.zones, checked.lines),
+        estimate,
+        stats,
+        clock,
+    )
+    parts = Parts(
+        sources=[VideoSource(p, frames["decoded"], stats, supervisor, clock) for p in plans],
+        stages=[
+            StageThread(
+                PreprocessStage(model, estimate, stats, clock),
+                frames["decoded"],
+                frames["prepared"],
+            ),
+            StageThread(inference, frames["prepared"], frames["inferred"]),
+            StageThread(postprocess, frames["inferred"], FanOut(inboxes)),
+        ],
+        sinks=sinks,
+        local=local,
+        queues=[*frames.values(), *inboxes],
+        stats=stats,
+        supervisor=supervisor,
+    )
+    return Built(run_id, parts, expected_frames(plans, checked.file_frames))
+
+
+def _dropped(
+    stats: RunStats, where: str, counts_events: bool, item: object, reason: DropReason
+) -> None:
+    """Count an item that will never reach its sink: an event is lost, a frame dropped."""
+    if isinstance(item, Emitted):
+        if counts_events:
+            stats.events_lost(1)
+    else:
+        stats.frame_dropped(where, reason.value)

@@ -1,0 +1,374 @@
+"""The pipeline as a Python object: built, started, read, stopped and joined.
+
+    created ──start()──► running ──stop() or duration_s──► draining ──► stopped
+                            └──────── a stage, sink, source or on_event fails ──► failed
+
+`Pipeline.from_file` and `Pipeline.from_config` do the I/O of building (loading the
+model, probing the files, connecting to Redis, warming up); the constructor only takes
+the parts, so tests can hand it parts of their own. Once started, a watcher thread ends
+the run after `duration_s`, turns a drain that takes too long into a halt, and, when
+every thread has ended, counts what the queues still held and settles the final state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from streamer.config import load_config, with_overrides
+from streamer.config.loader import naming_file
+from streamer.config.schema import PipelineConfig
+from streamer.errors import ConfigError, PipelineFailed, StreamerError
+from streamer.events.event import Event
+from streamer.pipeline.build import build
+from streamer.pipeline.parts import Parts, StageThread
+from streamer.runtime.clock import SYSTEM_CLOCK, Clock
+from streamer.runtime.messages import DropReason
+from streamer.runtime.queues import POLL_S
+from streamer.runtime.threads import Supervisor, run_stage
+from streamer.sinks.local import EventCallback
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+REDIS_URL_VARIABLE = "STREAMER_REDIS_URL"
+DRAIN_TIMEOUT_S = 10.0  # how long in-flight frames may take to drain after a stop
+JOIN_TIMEOUT_S = 10.0  # after a halt, how long threads may take to end (a sink may be writing)
+EVENTS_MAX_QUEUED = 1024
+
+
+class PipelineState(str, Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    DRAINING = "draining"  # sources stopped; what they decoded goes on to the sinks
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class _Unset(Enum):
+    UNSET = "unset"
+
+
+UNSET = _Unset.UNSET
+
+
+class Pipeline:
+    """One pipeline run. Not reusable: a stopped pipeline cannot start again."""
+
+    def __init__(
+        self,
+        name: str,
+        run_id: str,
+        parts: Parts,
+        *,
+        duration_s: float | None = None,
+        expected_frames: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.name = name
+        self.run_id = run_id
+        self.expected_frames = expected_frames  # offline: frames the run will decode
+        self._parts = parts
+        self._supervisor = parts.supervisor
+        self._duration_ns = None if duration_s is None else int(duration_s * 1e9)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = PipelineState.CREATED
+        self._started_ns = 0
+        self._drain_deadline_ns: int | None = None
+        self._failure: PipelineFailed | None = None
+        self._wake = threading.Event()  # the watcher looks again at once
+        self._done = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._stuck: list[str] = []
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        source: str | Sequence[str] = (),
+        model: str | os.PathLike[str] | None = None,
+        redis_url: str | _Unset | None = UNSET,
+        realtime: bool | None = None,
+        max_frames: int | None = None,
+        duration_s: float | None = None,
+        on_event: EventCallback | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> Pipeline:
+        """The pipeline of a YAML file, built and ready to start; StreamerError (a
+        ConfigError, ModelError, SourceError, RedisUnavailable or SinkError) naming the
+        file and field, the model, the video or the Redis URL that is wrong.
+
+        The keyword arguments are `streamer run`'s flags: `source` replaces the sources
+        with one URI, or replaces or adds the source of each "ID=URI"; `model` replaces
+        the model file; `redis_url` replaces the Redis URL (None: no Redis, events only in
+        process); `realtime` paces files like cameras (True) or reads every frame as fast
+        as possible (False); `max_frames` stops each source after that many frames;
+        `duration_s` stops the run after that long. `on_event` is called with each
+        event, in order, on the pipeline's delivery thread.
+        """
+        path = Path(path)
+        config = load_config(path)
+        with naming_file(path):
+            return cls.from_config(
+                config, source=source, model=model, redis_url=redis_url, realtime=realtime,
+                max_frames=max_frames, duration_s=duration_s, on_event=on_event, clock=clock,
+            )  # fmt: skip
+
+    @classmethod
+    def from_config(
+        cls,
+        config: PipelineConfig,
+        *,
+        source: str | Sequence[str] = (),
+        model: str | os.PathLike[str] | None = None,
+        redis_url: str | _Unset | None = UNSET,
+        realtime: bool | None = None,
+        max_frames: int | None = None,
+        duration_s: float | None = None,
+        on_event: EventCallback | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> Pipeline:
+        """As `from_file`, from a config already read (see `streamer.config`)."""
+        config = with_overrides(
+            config,
+            sources=(source,) if isinstance(source, str) else tuple(source),
+            model=None if model is None else Path(model),
+            realtime=realtime,
+        )
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"max_frames must be at least 1, got {max_frames}")
+        if duration_s is not None and not duration_s > 0:
+            raise ConfigError(f"duration_s must be more than 0, got {duration_s}")
+        built = build(
+            config,
+            redis_url=redis_url_for(config, redis_url),
+            max_frames=max_frames,
+            on_event=on_event,
+            clock=clock,
+        )
+        return cls(
+            config.name,
+            built.run_id,
+            built.parts,
+            duration_s=duration_s,
+            expected_frames=built.expected_frames,
+            clock=clock,
+        )
+
+    @property
+    def state(self) -> PipelineState:
+        return self._state
+
+    @property
+    def source_ids(self) -> list[str]:
+        return [s.id for s in self._parts.sources]
+
+    def stats(self) -> dict[str, Any]:
+        """What the run did so far: the document `streamer run --stats-json` writes."""
+        return self._parts.stats.snapshot()
+
+    def start(self) -> None:
+        """Start every thread and return; RuntimeError when started before."""
+        with self._lock:
+            if self._state is not PipelineState.CREATED:
+                raise RuntimeError(f"pipeline {self.name} was started before ({self._state})")
+            if self._parts.local.counts_delivery and not self._parts.local.has_consumers:
+                raise StreamerError(
+                    f"pipeline {self.name} has no Redis (sink: none) and nothing in process "
+                    "reads its events: pass on_event, or iterate over events()"
+                )
+            self._state = PipelineState.RUNNING
+            self._started_ns = self._clock.monotonic_ns()
+        parts, sup = self._parts, self._supervisor
+        parts.stats.start_clock()  # the run's clock starts once all is ready
+        ids = self.source_ids
+        for source in parts.sources:
+            sup.spawn(f"streamer.src.{source.id}", source.run)
+        for st in parts.stages:
+            stage_loop = _stage_loop(st, ids, sup)
+            sup.spawn(f"streamer.{st.stage.name}", stage_loop)
+        for sink in parts.sinks:
+            sup.spawn(f"streamer.{sink.name}", sink.run)
+        self._watcher = threading.Thread(target=self._watch, name="streamer.watch")
+        self._watcher.start()
+        log.info("pipeline %s running: %d source(s), run %s", self.name, len(ids), self.run_id)
+
+    def stop(self, drain_timeout_s: float = DRAIN_TIMEOUT_S, *, wait: bool = True) -> None:
+        """Stop the sources; what they decoded already goes on to the sinks for up to
+        `drain_timeout_s`, then every thread stops at once (what was still in flight is
+        counted as dropped or lost). `stop(0)` stops at once. Calling it again only ever
+        shortens the drain. `wait`: return once every thread has ended."""
+        with self._lock:
+            if self._state is PipelineState.CREATED:
+                self._close_unstarted()
+                return
+            if self._state is PipelineState.RUNNING:
+                self._state = PipelineState.DRAINING
+            if not self._done.is_set():
+                deadline = self._clock.monotonic_ns() + int(max(0.0, drain_timeout_s) * 1e9)
+                if self._drain_deadline_ns is None or deadline < self._drain_deadline_ns:
+                    self._drain_deadline_ns = deadline
+                self._supervisor.stop_sources.set()
+                if drain_timeout_s <= 0:
+                    self._supervisor.halt.set()
+        self._wake.set()
+        if wait:
+            self._wait_done(None)
+
+    def join(self, timeout_s: float | None = None) -> bool:
+        """Wait until the run has ended: False when `timeout_s` passed first; raises
+        PipelineFailed, with the cause, when it failed."""
+        if self._state is PipelineState.CREATED:
+            raise RuntimeError(f"pipeline {self.name} has not started")
+        if not self._wait_done(timeout_s):
+            return False
+        if self._failure is not None:
+            raise self._failure
+        return True
+
+    def run(self) -> dict[str, Any]:
+        """Start, wait until the sources end (or `duration_s` passes), and return the
+        stats; raises PipelineFailed when the run failed. Ctrl-C stops it (draining)."""
+        self.start()
+        try:
+            while not self.join(POLL_S):
+                pass
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        return self.stats()
+
+    def events(self, max_queued: int = EVENTS_MAX_QUEUED) -> Iterator[Event]:
+        """The pipeline's events, in order for each source, ending after its last one.
+
+        Iterating starts the pipeline when it has not started; an iterator made after
+        the start gets the events from then on. Up to `max_queued` events wait for the
+        reader; beyond that the pipeline waits too (nothing is lost: live sources drop
+        frames before inference instead, counted as drops). Leaving the loop early
+        unsubscribes; the pipeline goes on until stopped.
+        """
+        local = self._parts.local
+        subscription = local.subscribe(max_queued)
+
+        def iterate() -> Iterator[Event]:
+            try:
+                if self._state is PipelineState.CREATED:
+                    self.start()
+                yield from subscription
+            finally:  # closed, or left early
+                local.unsubscribe(subscription)
+
+        iterator = iterate()
+        # Also when it is dropped without ever being started: a reader that went away
+        # must not hold the pipeline up.
+        weakref.finalize(iterator, local.unsubscribe, subscription)
+        return iterator
+
+    def _wait_done(self, timeout_s: float | None) -> bool:
+        """Wait for the run to end, and its watcher thread with it."""
+        if not self._done.wait(timeout_s):
+            return False
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join()
+        return True
+
+    def threads_alive(self) -> list[str]:
+        """Threads still running: after a failed join, those stuck in a library call."""
+        return self._supervisor.alive()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop (at once when the block raised) and wait for every thread. A failure of
+        the run is raised, unless the block is raising already."""
+        self.stop(0.0 if exc is not None else DRAIN_TIMEOUT_S)
+        if self._state is PipelineState.FAILED and exc is None:
+            self.join()
+
+    def _close_unstarted(self) -> None:
+        """Stopped before it started: release what building opened."""
+        for st in self._parts.stages:
+            st.stage.close(halted=False)
+        for sink in self._parts.sinks:
+            sink.close()
+        self._parts.local.end()
+        self._state = PipelineState.STOPPED
+        self._done.set()
+
+    def _watch(self) -> None:
+        halted_at: float | None = None
+        sup = self._supervisor
+        while sup.alive():
+            now = self._clock.monotonic_ns()
+            with self._lock:
+                due = self._duration_ns is not None and self._state is PipelineState.RUNNING
+            if due and now - self._started_ns >= (self._duration_ns or 0):
+                log.info("%s: --duration reached; stopping", self.name)
+                self.stop(DRAIN_TIMEOUT_S, wait=False)
+            with self._lock:
+                overdue = self._drain_deadline_ns is not None and now >= self._drain_deadline_ns
+            if overdue and not sup.halt.is_set():
+                log.warning("draining took too long; stopping now")
+                sup.halt.set()
+            if sup.halt.is_set():
+                # Real time: how long threads take to notice is no matter of the clock.
+                halted_at = halted_at or time.monotonic()
+                if time.monotonic() - halted_at > JOIN_TIMEOUT_S:
+                    self._stuck = sup.alive()
+                    break
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+        self._settle()
+
+    def _settle(self) -> None:
+        """Every thread has ended (or is stuck): count what is left, decide the state."""
+        parts = self._parts
+        if not self._stuck:
+            for queue in parts.queues:
+                queue.discard_all(DropReason.SHUTDOWN)
+        parts.local.end()
+        failure = self._supervisor.failure
+        if failure is None and self._stuck:
+            failure = PipelineFailed(f"threads still running at exit: {', '.join(self._stuck)}")
+        failed = [s for s in parts.sources if s.failure is not None]
+        if failure is None and failed:
+            failure = PipelineFailed(f"source(s) failed: {', '.join(s.id for s in failed)}")
+            failure.__cause__ = failed[0].failure
+        with self._lock:
+            self._failure = failure
+            self._state = PipelineState.FAILED if failure else PipelineState.STOPPED
+        self._done.set()
+
+
+def _stage_loop(st: StageThread, ids: list[str], sup: Supervisor) -> Callable[[], None]:
+    return lambda: run_stage(st.stage, st.inbox, st.outbox, ids, sup)
+
+
+def redis_url_for(config: PipelineConfig, given: str | _Unset | None) -> str | None:
+    """The Redis to write to: `given` (None: none); else, unless the file says `sink:
+    none`, $STREAMER_REDIS_URL, the file's sink.redis.url, or the local default."""
+    if given is not UNSET:
+        return given
+    if config.redis is None:
+        return None
+    return os.environ.get(REDIS_URL_VARIABLE) or config.redis.url or DEFAULT_REDIS_URL

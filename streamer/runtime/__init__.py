@@ -1,0 +1,2 @@
+"""What every part of a running pipeline shares: messages, queues, threads, the clock,
+deadlines and the run's statistics."""

@@ -1,0 +1,181 @@
+"""Bounded queues between stage threads, with a named overflow policy.
+
+The policies map onto GStreamer's `queue leaky=`: `block` (leaky=no, lossless),
+`drop_oldest` (leaky=downstream: the freshest frame wins) and `drop_newest`
+(leaky=upstream: the incoming frame is refused). Every frame a queue drops goes to
+`on_drop`, so drops are always counted. Control items (source status, end of stream)
+are never dropped and do not count against the size, so a leaky queue can never lose
+the end of a stream.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Generic, Protocol, TypeVar
+
+from streamer.runtime.messages import Control, DropReason, EndOfStream, SourceStatus
+
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+POLL_S = 0.1  # the longest a blocked thread goes without re-checking the stop event
+
+
+class Overflow(str, Enum):
+    BLOCK = "block"
+    DROP_OLDEST = "drop_oldest"
+    DROP_NEWEST = "drop_newest"
+
+
+def is_control(item: object) -> bool:
+    """Source status and end of stream: items a queue never drops."""
+    return isinstance(item, (SourceStatus, EndOfStream))
+
+
+class StageQueue(Generic[T]):
+    """A bounded FIFO of data items of type T and in-band control items."""
+
+    def __init__(
+        self,
+        name: str,
+        maxsize: int,
+        overflow: Overflow,
+        on_drop: Callable[[T, DropReason], None],
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue {name!r}: maxsize must be >= 1, got {maxsize}")
+        self.name = name
+        self.maxsize = maxsize
+        self.overflow = overflow
+        self._on_drop = on_drop
+        self._items: deque[T | Control] = deque()
+        self._data_count = 0
+        self._cond = threading.Condition()
+        self._woken = False
+
+    def put(self, item: T, stop: threading.Event) -> bool:
+        """Add a data item following the overflow policy; False when it was not added."""
+        evicted: T | None = None
+        reason = DropReason.QUEUE_FULL
+        with self._cond:
+            while self._data_count >= self.maxsize:
+                if self.overflow is Overflow.DROP_NEWEST:
+                    break
+                if self.overflow is Overflow.DROP_OLDEST:
+                    evicted = self._evict_oldest_data()
+                    break
+                if stop.is_set():
+                    reason = DropReason.SHUTDOWN
+                    break
+                self._cond.wait(POLL_S)
+            else:
+                self._append(item)
+                return True
+            if evicted is not None:
+                self._append(item)
+        # Report outside the lock: the callback takes the stats lock.
+        if evicted is None:
+            self._on_drop(item, reason)
+            return False
+        self._on_drop(evicted, reason)
+        return True
+
+    def put_control(self, item: Control) -> None:
+        """Add a control item; never blocks and never drops."""
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self, timeout: float = POLL_S) -> T | Control | None:
+        """The next item, or None when nothing came within `timeout` seconds or `wake`
+        was called."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait_for(lambda: bool(self._items) or self._woken, timeout)
+            self._woken = False
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            if not is_control(item):
+                self._data_count -= 1
+            self._cond.notify_all()
+            return item
+
+    def wake(self) -> None:
+        """Make the `get` waiting now, or the next one, return at once (None when empty):
+        the consumer has something else to do, such as hand on a finished batch."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def wait_for_room(self, timeout: float = POLL_S) -> bool:
+        """True once a data item can be added without dropping or waiting."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._data_count < self.maxsize, timeout)
+
+    def get_nowait(self) -> T | Control | None:
+        return self.get(timeout=0)
+
+    def discard_all(self, reason: DropReason) -> None:
+        """Empty the queue, each data item reported to `on_drop` with `reason`: what a
+        stopped pipeline left behind is counted, never silently gone."""
+        while (item := self.get_nowait()) is not None:
+            if not is_control(item):
+                self._on_drop(item, reason)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def _append(self, item: T) -> None:
+        self._items.append(item)
+        self._data_count += 1
+        self._cond.notify_all()
+
+    def _evict_oldest_data(self) -> T:
+        for i, queued in enumerate(self._items):
+            if not is_control(queued):
+                del self._items[i]
+                self._data_count -= 1
+                return queued  # type: ignore[return-value]
+        raise AssertionError("a full queue holds at least one data item")
+
+
+class Outbox(Protocol[T_contra]):
+    """Where a stage thread puts what its stage made: a queue, or several (`FanOut`)."""
+
+    @property
+    def overflow(self) -> Overflow: ...
+
+    def put(self, item: T_contra, stop: threading.Event) -> bool: ...
+
+    def put_control(self, item: Control) -> None: ...
+
+    def wait_for_room(self, timeout: float = POLL_S) -> bool: ...
+
+
+class FanOut(Generic[T]):
+    """Every item put into each of several lossless queues: one stage feeding several
+    sinks, each at its own pace; the slowest one sets the pace of all."""
+
+    overflow = Overflow.BLOCK
+
+    def __init__(self, queues: Sequence[StageQueue[T]]) -> None:
+        if any(q.overflow is not Overflow.BLOCK for q in queues):
+            raise ValueError("a fan-out feeds lossless queues only")
+        self.queues = list(queues)
+
+    def put(self, item: T, stop: threading.Event) -> bool:
+        """True when every queue took the item (each one that did not counted it)."""
+        added = [q.put(item, stop) for q in self.queues]
+        return all(added)
+
+    def put_control(self, item: Control) -> None:
+        for q in self.queues:
+            q.put_control(item)
+
+    def wait_for_room(self, timeout: float = POLL_S) -> bool:
+        return all(q.wait_for_room(timeout) for q in self.queues)

@@ -1,0 +1,367 @@
+"""The Redis Streams sink: events to `XADD key MAXLEN ~ N * event <json> type <t> source <s>`.
+
+Events go through a spool (streamer.spool: in memory by default, or a SQLite file) and are
+written from it in pipelined batches. While Redis cannot be reached (or answers that it
+cannot write for now: loading, read-only replica, out of memory), they wait in the spool
+and are retried with backoff, in order, while the sink goes on taking new ones behind
+them; only when the spool is full are the oldest dropped, counted as lost and reported.
+With a spool file, what it holds when the process ends (Redis still away, a crash, kill
+-9) is delivered first by the next run that uses the file.
+
+Delivery is at least once. Each batch is one server-side script (`XADD_BATCH`), or one
+MULTI/EXEC transaction where Redis cannot run it: either way Redis writes it whole or
+not at all. When its reply is lost (a timeout, a connection cut, a process that died),
+the next attempt first reads the last entry of each stream and does not write again a
+batch Redis already has; an event can still be written twice in rare cases (another
+writer on the same stream), and consumers that must not see one twice dedupe on its `id`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import orjson
+import redis
+from redis.commands.core import Script
+
+from streamer.client.connection import connect
+from streamer.config.schema import RedisSinkConfig
+from streamer.errors import SinkError
+from streamer.observability.redact import redact
+from streamer.runtime.clock import SYSTEM_CLOCK, Clock
+from streamer.runtime.messages import Emitted, EndOfStream
+from streamer.runtime.queues import POLL_S, StageQueue
+from streamer.runtime.stats import RunStats
+from streamer.runtime.threads import Supervisor
+from streamer.sinks.spool import Pending, Spool, open_spool
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 512  # events per pipelined round trip
+RETRY_INITIAL_S = 0.2
+RETRY_MAX_S = 5.0
+SOCKET_TIMEOUT_S = 5.0
+FINAL_FLUSH_S = 2.0  # how long a halted sink still tries to deliver what it holds
+
+# Replies that mean "not now" rather than "never": the batch is retried.
+RETRYABLE = (
+    redis.ConnectionError,  # includes BusyLoadingError
+    redis.TimeoutError,
+    # EXEC refused because a queued command was (a replica turned read-only mid-batch):
+    # Redis discarded the whole transaction, so sending it again writes nothing twice.
+    redis.exceptions.ExecAbortError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.TryAgainError,
+)
+# Failures after which Redis may or may not have written part of the batch.
+AMBIGUOUS = (redis.ConnectionError, redis.TimeoutError)
+
+# A batch as one command: redis-py packs each command of a MULTI/EXEC batch and parses
+# each reply in Python, half of the sink's time; a script is one command and one reply.
+# Redis runs a script whole, as it runs a transaction. Its flags line (Redis 7) makes
+# Redis refuse the whole script up front where nothing can be written now (a read-only
+# replica, out of memory), as EXEC refuses a transaction; each XADD's own error (such as
+# WRONGTYPE) comes back in its place in the reply, as in EXEC's.
+# ARGV: MAXLEN's count, then for each event its key's index in KEYS, event, type, source.
+XADD_BATCH = """#!lua
+local replies = {}
+for i = 2, #ARGV, 4 do
+  replies[#replies + 1] = redis.pcall('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~',
+    ARGV[1], '*', 'event', ARGV[i + 1], 'type', ARGV[i + 2], 'source', ARGV[i + 3])
+end
+return replies
+"""
+
+
+def connect_sink(url: str) -> redis.Redis:
+    """`connect` with the sink's socket timeout: an outage shows within seconds."""
+    return connect(url, socket_timeout_s=SOCKET_TIMEOUT_S)
+
+
+def check_stream_keys(client: redis.Redis, keys: list[str], url: str) -> None:
+    """SinkError when one of `keys` exists and is not a stream (XADD would fail on it)."""
+    for key in keys:
+        kind: Any = client.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind not in ("none", "stream"):
+            raise SinkError(f"{redact(url)}: key {key!r} holds a {kind}, not a stream")
+
+
+def stream_fields(emitted: Emitted) -> dict[str, str]:
+    """The fields of an event's stream entry."""
+    event = emitted.event
+    # orjson: the event JSON was 40 % of the sink thread's time with the standard library.
+    return {
+        "event": orjson.dumps(event.to_dict()).decode(),
+        "type": str(event.type),
+        "source": event.source,
+    }
+
+
+class RedisSink:
+    name = "sink"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream_template: str,
+        pipeline: str,
+        maxlen: int,
+        spool: Spool,
+        inbox: StageQueue[Emitted],
+        source_ids: list[str],
+        stats: RunStats,
+        supervisor: Supervisor,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._clock = clock
+        self._client = client
+        self._template = stream_template
+        self._pipeline = pipeline
+        self._maxlen = maxlen
+        self._spool = spool
+        self._inbox = inbox
+        self._source_ids = source_ids
+        self._stats = stats
+        self._supervisor = supervisor
+        self._keys: dict[str, str] = {}  # source id -> stream key
+        # None once Redis has refused to run it: batches then go as MULTI/EXEC.
+        self._script: Script | None = client.register_script(XADD_BATCH)
+        # Events at the head of the spool that Redis may have. An earlier run may have died
+        # between writing a batch and hearing back: its events are checked before sending.
+        self._unconfirmed = min(spool.recovered, BATCH_SIZE)
+        self._retry_s = RETRY_INITIAL_S
+        self._retry_at = 0.0  # monotonic; no write before it (backoff)
+        self._outage_since: float | None = None
+        self._lost_in_outage = 0
+        self._closed = False
+
+    @classmethod
+    def from_config(
+        cls,
+        config: RedisSinkConfig,
+        url: str,
+        pipeline: str,
+        inbox: StageQueue[Emitted],
+        source_ids: list[str],
+        stats: RunStats,
+        supervisor: Supervisor,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> RedisSink:
+        """Connect to Redis at `url`, open the spool, and check that the streams can be
+        written; RedisUnavailable or SinkError naming what is wrong."""
+        client = connect_sink(url)
+        spool = open_spool(config.spool_path, config.spool_max_events)
+        keys = {config.stream.format(pipeline=pipeline, source=sid) for sid in source_ids}
+        # Also the streams of events an earlier run left in the spool file.
+        check_stream_keys(client, sorted(keys | spool.keys()), url)
+        return cls(
+            client, config.stream, pipeline, config.maxlen, spool, inbox, source_ids, stats,
+            supervisor, clock,
+        )  # fmt: skip
+
+    def _now_s(self) -> float:
+        return self._clock.monotonic_ns() / 1e9
+
+    def stream_key(self, source_id: str) -> str:
+        key = self._keys.get(source_id)
+        if key is None:
+            key = self._keys[source_id] = self._template.format(
+                pipeline=self._pipeline, source=source_id
+            )
+        return key
+
+    def run(self) -> None:
+        remaining = set(self._source_ids)
+        halt = self._supervisor.halt
+        try:
+            while not halt.is_set():
+                # While backing off, new events are still taken in: the spool, not the
+                # queue, holds the backlog, and the stages upstream go on.
+                wait_s = POLL_S
+                if len(self._spool):
+                    wait_s = min(POLL_S, max(0.0, self._retry_at - self._now_s()))
+                remaining -= self._take(wait_s)
+                if len(self._spool):
+                    if self._now_s() >= self._retry_at and not self._send():
+                        self._retry_at = self._now_s() + self._retry_s
+                        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+                elif not remaining:
+                    return
+            # Halted: a last bounded try.
+            self._take(0.0)
+            give_up = self._now_s() + FINAL_FLUSH_S
+            while len(self._spool) and self._now_s() < give_up and self._send():
+                self._take(0.0)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the spool (events still in memory are lost, and counted) and the client."""
+        if self._closed:
+            return
+        self._closed = True
+        lost = self._spool.close()
+        if lost:
+            log.error("%d events could not be delivered to Redis and are lost", lost)
+            self._stats.events_lost(lost)
+        self._client.close()
+
+    def _take(self, timeout_s: float) -> set[str]:
+        """Move queued events into the spool; the sources whose stream ended.
+
+        Normally one batch for each batch written, so that a slow Redis slows the pipeline
+        down rather than filling the spool; during an outage everything queued, so that
+        the pipeline goes on and the spool, not the queue, holds the backlog.
+        """
+        ended: set[str] = set()
+        taken: list[Pending] = []
+        room = BATCH_SIZE if self._outage_since is None else None
+        item = self._inbox.get(timeout_s)
+        while item is not None:
+            if isinstance(item, EndOfStream):
+                ended.add(item.source_id)
+            elif isinstance(item, Emitted):
+                taken.append(
+                    Pending(
+                        self.stream_key(item.event.source),
+                        item.event.id,
+                        stream_fields(item),
+                        item.captured_ns,
+                    )
+                )
+            if room is not None and len(taken) >= room:
+                break
+            item = self._inbox.get_nowait()
+        if taken:
+            self._keep(taken)
+        return ended
+
+    def _keep(self, taken: list[Pending]) -> None:
+        dropped = self._spool.extend(taken)
+        if dropped:
+            if not self._lost_in_outage:
+                log.error(
+                    "event spool full (%d events): losing the oldest ones", self._spool.max_events
+                )
+            self._unconfirmed = max(0, self._unconfirmed - dropped)
+            self._lost_in_outage += dropped
+            self._stats.events_lost(dropped)
+
+    def _send(self) -> bool:
+        """Write up to BATCH_SIZE spooled events; False when Redis cannot take them now."""
+        try:
+            if self._unconfirmed:
+                self._reconcile()
+        except RETRYABLE as exc:  # the batch in doubt stays so, to be checked next time
+            self._outage(exc)
+            return False
+        batch = self._spool.head(BATCH_SIZE)
+        self._unconfirmed = len(batch)
+        try:
+            replies = self._write(batch)
+        except RETRYABLE as exc:
+            if not isinstance(exc, AMBIGUOUS):  # refused whole: nothing was written
+                self._unconfirmed = 0
+            self._outage(exc)
+            return False
+        self._unconfirmed = 0
+        self._spool.drop(len(batch))
+        self._count_delivered(
+            [p for p, r in zip(batch, replies, strict=True) if not isinstance(r, Exception)]
+        )
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            # Refused while the batch ran (e.g. WRONGTYPE: a key changed type since the
+            # start). "Not now" replies refuse the whole batch and are retried above.
+            self._stats.events_lost(len(errors))
+            raise errors[0]
+        if self._outage_since is not None:
+            log.warning(
+                "Redis takes events again after %.1f s (%d events lost meanwhile)",
+                self._now_s() - self._outage_since,
+                self._lost_in_outage,
+            )
+            self._outage_since = None
+            self._lost_in_outage = 0
+        self._retry_s = RETRY_INITIAL_S
+        return True
+
+    def _write(self, batch: list[Pending]) -> list[Any]:
+        """Write `batch` whole or not at all; Redis's reply to each event: its entry's id,
+        or the error its XADD met."""
+        if self._script is not None:
+            keys = list(dict.fromkeys(p.key for p in batch))
+            index = {key: i for i, key in enumerate(keys, 1)}
+            args: list[str | int] = [self._maxlen]
+            for pending in batch:
+                fields = pending.fields
+                args += (index[pending.key], fields["event"], fields["type"], fields["source"])
+            try:
+                replies: list[Any] = self._script(keys=keys, args=args)
+                return replies
+            except redis.ResponseError as exc:
+                if isinstance(exc, RETRYABLE):
+                    raise
+                # Refused before it ran (no scripting in this user's ACL, EVAL renamed,
+                # a Redis older than 7): nothing was written.
+                log.warning(
+                    "Redis does not run the batch script (%s): writing events in MULTI/EXEC "
+                    "transactions, more slowly",
+                    exc,
+                )
+                self._script = None
+        return self._write_transaction(batch)
+
+    def _write_transaction(self, batch: list[Pending]) -> list[Any]:
+        """`batch` as one MULTI/EXEC transaction, where Redis will not run the script."""
+        pipe = self._client.pipeline(transaction=True)
+        for pending in batch:
+            # The command as Redis reads it: redis-py's xadd() builds the same arguments
+            # through keyword handling that cost 13 % of the sink's throughput. (redis-py
+            # leaves the pipeline's execute_command untyped.)
+            fields = pending.fields
+            pipe.execute_command(  # type: ignore[no-untyped-call]
+                "XADD", pending.key, "MAXLEN", "~", self._maxlen, "*",
+                "event", fields["event"], "type", fields["type"], "source", fields["source"],
+            )  # fmt: skip
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
+
+    def _reconcile(self) -> None:
+        """After a batch whose reply was lost: take it off the spool if Redis has it.
+
+        A batch is written whole or not at all; the last entry of each of its streams
+        tells which.
+        """
+        batch = self._spool.head(self._unconfirmed)
+        newest_ids: dict[str, object] = {}
+        for key in {p.key for p in batch}:
+            newest: Any = self._client.xrevrange(key, count=1)
+            if newest:
+                raw = newest[0][1].get(b"event")
+                newest_ids[key] = json.loads(raw).get("id") if raw else None
+        written = 0
+        for i, pending in enumerate(batch):
+            if newest_ids.get(pending.key) == pending.event_id:
+                written = i + 1
+        self._spool.drop(written)
+        self._count_delivered(batch[:written])
+        self._unconfirmed = 0
+
+    def _outage(self, exc: Exception) -> None:
+        if self._outage_since is None:
+            self._outage_since = self._now_s()
+            log.warning(
+                "Redis cannot take events (%s); holding them and retrying", redact(str(exc))
+            )
+
+    def _count_delivered(self, delivered: list[Pending]) -> None:
+        now_ns = self._clock.monotonic_ns()
+        self._stats.events_delivered(
+            [None if p.captured_ns is None else (now_ns - p.captured_ns) / 1e6 for p in delivered]
+        )

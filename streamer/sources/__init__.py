@@ -1,0 +1,1 @@
+"""Video sources: opening files, streams and devices, decoding them, and their timing."""

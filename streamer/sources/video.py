@@ -1,0 +1,258 @@
+"""A video source: one thread per source decodes with PyAV and stamps each frame.
+
+Files are read as fast as the pipeline takes them (offline: every frame, no deadline) or
+paced at their own frame rate (realtime: like a camera, each frame stamped with its paced
+presentation time). Live URLs are opened with read timeouts and retried with backoff
+when they cannot be reached or stop sending.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import av.error
+
+from streamer.config.schema import PipelineConfig, SourceConfig
+from streamer.errors import ConfigError
+from streamer.events.event import SourceState
+from streamer.observability.redact import redact
+from streamer.runtime.clock import SYSTEM_CLOCK, Clock
+from streamer.runtime.messages import DropReason, EndOfStream, EndReason, Frame, SourceStatus
+from streamer.runtime.queues import POLL_S, StageQueue
+from streamer.runtime.stats import RunStats
+from streamer.runtime.threads import Supervisor
+from streamer.sources.opening import choose_hwaccel, open_container
+from streamer.sources.timing import Backoff, Pacer, RateLimiter
+
+log = logging.getLogger(__name__)
+
+STAGE = "decode"
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """How one source runs, fixed when the pipeline is built."""
+
+    config: SourceConfig
+    realtime: bool
+    max_latency_ms: int
+    max_frames: int | None
+
+
+def plan_sources(config: PipelineConfig, max_frames: int | None) -> list[SourcePlan]:
+    """Decide per source whether it runs live (paced, with deadlines) or offline.
+
+    Live URLs are always live. Files are offline unless asked otherwise; in a pipeline
+    that also has live sources they are paced too, since the queues in front of the
+    model are leaky there and would drop an offline file's frames.
+    """
+    live_anywhere = any(s.realtime or not s.is_file for s in config.sources)
+    plans = []
+    for i, s in enumerate(config.sources):
+        if not s.is_file and s.realtime is False:
+            raise ConfigError(f"sources[{i}].realtime: a live URL is always realtime")
+        if s.is_file and s.realtime is False and live_anywhere:
+            raise ConfigError(
+                f"sources[{i}].realtime: false cannot be mixed with live sources in one pipeline"
+            )
+        realtime = live_anywhere if s.realtime is None else s.realtime
+        latency = s.max_latency_ms or config.realtime.max_latency_ms
+        plans.append(
+            SourcePlan(
+                s, realtime=realtime or not s.is_file, max_latency_ms=latency, max_frames=max_frames
+            )
+        )
+    return plans
+
+
+class Stalled(Exception):
+    """A live connection that delivers data but no frame (see `stall_timeout_s`)."""
+
+
+class NoVideoTrack(Exception):
+    """A live stream opened without a video track (an audio-only feed, a garbage answer):
+    retried like any other failure, since a camera may come back with video."""
+
+
+class VideoSource:
+    """Decodes one source onto the `decoded` queue, then ends it in band."""
+
+    def __init__(
+        self,
+        plan: SourcePlan,
+        out: StageQueue[Frame],
+        stats: RunStats,
+        supervisor: Supervisor,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.plan = plan
+        self.id = plan.config.id
+        self._out = out
+        self._stats = stats
+        self._supervisor = supervisor
+        self._clock = clock
+        self._index = 0
+        self.failure: Exception | None = None  # why the source failed for good
+        self._hwaccel = choose_hwaccel(plan.config)
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
+
+    def run(self) -> None:
+        reason = EndReason.EOF
+        try:
+            if self.plan.config.is_file:
+                self._decode_once()
+            else:
+                self._decode_live()
+            if self._supervisor.stop_sources.is_set():
+                reason = EndReason.STOPPED
+        except Exception as exc:  # noqa: BLE001 - a failing source ends only itself
+            self.failure = exc
+            reason = EndReason.FAILED
+            log.error(
+                "source %s (%s) failed: %s", self.id, redact(self.plan.config.uri), redact(str(exc))
+            )
+        finally:
+            status = SourceStatus(self.id, SourceState.ENDED, self._clock.time(), reason.value)
+            self._out.put_control(status)
+            self._out.put_control(EndOfStream(self.id, reason))
+
+    def _should_stop(self) -> bool:
+        if self._supervisor.stop_sources.is_set():
+            return True
+        return self.plan.max_frames is not None and self._index >= self.plan.max_frames
+
+    def _decode_once(self) -> None:
+        with open_container(self.plan.config, self._hwaccel) as container:
+            if not container.streams.video:
+                raise NoVideoTrack(f"{redact(self.plan.config.uri)}: no video track")
+            self._announce_connected()
+            for frame in self._frames(container):
+                self._out.put(frame, self._supervisor.halt)
+
+    def _decode_live(self) -> None:
+        config = self.plan.config
+        backoff = Backoff(config.reconnect)
+        url = redact(config.uri)
+        attempt = 0
+        while not self._should_stop():
+            opened_ns = self._clock.monotonic_ns()
+            try:
+                self._decode_once()
+                detail = "stream ended"
+            except (Stalled, NoVideoTrack) as exc:
+                detail = str(exc)
+            except (av.error.FFmpegError, OSError) as exc:
+                detail = redact(str(exc))
+            if (self._clock.monotonic_ns() - opened_ns) / 1e9 >= config.reconnect.healthy_after_s:
+                backoff.reset()  # it worked for a while: start the backoff afresh
+                attempt = 0
+            if self._should_stop():
+                return
+            delay_s = backoff.next_delay_s()
+            attempt += 1
+            log.warning("source %s (%s): %s; retrying in %.1f s", self.id, url, detail, delay_s)
+            self._status(SourceState.DISCONNECTED, detail)
+            self._stats.source_reconnected(self.id)
+            if self._clock.wait(self._supervisor.stop_sources, delay_s):
+                return
+            self._status(SourceState.RECONNECTING, f"attempt {attempt}")
+
+    def _announce_connected(self) -> None:
+        url = redact(self.plan.config.uri)
+        if not self.plan.config.is_file:
+            log.info("source %s connected (%s)", self.id, url)
+        self._status(SourceState.CONNECTED, url)
+
+    def _status(self, state: SourceState, detail: str) -> None:
+        self._out.put_control(SourceStatus(self.id, state, self._clock.time(), detail))
+
+    def _frames(self, container: Any) -> Iterator[Frame]:
+        config = self.plan.config
+        stream = container.streams.video[0]
+        # Frame threading decodes several frames at once: the most throughput, at the
+        # cost of a few frames of delay; only offline files can afford that delay.
+        offline = config.is_file and not self.plan.realtime
+        stream.thread_type = "AUTO" if offline else "SLICE"
+        if self._hwaccel is not None and not stream.codec_context.is_hwaccel:
+            # The device works, but not for this stream's codec or profile.
+            log.warning(
+                "source %s: %s cannot decode %s on %s, decoding in software",
+                self.id, redact(config.uri), stream.codec_context.name, self._hwaccel,
+            )  # fmt: skip
+            self._hwaccel = None
+        if config.skip_frames != "none":
+            stream.codec_context.skip_frame = config.skip_frames.upper()
+        # FFmpeg's guess weighs the stream's declared and measured rates; the average alone
+        # is nonsense when every timestamp is equal (4500 fps seen from one encoder).
+        rate = stream.guessed_rate or stream.average_rate
+        pacer = Pacer(1.0 / float(rate) if rate else 1 / 25, self._clock)
+        limiter = RateLimiter(config.max_fps) if config.max_fps else None
+        paced = config.is_file and self.plan.realtime
+        budget_ns = self.plan.max_latency_ms * 1_000_000
+        # The watchdog of a live source: data that arrives but never decodes into a frame
+        # (a silent socket is caught by the read timeout instead).
+        stall_s = None if config.is_file else config.stall_timeout_s
+        last_frame_ns = self._clock.monotonic_ns()
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except av.error.InvalidDataError:
+                self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
+                decoded = []
+            if decoded:
+                last_frame_ns = self._clock.monotonic_ns()
+            elif (
+                stall_s is not None and (self._clock.monotonic_ns() - last_frame_ns) / 1e9 > stall_s
+            ):
+                raise Stalled(f"stalled: no frame for {stall_s:g} s")
+            for av_frame in decoded:
+                if self._should_stop() or self._supervisor.halt.is_set():
+                    return
+                index = self._index
+                self._index += 1
+                self._stats.frame_decoded(self.id)
+                if av_frame.is_corrupt:
+                    # Concealed damage: detections on smeared macroblocks would be false.
+                    self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
+                    continue
+                pts_s = float(av_frame.time) if av_frame.time is not None else None
+                if limiter is not None and not limiter.keep(
+                    pts_s if pts_s is not None else self._clock.monotonic_ns() / 1e9
+                ):
+                    self._stats.frame_dropped(STAGE, DropReason.RATE_LIMIT.value)
+                    continue
+                # A file's clock is its own timestamps (made robust by the pacer), whatever
+                # the speed it is read at; a live source's clock is the arrival time.
+                media_ns = pacer.stamp_ns(pts_s) if config.is_file else None
+                if paced and media_ns is not None:
+                    self._sleep_until(media_ns)
+                    captured_ns = media_ns
+                else:
+                    captured_ns = self._clock.monotonic_ns()
+                frame = Frame(
+                    source_id=self.id,
+                    index=index,
+                    pts_s=pts_s,
+                    captured_ns=captured_ns,
+                    captured_at=self._clock.time()
+                    - (self._clock.monotonic_ns() - captured_ns) / 1e9,
+                    deadline_ns=captured_ns + budget_ns if self.plan.realtime else None,
+                    picture=av_frame,
+                    time_s=(media_ns if media_ns is not None else captured_ns) / 1e9,
+                )
+                yield frame
+
+    def _sleep_until(self, due_ns: int) -> None:
+        stop = self._supervisor.stop_sources
+        while not stop.is_set():
+            remaining_s = (due_ns - self._clock.monotonic_ns()) / 1e9
+            if remaining_s <= 0:
+                return
+            self._clock.wait(stop, min(remaining_s, POLL_S))

@@ -1,0 +1,148 @@
+"""The postprocessing stage: raw model output -> boxes in source pixels -> events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.analytics.boxes import nms, unletterbox
+from streamer.analytics.rules import ObjectRules, Occurrence
+from streamer.analytics.tracking import TrackerSettings
+from streamer.config.schema import PipelineConfig
+from streamer.events.event import EventType, SourceState
+from streamer.events.factory import EventFactory
+from streamer.models import Model, ModelSpec
+from streamer.runtime.clock import SYSTEM_CLOCK, Clock
+from streamer.runtime.deadlines import WorkEstimate
+from streamer.runtime.messages import (
+    Control,
+    Detections,
+    Emitted,
+    EndOfStream,
+    Inferred,
+    SourceStatus,
+)
+from streamer.runtime.stats import RunStats
+from streamer.runtime.threads import Stage
+
+
+@dataclass(frozen=True)
+class DetectionRules:
+    confidence: float
+    iou: float
+    max_detections: int
+    class_ids: frozenset[int] | None  # None: every class
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, spec: ModelSpec) -> DetectionRules:
+        """The model section's thresholds and class filter (ConfigError for a label the
+        model lacks). When objects are tracked, boxes are decoded down to the tracker's
+        low confidence: it takes weak boxes too, to keep tracks alive through occlusions."""
+        m = config.model
+        confidence = m.confidence
+        if config.tracks_objects:
+            low = TrackerSettings.from_config(config.tracking, m.confidence).low_confidence
+            confidence = min(confidence, low)
+        return cls(confidence, m.iou, m.max_detections, spec.class_ids(m.classes, "model.classes"))
+
+
+def detections_from_output(model: Model, item: Inferred, rules: DetectionRules) -> Detections:
+    """Decode one frame's output, filter by class, NMS, and map back to source pixels."""
+    tensor_hw = (int(item.prepared.tensor.shape[1]), int(item.prepared.tensor.shape[2]))
+    xyxy, scores, class_ids = model.candidates(item.output, tensor_hw, rules.confidence)
+    if rules.class_ids is not None:
+        wanted = np.isin(class_ids, list(rules.class_ids))
+        xyxy, scores, class_ids = xyxy[wanted], scores[wanted], class_ids[wanted]
+    keep = nms(xyxy, scores, class_ids, rules.iou, rules.max_detections)
+    frame = item.prepared.frame
+    return Detections(
+        xyxy=unletterbox(xyxy[keep], item.prepared.letterbox, (frame.height, frame.width)),
+        confidence=scores[keep].astype(np.float32),
+        class_id=class_ids[keep].astype(np.int64),
+    )
+
+
+class PostprocessStage(Stage[Inferred, Emitted]):
+    """Boxes from the model output, then events: every frame's boxes (`detections`) and,
+    through each source's tracker and rules, object, zone and line events."""
+
+    name = "postprocess"
+
+    def __init__(
+        self,
+        model: Model,
+        rules: DetectionRules,
+        factory: EventFactory,
+        emit: frozenset[EventType],
+        shown_confidence: float,
+        objects: dict[str, ObjectRules],
+        estimate: WorkEstimate,
+        stats: RunStats,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        """`rules.confidence` is the threshold boxes are decoded at (lower than the
+        model's confidence when the tracker uses weak boxes); `detections` events show
+        boxes from `confidence` up. `objects`: per source, empty when nothing is tracked."""
+        self._model = model
+        self._rules = rules
+        self._factory = factory
+        self._emit = emit
+        self._shown_confidence = shown_confidence
+        self._objects = objects
+        self._estimate = estimate
+        self._stats = stats
+        self._clock = clock
+
+    def process(self, item: Inferred) -> Iterable[Emitted]:
+        started = self._clock.monotonic_ns()
+        detections = detections_from_output(self._model, item, self._rules)
+        frame = item.prepared.frame
+        objects = self._objects.get(frame.source_id)
+        occurrences = objects.on_frame(frame, detections) if objects is not None else []
+        events = []
+        if EventType.DETECTIONS in self._emit:
+            # Boxes below the model's confidence only fed the tracker; each box shown
+            # carries the id of the object it belongs to, once that object is confirmed.
+            shown = np.flatnonzero(detections.confidence >= self._shown_confidence)
+            track_ids = objects.track_ids if objects is not None else {}
+            boxes = Detections(
+                detections.xyxy[shown], detections.confidence[shown], detections.class_id[shown]
+            )
+            ids = [track_ids.get(int(i)) for i in shown]
+            events.append(self._factory.detections(frame, boxes, ids))
+        if objects is not None:
+            events += self._object_events(occurrences, timed=True)
+            self._stats.objects_active(frame.source_id, objects.active_objects)
+        self._stats.events_emitted(len(events))
+        self._estimate.record_postprocess(self._clock.monotonic_ns() - started)
+        # A frame's latency ends with its events being delivered, or here if it has none.
+        no_event_latency = (
+            None if events else (self._clock.monotonic_ns() - frame.captured_ns) / 1e6
+        )
+        self._stats.frame_processed(no_event_latency, late=item.late)
+        return events
+
+    def control(self, item: Control) -> Iterable[Emitted | Control]:
+        out: list[Emitted | Control] = []
+        objects = self._objects.get(item.source_id)
+        # A source that ended or lost its connection no longer shows its objects: they left.
+        ends = isinstance(item, EndOfStream) or (
+            isinstance(item, SourceStatus)
+            and item.status in (SourceState.DISCONNECTED, SourceState.ENDED)
+        )
+        if objects is not None and ends:
+            out += self._object_events(objects.on_end(), timed=False)
+            self._stats.objects_active(item.source_id, 0)
+        if isinstance(item, SourceStatus):
+            out.append(self._factory.source_status(item))
+        self._stats.events_emitted(sum(isinstance(e, Emitted) for e in out))
+        if isinstance(item, EndOfStream):
+            out.append(item)
+        return out
+
+    def _object_events(self, occurrences: list[Occurrence], timed: bool) -> list[Emitted]:
+        for o in occurrences:
+            self._stats.object_event(o.type, o.zone or o.line, o.direction)
+        return [self._factory.occurrence(o, timed) for o in occurrences if o.type in self._emit]
