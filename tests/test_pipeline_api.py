@@ -243,6 +243,16 @@ def test_leaving_the_events_loop_early_leaves_the_pipeline_running(tmp_path, dem
     assert Counter(e.type for e in seen if e.source == "north")[EventType.DETECTIONS] == FRAMES
 
 
+def test_an_events_iterator_dropped_unread_does_not_hold_the_pipeline_up(tmp_path, demo_clip,
+                                                                         demo_model):  # fmt: skip
+    path = two_cameras(tmp_path, demo_clip, demo_model, sink="sink: none\n")
+    seen: list[Event] = []
+    pipeline = Pipeline.from_file(path, on_event=seen.append, max_frames=60)
+    pipeline.events(max_queued=1)  # made, never read, dropped
+    assert pipeline.run()["frames"]["processed"] == 60 + 20
+    assert len(seen) == pipeline.stats()["events"]["delivered"]
+
+
 def test_errors_at_build_name_the_file_and_field(tmp_path, demo_clip, demo_model):
     path = two_cameras(tmp_path, demo_clip, demo_model, sink="sink: none\n")
     with pytest.raises(StreamerError, match=r"lot\.yaml: --source nope=: empty URI"):
