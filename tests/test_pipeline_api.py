@@ -3,6 +3,7 @@ results as the command line, on the repository's clip and model with a real redi
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -281,3 +282,21 @@ def test_the_readmes_python_example_runs_as_written():
     lines = proc.stdout.splitlines()
     assert any(line.startswith("parking person") for line in lines), proc.stdout
     assert "'lost': 0" in lines[-1], lines[-1]
+
+
+def test_the_cli_prints_the_events_of_a_pipeline_without_redis(
+    tmp_path, demo_clip, demo_model, redis_server, redis_client
+):
+    path = two_cameras(tmp_path, demo_clip, demo_model, sink="sink: none\n")
+    result, stats = run_with_stats(path, "", "--max-frames", "30")
+    assert result.returncode == 0, result.stderr
+    printed = [Event.from_dict(json.loads(line)) for line in result.stdout.splitlines()]
+    assert len(printed) == stats["events"]["delivered"] == stats["events"]["emitted"]
+    assert Counter(e.type for e in printed)[EventType.DETECTIONS] == 30 + 10
+    assert "writing events to stdout" in result.stderr
+    assert redis_client.keys("*") == []
+    # --redis-url names a Redis: the events go there instead.
+    result, stats = run_with_stats(path, redis_server.url, "--max-frames", "30")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert len(read_events(redis_client, "streamer:lot:events")) == stats["events"]["delivered"]

@@ -97,7 +97,7 @@ def run(
     With `sink: none` in the file and no --redis-url, events are printed as JSON lines."""
     try:
         config = load_config(pipeline_file)
-        url = redis_url_for(config, UNSET if redis_url is None else redis_url)
+        url = redis_url_for(config, redis_url or UNSET)  # an empty --redis-url: not given
         with naming_file(pipeline_file):
             pipeline = Pipeline.from_config(
                 config,
