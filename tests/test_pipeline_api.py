@@ -135,7 +135,7 @@ def test_start_twice_is_refused_and_stop_twice_is_harmless(tmp_path, demo_clip, 
         pipeline.join()
     pipeline.start()
     assert pipeline.state is PipelineState.RUNNING
-    with pytest.raises(RuntimeError, match="was started before"):
+    with pytest.raises(RuntimeError, match="a pipeline runs once"):
         pipeline.start()
     pipeline.stop(wait=False)
     assert pipeline.state in (PipelineState.DRAINING, PipelineState.STOPPED)
@@ -143,7 +143,7 @@ def test_start_twice_is_refused_and_stop_twice_is_harmless(tmp_path, demo_clip, 
     pipeline.stop()
     assert pipeline.state is PipelineState.STOPPED
     assert pipeline.join(0)
-    with pytest.raises(RuntimeError, match="was started before"):
+    with pytest.raises(RuntimeError, match="a pipeline runs once"):
         pipeline.start()
     events = pipeline.stats()["events"]
     assert events["emitted"] == events["delivered"] + events["lost"]

@@ -184,7 +184,9 @@ class Pipeline:
         """Start every thread and return; RuntimeError when started before."""
         with self._lock:
             if self._state is not PipelineState.CREATED:
-                raise RuntimeError(f"pipeline {self.name} was started before ({self._state})")
+                raise RuntimeError(
+                    f"pipeline {self.name} is {self._state}: a pipeline runs once, build a new one"
+                )
             if self._parts.local.counts_delivery and not self._parts.local.has_consumers:
                 raise StreamerError(
                     f"pipeline {self.name} has no Redis (sink: none) and nothing in process "
