@@ -6,7 +6,7 @@ a traceback, a hang or a crash.
 
 Many variants run through `VideoSource` (the decoder thread of a pipeline) in one child
 process, so that a crash in FFmpeg would fail the test instead of killing pytest; a few run
-through `streamer run` with a real model and Redis.
+through `streamer run` with the demo model and Redis.
 """
 
 from __future__ import annotations
@@ -40,12 +40,14 @@ from tests.conftest import REPO, one_source_pipeline, read_events, run_with_stat
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-SEGMENT_FRAMES = range(100, 160)  # people walk through these frames of the person clip
+SEGMENT_FRAMES = range(100, 160)  # three people and two or three cars in the demo clip
 SEGMENT_SIZE = (384, 216)
-GOP = 10  # a keyframe a second at 10 fps: decoding recovers soon after damage
+SEGMENT_FPS = 15  # the demo clip's rate: the segment moves as the clip does
+GOP = 15  # a keyframe a second: decoding recovers soon after damage
 TS_PACKET = 188
 FILE_TIMEOUT_S = 20.0  # for one damaged file through the decoder thread
 WORKER_TIMEOUT_S = 120.0
+DEMO_CONFIDENCE = "  confidence: 0.35\n"  # the demo model's, as pipelines/demo.yaml sets it
 # A YOLOv8-style model input: every decoded frame, whatever its size, must fit one.
 FUZZ_SPEC = ModelSpec("yolov8", "images", None, (160, 160), 160, 32, ("x",), True, 1 / 255, True)
 
@@ -58,11 +60,11 @@ def encode_segment(
     size: tuple[int, int] = SEGMENT_SIZE,
     first_pts: int = 0,
 ) -> None:
-    """`frames` of `clip` (10 fps), scaled to `size`, as H.264 with B-frames in `container`;
-    the first frame's time is `first_pts` tenths of a second."""
+    """`frames` of `clip`, scaled to `size`, as H.264 with B-frames at 15 fps in `container`;
+    the first frame's time is `first_pts` frames (fifteenths of a second)."""
     options = {"g": str(GOP), "keyint_min": str(GOP), "bf": "2", "preset": "ultrafast"}
     with av.open(str(clip)) as src, av.open(str(dst), "w", format=container) as out:
-        stream = out.add_stream("libx264", rate=10, options=options)
+        stream = out.add_stream("libx264", rate=SEGMENT_FPS, options=options)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         for i, frame in enumerate(src.decode(video=0)):
@@ -71,7 +73,7 @@ def encode_segment(
             if i >= frames.start:
                 scaled = frame.reformat(*size, format="yuv420p")
                 scaled.pts = first_pts + i - frames.start
-                scaled.time_base = Fraction(1, 10)
+                scaled.time_base = Fraction(1, SEGMENT_FPS)
                 out.mux(stream.encode(scaled))
         out.mux(stream.encode(None))
 
@@ -268,12 +270,12 @@ def decode_in_child(paths: list[Path]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def segments(person_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def segments(demo_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("segments")
     made = {}
     for container, suffix in (("mp4", ".mp4"), ("h264", ".h264"), ("mpegts", ".ts")):
         made[container] = folder / f"segment{suffix}"
-        encode_segment(person_clip, made[container], container)
+        encode_segment(demo_clip, made[container], container)
     return made
 
 
@@ -311,7 +313,9 @@ def test_damaged_h264_never_crashes_hangs_or_raises(segments, variants):
     # Damage is seen and counted, and the frames around it still come through.
     flipped = [by_name[f"{c}-flip-{s}"] for c in ("mp4", "h264", "mpegts") for s in range(3)]
     assert sum(r.get("decode_errors", 0) for r in flipped) > 0, flipped
-    assert all(r["frames"] >= 10 for r in flipped if "frames" in r), flipped
+    # The rendered clip's keyframes hold most of its bytes, so most flips land in one and spoil
+    # its GOP (7 to 18 of the 60 frames came through): frames between the damage still do.
+    assert all(r["frames"] >= 5 for r in flipped if "frames" in r), flipped
     for name in ("h264-garbage_after-0", "mpegts-garbage_after-0", "mp4-garbage_after-0"):
         assert by_name[name]["frames"] >= 55, (name, by_name[name])
 
@@ -320,10 +324,10 @@ def test_damaged_h264_never_crashes_hangs_or_raises(segments, variants):
     "variant", ["mp4-flip-1", "mpegts-truncate-1", "h264-drop-0", "h264-cut-1", "mp4-garbage"]
 )
 def test_damaged_files_through_streamer_run(
-    tmp_path, redis_client, redis_server, variants, yolox_nano, variant
+    tmp_path, redis_client, redis_server, variants, demo_model, variant
 ):
     clip = variants[variant]
-    pipeline = one_source_pipeline(tmp_path, "damaged", clip, yolox_nano)
+    pipeline = one_source_pipeline(tmp_path, "damaged", clip, demo_model, extra=DEMO_CONFIDENCE)
     result, stats = run_with_stats(pipeline, redis_server.url)
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("streamer: error:")]
