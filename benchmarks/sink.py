@@ -35,7 +35,7 @@ BOX = TrackedObject(None, "person", 0, 0.91, (412.0, 80.5, 530.2, 161.0))
 
 def make_events(n: int) -> list[Emitted]:
     now_ns = time.monotonic_ns()
-    return [Emitted(event(i), now_ns) for i in range(1, n + 1)]
+    return [Emitted.of(event(i), now_ns) for i in range(1, n + 1)]
 
 
 def event(seq: int) -> Event:

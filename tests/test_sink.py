@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 def event(seq: int, source: str = "cam1") -> Emitted:
     typed = Event(new_ulid(), new_ulid(), seq, EventType.DETECTIONS, "p", source, None, time.time())
-    return Emitted(typed, time.monotonic_ns())
+    return Emitted.of(typed, time.monotonic_ns())
 
 
 def start_sink(

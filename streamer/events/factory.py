@@ -121,7 +121,7 @@ class EventFactory:
             frame_ref(frame),
             objects=self.boxes(detections, track_ids),
         )
-        return Emitted(event, frame.captured_ns)
+        return Emitted.of(event, frame.captured_ns)
 
     def occurrence(self, occurrence: Occurrence, timed: bool = True) -> Emitted:
         """An object event; `timed`: its frame's latency counts (not for the events a
@@ -148,7 +148,7 @@ class EventFactory:
             line=occurrence.line,
             direction=occurrence.direction,
         )
-        return Emitted(event, frame.captured_ns if timed else None)
+        return Emitted.of(event, frame.captured_ns if timed else None)
 
     def source_status(self, status: SourceStatus) -> Emitted:
         event = self._event(
@@ -159,4 +159,4 @@ class EventFactory:
             status=status.status,
             detail=status.detail,
         )
-        return Emitted(event, None)
+        return Emitted.of(event, None)
