@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 from av.codec.hwaccel import HWAccel
 
-from streamer.config.schema import SourceConfig
+from streamer.config.schema import HwAccel, SourceConfig
 from streamer.models import Model
 from streamer.models.sessions import GpuSettings, open_session
 from streamer.runtime.messages import Frame
@@ -118,8 +118,8 @@ def decoding(clip: Path, model_path: Path) -> list[dict[str, Any]]:
     prepared as the model's input the way preprocessing does it."""
     model = Model.load(model_path, providers=("cpu",))
     rows: list[dict[str, Any]] = []
-    for wanted in ("none", "cuda"):
-        row: dict[str, Any] = {"hwaccel": wanted}
+    for wanted in (HwAccel.NONE, HwAccel.CUDA):
+        row: dict[str, Any] = {"hwaccel": str(wanted)}
         rows.append(row)
         try:
             device = choose_hwaccel(

@@ -11,18 +11,53 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streamer.enums import StrEnum
 from streamer.events.event import OBJECT_EVENT_TYPES, Anchor, EventType
 from streamer.runtime.queues import Overflow
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # What `events.emit` may list: source_status is always emitted.
 EMITTABLE_TYPES = (*OBJECT_EVENT_TYPES, EventType.DETECTIONS)
-Provider = Literal["tensorrt", "cuda", "cpu"]
-PROVIDER_NAMES: tuple[Provider, ...] = ("tensorrt", "cuda", "cpu")
+
+
+class SkipFrames(StrEnum):
+    NONE = "none"
+    NONREF = "nonref"  # frames no other frame refers to (B-frames)
+    NONKEY = "nonkey"  # all but keyframes
+
+
+class HwAccel(StrEnum):
+    NONE = "none"
+    AUTO = "auto"
+    CUDA = "cuda"
+    VAAPI = "vaapi"
+    VIDEOTOOLBOX = "videotoolbox"
+
+
+class Transport(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class ModelFormat(StrEnum):
+    AUTO = "auto"
+    YOLOV8 = "yolov8"
+    YOLO11 = "yolo11"  # the same outputs as YOLOv8
+    YOLOX = "yolox"
+
+
+class Provider(StrEnum):
+    """ONNX Runtime execution providers, by streamer's short names."""
+
+    TENSORRT = "tensorrt"
+    CUDA = "cuda"
+    CPU = "cpu"
+
+
 URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # A pipeline file is small: a few hundred values. Past this many, counting each use of a
 # YAML alias again, validating it (and listing its errors) could take minutes.
@@ -77,15 +112,15 @@ class SourceConfig(_Model):
     """Overrides realtime.max_latency_ms for this source."""
     max_fps: Annotated[float, Field(gt=0, le=1000)] | None = None
     """Keep at most this many frames per second, evenly spaced (default: every frame)."""
-    skip_frames: Literal["none", "nonref", "nonkey"] = "none"
+    skip_frames: SkipFrames = SkipFrames.NONE
     """Frames the decoder does not even decode: nonref skips frames no other frame refers
     to (B-frames), nonkey all but keyframes. Saves decoding CPU under overload."""
-    hwaccel: Literal["none", "auto", "cuda", "vaapi", "videotoolbox"] = "none"
+    hwaccel: HwAccel = HwAccel.NONE
     """Decode on a hardware decoder: cuda (NVIDIA NVDEC), vaapi (Intel, AMD on Linux),
     videotoolbox (macOS); auto takes the first one usable here. Frames come back to system
     memory for preprocessing. One that this machine lacks gives one warning, and the source
     is decoded in software."""
-    transport: Literal["tcp", "udp"] = "tcp"
+    transport: Transport = Transport.TCP
     """RTSP transport. TCP loses no packets and passes NAT; UDP has less delay."""
     open_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     """Live sources: how long opening may take (FFmpeg caps TCP connects near 5 s)."""
@@ -173,7 +208,7 @@ Labels = Annotated[list[str], Field(min_length=1, max_length=MAX_LABELS)]
 class ModelConfig(_Model):
     path: Path
     """The ONNX file, relative to the pipeline file."""
-    format: Literal["auto", "yolov8", "yolo11", "yolox"] = "auto"
+    format: ModelFormat = ModelFormat.AUTO
     """The detector family; auto reads it from the model file."""
     labels: Labels | None = None
     """Class names in class-id order; default: the model's metadata, or COCO for 80 classes."""
@@ -189,7 +224,7 @@ class ModelConfig(_Model):
     input_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] | None = None
     """For models with a dynamic input: the long side frames are scaled to (default: the
     model's metadata, else 640)."""
-    providers: list[Provider] = Field(default_factory=lambda: list(PROVIDER_NAMES), min_length=1)
+    providers: list[Provider] = Field(default_factory=lambda: list(Provider), min_length=1)
     """Execution providers to try, in order; CPU is always the last resort."""
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
     """How many batches run at once, each in its own ONNX Runtime session (default: 2 on
@@ -216,7 +251,7 @@ class ModelConfig(_Model):
 
     @model_validator(mode="after")
     def _fp16_needs_tensorrt(self) -> ModelConfig:
-        if self.fp16 and "tensorrt" not in self.providers:
+        if self.fp16 and Provider.TENSORRT not in self.providers:
             raise ValueError(
                 "fp16 applies to the tensorrt provider only, which providers does not list "
                 "(cuda runs the model as given)"
@@ -225,7 +260,8 @@ class ModelConfig(_Model):
 
     @property
     def family(self) -> str:
-        return "yolov8" if self.format == "yolo11" else self.format
+        """What `Model.load` takes: YOLO11 is read as YOLOv8."""
+        return str(ModelFormat.YOLOV8 if self.format is ModelFormat.YOLO11 else self.format)
 
 
 class RealtimeConfig(_Model):

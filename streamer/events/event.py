@@ -9,20 +9,14 @@ tested against both directions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
+
+from streamer.enums import StrEnum
 
 SCHEMA_VERSION = 1
 
 
-class _Named(str, Enum):
-    """An enum whose members are their JSON strings: `EventType.LINE_CROSSED == "line_crossed"`."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-
-class EventType(_Named):
+class EventType(StrEnum):
     OBJECT_APPEARED = "object_appeared"
     OBJECT_LEFT = "object_left"
     ZONE_ENTERED = "zone_entered"
@@ -42,7 +36,7 @@ OBJECT_EVENT_TYPES = (
 """The types that follow tracked objects: a pipeline that emits one of them tracks."""
 
 
-class SourceState(_Named):
+class SourceState(StrEnum):
     """What a `source_status` event reports."""
 
     CONNECTED = "connected"
@@ -51,14 +45,14 @@ class SourceState(_Named):
     ENDED = "ended"
 
 
-class Direction(_Named):
+class Direction(StrEnum):
     """Of a `line_crossed` event: `in` is towards the side where cross(B - A, P - A) > 0."""
 
     IN = "in"
     OUT = "out"
 
 
-class Anchor(_Named):
+class Anchor(StrEnum):
     """The point of an object's box that zones and lines judge it by."""
 
     BOTTOM_CENTER = "bottom_center"

@@ -107,7 +107,7 @@ class Model:
             format=config.family,
             labels=config.labels,
             imgsz=config.input_size,
-            providers=tuple(config.providers),
+            providers=tuple(str(p) for p in config.providers),
             threads=config.threads,
             workers=config.workers,
             device=config.device,

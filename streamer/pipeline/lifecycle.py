@@ -26,6 +26,7 @@ from typing import Any
 from streamer.config import load_config, with_overrides
 from streamer.config.loader import naming_file
 from streamer.config.schema import PipelineConfig
+from streamer.enums import StrEnum
 from streamer.errors import ConfigError, PipelineFailed, StreamerError
 from streamer.events.event import Event
 from streamer.pipeline.build import build
@@ -45,15 +46,12 @@ JOIN_TIMEOUT_S = 10.0  # after a halt, how long threads may take to end (a sink 
 EVENTS_MAX_QUEUED = 1024
 
 
-class PipelineState(str, Enum):
+class PipelineState(StrEnum):
     CREATED = "created"
     RUNNING = "running"
     DRAINING = "draining"  # sources stopped; what they decoded goes on to the sinks
     STOPPED = "stopped"
     FAILED = "failed"
-
-    def __str__(self) -> str:
-        return str(self.value)
 
 
 class _Unset(Enum):

@@ -11,16 +11,16 @@ Times: `*_ns` fields are `time.monotonic_ns()` values, used for deadlines and la
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import av
 import numpy as np
 import orjson
 
+from streamer.enums import StrEnum
 from streamer.events.event import Event, SourceState
 
 
-class DropReason(str, Enum):
+class DropReason(StrEnum):
     QUEUE_FULL = "queue_full"  # a leaky queue evicted or refused the frame
     DEADLINE = "deadline"  # the frame could no longer finish before its deadline
     DECODE_ERROR = "decode_error"  # the decoder could not produce the frame
@@ -140,7 +140,7 @@ class SourceStatus:
     detail: str | None = None
 
 
-class EndReason(str, Enum):
+class EndReason(StrEnum):
     EOF = "eof"  # the file or stream ended
     STOPPED = "stopped"  # the pipeline was asked to stop
     FAILED = "failed"  # the source failed for good

@@ -13,9 +13,9 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from enum import Enum
 from typing import Generic, Protocol, TypeVar
 
+from streamer.enums import StrEnum
 from streamer.runtime.messages import Control, DropReason, EndOfStream, SourceStatus
 
 T = TypeVar("T")
@@ -24,7 +24,7 @@ T_contra = TypeVar("T_contra", contravariant=True)
 POLL_S = 0.1  # the longest a blocked thread goes without re-checking the stop event
 
 
-class Overflow(str, Enum):
+class Overflow(StrEnum):
     BLOCK = "block"
     DROP_OLDEST = "drop_oldest"
     DROP_NEWEST = "drop_newest"

@@ -12,7 +12,7 @@ import av
 import av.error
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
-from streamer.config.schema import SourceConfig
+from streamer.config.schema import HwAccel, SourceConfig
 from streamer.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def open_options(config: SourceConfig) -> dict[str, str]:
     """FFmpeg options for a live source: ours first, the pipeline's own on top."""
     options: dict[str, str] = {}
     if config.uri.startswith(("rtsp://", "rtsps://")):
-        options = {"rtsp_transport": config.transport, **FAST_PROBE}
+        options = {"rtsp_transport": str(config.transport), **FAST_PROBE}
     options.update(file_options(config))
     return options
 
@@ -74,9 +74,9 @@ def hwaccel_problem(device_type: str) -> str | None:
 def choose_hwaccel(config: SourceConfig) -> str | None:
     """The hardware device type a source is decoded on, or None for software decoding; one
     warning that names the source when the one asked for cannot be used here."""
-    if config.hwaccel == "none":
+    if config.hwaccel is HwAccel.NONE:
         return None
-    wanted = HWACCEL_PREFERENCE if config.hwaccel == "auto" else (config.hwaccel,)
+    wanted = HWACCEL_PREFERENCE if config.hwaccel is HwAccel.AUTO else (str(config.hwaccel),)
     problems = []
     for device_type in wanted:
         problem = hwaccel_problem(device_type)

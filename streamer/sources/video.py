@@ -16,7 +16,7 @@ from typing import Any
 import av
 import av.error
 
-from streamer.config.schema import PipelineConfig, SourceConfig
+from streamer.config.schema import PipelineConfig, SkipFrames, SourceConfig
 from streamer.errors import ConfigError
 from streamer.events.event import SourceState
 from streamer.observability.redact import redact
@@ -187,8 +187,8 @@ class VideoSource:
                 self.id, redact(config.uri), stream.codec_context.name, self._hwaccel,
             )  # fmt: skip
             self._hwaccel = None
-        if config.skip_frames != "none":
-            stream.codec_context.skip_frame = config.skip_frames.upper()
+        if config.skip_frames is not SkipFrames.NONE:
+            stream.codec_context.skip_frame = config.skip_frames.value.upper()
         # FFmpeg's guess weighs the stream's declared and measured rates; the average alone
         # is nonsense when every timestamp is equal (4500 fps seen from one encoder).
         rate = stream.guessed_rate or stream.average_rate
