@@ -19,7 +19,8 @@ from streamer.observability import logs
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.version_option(package_name="streamer")
 def main(verbose: bool) -> None:
-    """Real-time video analytics: video sources -> ONNX detection -> events in Redis Streams."""
+    """Real-time video analytics: video sources -> ONNX detection -> events in Redis Streams
+    (or, with `sink: none`, on stdout)."""
     logs.setup(verbose)
 
 
