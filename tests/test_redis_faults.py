@@ -22,6 +22,7 @@ from tools.local_redis import RedisServer
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PASSWORD = "s3cret-Pa55"  # a throwaway server's
+DEMO = "  confidence: 0.35\n"  # the demo model's confidence, as pipelines/demo.yaml sets it
 
 
 class Run:
@@ -63,12 +64,12 @@ def wait_for_entries(client: redis.Redis, stream: str, n: int, run: Run) -> None
         time.sleep(0.1)
 
 
-def test_redis_killed_mid_run_and_restarted_loses_no_event(tmp_path, person_clip, yolox_nano):
-    pipeline = one_source_pipeline(tmp_path, "kill", person_clip, yolox_nano)
+def test_redis_killed_mid_run_and_restarted_loses_no_event(tmp_path, demo_clip, demo_model):
+    pipeline = one_source_pipeline(tmp_path, "kill", demo_clip, demo_model, extra=DEMO)
     stream = "streamer:kill:events"
     server = RedisServer(tmp_path / "redis", persist=True).start()
     client = redis.Redis.from_url(server.url)
-    run = Run(pipeline, server.url, "--realtime", "--max-frames", "150")  # 15 s of video
+    run = Run(pipeline, server.url, "--realtime", "--max-frames", "225")  # 15 s of video
     try:
         wait_for_entries(client, stream, 20, run)
         server.kill()  # SIGKILL, in the middle of the run
@@ -93,19 +94,19 @@ def test_redis_killed_mid_run_and_restarted_loses_no_event(tmp_path, person_clip
 
 
 def test_a_run_killed_while_redis_is_away_leaves_its_spool_to_the_next_run(
-    tmp_path, person_clip, yolox_nano
+    tmp_path, demo_clip, demo_model
 ):
     """With a spool file, what the sink had taken in when the process was killed is
     delivered by the next run: every spooled event once, before the next run's own."""
     spool_file = tmp_path / "spool" / "events.db"
     pipeline = one_source_pipeline(
-        tmp_path, "crash", person_clip, yolox_nano,
-        extra="sink:\n  redis: {spool_path: spool/events.db}\n",  # relative to the file
+        tmp_path, "crash", demo_clip, demo_model,
+        extra=DEMO + "sink:\n  redis: {spool_path: spool/events.db}\n",  # relative to the file
     )  # fmt: skip
     stream = "streamer:crash:events"
     server = RedisServer(tmp_path / "redis", persist=True).start()
     client = redis.Redis.from_url(server.url)
-    first = Run(pipeline, server.url, "--realtime", "--max-frames", "600")
+    first = Run(pipeline, server.url, "--realtime")  # the whole clip: 20 s of video
     try:
         wait_for_entries(client, stream, 20, first)
         server.kill()
@@ -162,9 +163,9 @@ def test_a_run_killed_while_redis_is_away_leaves_its_spool_to_the_next_run(
     ids=["password", "acl-user", "tls", "tls-acl-user"],
 )
 def test_events_reach_a_redis_with_a_password_an_acl_user_or_tls(
-    tmp_path, person_clip, yolox_nano, options, user, password
+    tmp_path, demo_clip, demo_model, options, user, password
 ):
-    pipeline = one_source_pipeline(tmp_path, "secure", person_clip, yolox_nano)
+    pipeline = one_source_pipeline(tmp_path, "secure", demo_clip, demo_model, extra=DEMO)
     with RedisServer(tmp_path / "redis", **options) as server:
         url = server.url_for(user, password)
         result, stats = run_with_stats(pipeline, url, "--max-frames", "3")
@@ -187,9 +188,9 @@ def one_line_error(result: CliResult) -> str:
 
 
 def test_a_wrong_password_or_an_untrusted_certificate_fails_at_start(
-    tmp_path, person_clip, yolox_nano
+    tmp_path, demo_clip, demo_model
 ):
-    pipeline = one_source_pipeline(tmp_path, "refused", person_clip, yolox_nano)
+    pipeline = one_source_pipeline(tmp_path, "refused", demo_clip, demo_model, extra=DEMO)
     # The default user needs a password too: the user named in the URL is the one refused.
     secured = {"password": PASSWORD, "users": {"writer": PASSWORD}, "tls": True}
     with RedisServer(tmp_path / "redis", **secured) as server:
@@ -214,12 +215,13 @@ def test_a_wrong_password_or_an_untrusted_certificate_fails_at_start(
 
 
 def test_a_spool_file_that_cannot_be_used_fails_at_start(
-    tmp_path, redis_server, person_clip, yolox_nano
+    tmp_path, redis_server, demo_clip, demo_model
 ):
     (tmp_path / "taken").mkdir()  # a folder where the file should be
     pipeline = one_source_pipeline(
-        tmp_path, "nospool", person_clip, yolox_nano, extra="sink:\n  redis: {spool_path: taken}\n"
-    )
+        tmp_path, "nospool", demo_clip, demo_model,
+        extra=DEMO + "sink:\n  redis: {spool_path: taken}\n",
+    )  # fmt: skip
     result = run_with_stats(pipeline, redis_server.url, "--max-frames", "1")[0]
     line = one_line_error(result)
     assert f"{tmp_path / 'taken'}: event spool file cannot be" in line
