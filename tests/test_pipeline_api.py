@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from streamer import (
 from streamer.config import load_config
 from streamer.models import Model
 from streamer.pipeline.build import build
+from streamer.pipeline.lifecycle import DRAIN_TIMEOUT_S
 from streamer.runtime.clock import SYSTEM_CLOCK
 from tests.conftest import REPO, SCHEMA, read_events, run_with_stats, write_pipeline
 
@@ -252,6 +254,40 @@ def test_an_events_iterator_dropped_unread_does_not_hold_the_pipeline_up(tmp_pat
     pipeline.events(max_queued=1)  # made, never read, dropped
     assert pipeline.run()["frames"]["processed"] == 60 + 20
     assert len(seen) == pipeline.stats()["events"]["delivered"]
+
+
+def test_stop_inside_an_events_loop_drains_and_the_loop_ends(tmp_path, demo_clip, demo_model):
+    path = two_cameras(tmp_path, demo_clip, demo_model, sink="sink: none\n")
+    pipeline = Pipeline.from_file(path, realtime=True)
+    started = time.monotonic()
+    after_stop = 0
+    for event in pipeline.events(max_queued=2):
+        if pipeline.state is PipelineState.RUNNING and event.type is EventType.DETECTIONS:
+            pipeline.stop()  # returns at once: this loop is what takes the events
+        elif pipeline.state is not PipelineState.RUNNING:
+            after_stop += 1
+    assert pipeline.join(DRAIN_TIMEOUT_S)
+    assert time.monotonic() - started < DRAIN_TIMEOUT_S  # drained, not cut short
+    assert pipeline.state is PipelineState.STOPPED and after_stop >= 2  # the two "ended"
+    events = pipeline.stats()["events"]
+    assert events["emitted"] == events["delivered"] and events["lost"] == 0
+
+
+def test_stop_inside_on_event_ends_the_run(tmp_path, demo_clip, demo_model):
+    path = two_cameras(tmp_path, demo_clip, demo_model, sink="sink: none\n")
+    seen: list[Event] = []
+
+    def on_event(event: Event) -> None:
+        seen.append(event)
+        if len(seen) == 10:
+            pipeline.stop()
+
+    pipeline = Pipeline.from_file(path, on_event=on_event, realtime=True)
+    started = time.monotonic()
+    stats = pipeline.run()
+    assert time.monotonic() - started < DRAIN_TIMEOUT_S
+    assert stats["frames"]["decoded"] < FRAMES
+    assert stats["events"]["delivered"] == len(seen)
 
 
 def test_errors_at_build_name_the_file_and_field(tmp_path, demo_clip, demo_model):

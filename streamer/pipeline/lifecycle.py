@@ -210,7 +210,9 @@ class Pipeline:
         """Stop the sources; what they decoded already goes on to the sinks for up to
         `drain_timeout_s`, then every thread stops at once (what was still in flight is
         counted as dropped or lost). `stop(0)` stops at once. Calling it again only ever
-        shortens the drain. `wait`: return once every thread has ended."""
+        shortens the drain. `wait`: return once every thread has ended, except when called
+        from `on_event` or inside a loop over `events()`, which must go on for the run to
+        end."""
         with self._lock:
             if self._state is PipelineState.CREATED:
                 self._close_unstarted()
@@ -225,7 +227,11 @@ class Pipeline:
                 if drain_timeout_s <= 0:
                     self._supervisor.halt.set()
         self._wake.set()
-        if wait:
+        # Called from on_event, or inside a loop over events(): the run cannot end while
+        # this thread waits, since it is the one that takes the events. It ends once the
+        # caller goes on (the loop then ends after the last event).
+        inside = self._supervisor.owns_current_thread() or self._parts.local.reads_here()
+        if wait and not inside:
             self._wait_done(None)
 
     def join(self, timeout_s: float | None = None) -> bool:

@@ -83,6 +83,9 @@ class Supervisor:
         thread.start()
         return thread
 
+    def owns_current_thread(self) -> bool:
+        return threading.current_thread() in self._threads
+
     def alive(self) -> list[str]:
         return [t.name for t in self._threads if t.is_alive()]
 

@@ -45,6 +45,7 @@ class Subscription:
         self._queue: StageQueue[Event] = StageQueue(
             "subscription", max_queued, Overflow.BLOCK, lambda _event, _reason: None
         )
+        self.reader: int | None = None  # the thread iterating over it, once one does
 
     def put(self, event: Event, stop: threading.Event) -> bool:
         """Queue `event`, waiting while the queue is full unless `stop` is set; whether it
@@ -56,6 +57,7 @@ class Subscription:
 
     def __iter__(self) -> Iterator[Event]:
         """The events until the pipeline's last one."""
+        self.reader = threading.get_ident()
         while True:
             item = self._queue.get(POLL_S)
             if item is _END:
@@ -107,6 +109,12 @@ class LocalSink:
             else:
                 self._subscriptions.append(subscription)
         return subscription
+
+    def reads_here(self) -> bool:
+        """Whether the calling thread is iterating over one of the subscriptions."""
+        me = threading.get_ident()
+        with self._lock:
+            return any(s.reader == me for s in self._subscriptions)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
