@@ -12,10 +12,13 @@ from tools.rtsp import RtspServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
+DEMO_FPS = 15  # the demo clip's rate, at which the server plays it
+DEMO = "  confidence: 0.35\n"  # the demo model's confidence, as pipelines/demo.yaml sets it
+
 
 @pytest.fixture
-def two_cameras(camera_clip: Path) -> Iterator[RtspServer]:
-    with RtspServer({"cam1": camera_clip, "cam2": camera_clip}) as server:
+def two_cameras(demo_camera_clip: Path) -> Iterator[RtspServer]:
+    with RtspServer({"cam1": demo_camera_clip, "cam2": demo_camera_clip}) as server:
         yield server
 
 
@@ -26,11 +29,11 @@ def fast_camera(camera_clip: Path) -> Iterator[RtspServer]:
 
 
 def test_two_cameras_give_contract_valid_events_within_the_budget(
-    tmp_path, redis_client, redis_server, two_cameras, yolox_nano
+    tmp_path, redis_client, redis_server, two_cameras, demo_model
 ):
     urls = {sid: two_cameras.url(sid) for sid in ("cam1", "cam2")}
-    pipeline = sources_pipeline(tmp_path, "lobby", urls, yolox_nano,
-                             "realtime: {max_latency_ms: 500}\n")  # fmt: skip
+    pipeline = sources_pipeline(tmp_path, "lobby", urls, demo_model,
+                             DEMO + "realtime: {max_latency_ms: 500}\n")  # fmt: skip
     result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "6")
     assert result.returncode == 0, result.stderr
     events = read_events(redis_client, "streamer:lobby:events")
@@ -40,10 +43,12 @@ def test_two_cameras_give_contract_valid_events_within_the_budget(
         assert (mine[0]["type"], mine[0]["status"]) == ("source_status", "connected")
         assert (mine[-1]["status"], mine[-1]["detail"]) == ("ended", "stopped")
         detections = [e for e in mine if e["type"] == "detections"]
-        assert len(detections) >= 30  # 10 fps for about 5 s
+        # The camera's frames came for most of the run, and nearly each gave its event.
+        decoded = stats["sources"][sid]["frames"]
+        assert decoded >= 0.5 * DEMO_FPS * stats["wall_s"], (sid, stats)
+        assert decoded >= len(detections) >= 0.8 * decoded, (sid, len(detections), decoded)
         indices = [e["frame"]["index"] for e in detections]
         assert indices == sorted(indices)
-        assert stats["sources"][sid]["frames"] >= len(detections)
     assert stats["latency_ms"]["p99"] <= 500
     assert "rtsp://127.0.0.1" in result.stderr
 
