@@ -93,13 +93,16 @@ def test_an_engine_cache_that_cannot_be_made_turns_the_caches_off_with_one_warni
 
 
 def test_unusable_gpu_providers_leave_a_working_cpu_model_and_one_warning(
-    yolov8n, tmp_path, caplog
+    demo_model, tmp_path, caplog
 ):
     """onnxruntime-gpu without CUDA's libraries, or the CPU build: CPU, and one warning that
     says why for each GPU provider (the library that is missing, with onnxruntime-gpu)."""
     with caplog.at_level(logging.WARNING):
         model = Model.load(
-            yolov8n, providers=("tensorrt", "cuda", "cpu"), fp16=True, engine_cache=tmp_path / "c"
+            demo_model,
+            providers=("tensorrt", "cuda", "cpu"),
+            fp16=True,
+            engine_cache=tmp_path / "c",
         )
     assert model.providers == ["CPUExecutionProvider"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -108,7 +111,8 @@ def test_unusable_gpu_providers_leave_a_working_cpu_model_and_one_warning(
     if "CUDAExecutionProvider" in ort.get_available_providers():
         assert ".so" in warnings[0]  # the missing library, by name
     assert not (tmp_path / "c").exists()  # TensorRT is not used: no cache folder
-    assert model.run(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 84, 84)
+    # Box and two class rows, for the 8x8 + 4x4 + 2x2 cells of strides 8, 16 and 32.
+    assert model.run(np.zeros((1, 3, 64, 64), np.float32)).shape == (1, 6, 84)
 
 
 def test_a_gpu_warms_up_every_batch_size_and_the_cpu_only_the_largest():
@@ -121,10 +125,10 @@ def test_a_gpu_warms_up_every_batch_size_and_the_cpu_only_the_largest():
     assert warm_up_sizes("CPUExecutionProvider", None, 4) == [4]
 
 
-def test_a_model_run_gives_what_its_session_gives(yolov8n):
-    model = Model.load(yolov8n, providers=("cpu",))
+def test_a_model_run_gives_what_its_session_gives(demo_model):
+    model = Model.load(demo_model, providers=("cpu",))
     batch = np.random.default_rng(0).random((2, 3, 96, 160), np.float32)
-    session = ort.InferenceSession(str(yolov8n), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(demo_model), providers=["CPUExecutionProvider"])
     (expected,) = session.run(None, {"images": batch})
     np.testing.assert_allclose(model.run(batch), expected, rtol=1e-4, atol=1e-3)
 
