@@ -10,26 +10,21 @@ import av
 import numpy as np
 import pytest
 
-from tests.conftest import asset
-from tools.rtsp import RtspServer, rtsp_server_available
+from tools.rtsp import RtspServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-CLIP = "videos/one-by-one-person-detection.mp4"
-CLIP_SIZE = (768, 432)
+CLIP_SIZE = (640, 360)  # the repository's clip
 SHORT_FRAMES = 30  # 3 s at 10 fps
-MARK_WIDTH = 24  # the frame number n is a white cell at x = n * MARK_WIDTH
+MARK_WIDTH = 20  # the frame number n is a white cell at x = n * MARK_WIDTH
 MARK_HEIGHT = 32
 FREEZE_READ_TIMEOUT_S = 2.0
 OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "32768"}
 
 
 @pytest.fixture(scope="module")
-def clip() -> Path:
-    reason = rtsp_server_available()
-    if reason is not None:
-        pytest.skip(f"no RTSP server here: {reason}")
-    return asset(CLIP)
+def clip(demo_camera_clip: Path) -> Path:
+    return demo_camera_clip
 
 
 @pytest.fixture(scope="module")
