@@ -191,6 +191,33 @@ def test_people_walking_through_one_by_one_give_one_track_each(
     assert order == [(kind, t) for t in appeared for kind in ("object_appeared", "object_left")]
 
 
+PEOPLE_IN_PERSON_CLIP = 6  # counted by eye: six people walk in one after another
+
+
+def test_real_clip_gives_one_track_per_person(tmp_path, redis_server, redis_client, person_clip,
+                                              yolox_nano):  # fmt: skip
+    """The same on real footage: YOLOX-nano on the real person clip, one object per person
+    who walks through, every object_appeared with its object_left by the end."""
+    pipeline = tmp_path / "people.yaml"
+    pipeline.write_text(
+        f"name: people\nsources:\n  - {{id: cam1, uri: '{person_clip}'}}\n"
+        f"model:\n  path: '{yolox_nano}'\n  classes: [person]\n"
+    )
+    result, stats = run_with_stats(pipeline, redis_server.url)
+    assert result.returncode == 0, result.stderr
+    events = read_events(redis_client, "streamer:people:events")
+    appeared = [e["object"]["track_id"] for e in events if e["type"] == "object_appeared"]
+    left = [e["object"]["track_id"] for e in events if e["type"] == "object_left"]
+    assert len(appeared) == PEOPLE_IN_PERSON_CLIP, appeared
+    assert sorted(left) == sorted(appeared)
+    assert stats["objects"] == {"appeared": 6, "left": 6, "active": 0}
+    # One person at a time: each leaves before the next appears.
+    order = [
+        (e["type"], e["object"]["track_id"]) for e in events if e["type"].startswith("object_")
+    ]
+    assert order == [(kind, t) for t in appeared for kind in ("object_appeared", "object_left")]
+
+
 # A scene made for the hard cases, rendered here and run through the demo detector:
 # a person walks up to the gate until its feet touch it and turns back; two people pass
 # close to each other just where they cross the gate in opposite directions; a person walks
