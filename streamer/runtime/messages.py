@@ -4,8 +4,8 @@ Data items (`Frame`, `Prepared`, `Inferred`, `Emitted`) can be dropped by a leak
 control items (`SourceStatus`, `EndOfStream`) never are, and travel in order with the
 frames of their source so that per-source event order holds end to end.
 
-Times: `*_ns` fields are `time.monotonic_ns()` values, used for deadlines and latency;
-`*_at` fields are wall-clock seconds since the epoch, used only in events.
+Times: `*_ns` fields are the pipeline clock's `monotonic_ns()`, used for deadlines and
+latency; `*_at` fields are its wall-clock seconds since the epoch, used only in events.
 """
 
 from __future__ import annotations
