@@ -160,6 +160,29 @@ _WALKERS, _WALKERS_DONE_S = one_after_another([
 ONE_BY_ONE = Scene(640, 360, fps=15, duration_s=_WALKERS_DONE_S, seed=5, objects=_WALKERS)
 
 
+def assert_one_track_per_person(clip: Path, model: Path, extra: str, people: int,
+                                redis_url: str, client: Any, folder: Path) -> None:  # fmt: skip
+    """`people` objects, each appearing then leaving before the next appears."""
+    pipeline = folder / "people.yaml"
+    pipeline.write_text(
+        f"name: people\nsources:\n  - {{id: cam1, uri: '{clip}'}}\n"
+        f"model:\n  path: '{model}'\n  classes: [person]\n{extra}"
+    )
+    result, stats = run_with_stats(pipeline, redis_url)
+    assert result.returncode == 0, result.stderr
+    events = read_events(client, "streamer:people:events")
+    appeared = [e["object"]["track_id"] for e in events if e["type"] == "object_appeared"]
+    left = [e["object"]["track_id"] for e in events if e["type"] == "object_left"]
+    assert len(appeared) == people, appeared
+    assert sorted(left) == sorted(appeared)
+    assert stats["objects"] == {"appeared": people, "left": people, "active": 0}
+    # One person at a time: each leaves before the next appears.
+    order = [
+        (e["type"], e["object"]["track_id"]) for e in events if e["type"].startswith("object_")
+    ]
+    assert order == [(kind, t) for t in appeared for kind in ("object_appeared", "object_left")]
+
+
 def test_people_walking_through_one_by_one_give_one_track_each(
     tmp_path, redis_server, redis_client, demo_model
 ):
@@ -171,24 +194,8 @@ def test_people_walking_through_one_by_one_give_one_track_each(
     assert max(len(boxes) for boxes in truth.values()) == 1  # never two people at once
     people = len({b["object_id"] for boxes in truth.values() for b in boxes})
     assert people == len(ONE_BY_ONE.objects) == 6
-    pipeline = tmp_path / "people.yaml"
-    pipeline.write_text(
-        f"name: people\nsources:\n  - {{id: cam1, uri: '{clip}'}}\n"
-        f"model:\n  path: '{demo_model}'\n  confidence: 0.35\n  classes: [person]\n"
-    )
-    result, stats = run_with_stats(pipeline, redis_server.url)
-    assert result.returncode == 0, result.stderr
-    events = read_events(redis_client, "streamer:people:events")
-    appeared = [e["object"]["track_id"] for e in events if e["type"] == "object_appeared"]
-    left = [e["object"]["track_id"] for e in events if e["type"] == "object_left"]
-    assert len(appeared) == people, appeared
-    assert sorted(left) == sorted(appeared)
-    assert stats["objects"] == {"appeared": 6, "left": 6, "active": 0}
-    # One person at a time: each leaves before the next appears.
-    order = [
-        (e["type"], e["object"]["track_id"]) for e in events if e["type"].startswith("object_")
-    ]
-    assert order == [(kind, t) for t in appeared for kind in ("object_appeared", "object_left")]
+    assert_one_track_per_person(clip, demo_model, "  confidence: 0.35\n", people,
+                                redis_server.url, redis_client, tmp_path)  # fmt: skip
 
 
 PEOPLE_IN_PERSON_CLIP = 6  # counted by eye: six people walk in one after another
@@ -196,26 +203,9 @@ PEOPLE_IN_PERSON_CLIP = 6  # counted by eye: six people walk in one after anothe
 
 def test_real_clip_gives_one_track_per_person(tmp_path, redis_server, redis_client, person_clip,
                                               yolox_nano):  # fmt: skip
-    """The same on real footage: YOLOX-nano on the real person clip, one object per person
-    who walks through, every object_appeared with its object_left by the end."""
-    pipeline = tmp_path / "people.yaml"
-    pipeline.write_text(
-        f"name: people\nsources:\n  - {{id: cam1, uri: '{person_clip}'}}\n"
-        f"model:\n  path: '{yolox_nano}'\n  classes: [person]\n"
-    )
-    result, stats = run_with_stats(pipeline, redis_server.url)
-    assert result.returncode == 0, result.stderr
-    events = read_events(redis_client, "streamer:people:events")
-    appeared = [e["object"]["track_id"] for e in events if e["type"] == "object_appeared"]
-    left = [e["object"]["track_id"] for e in events if e["type"] == "object_left"]
-    assert len(appeared) == PEOPLE_IN_PERSON_CLIP, appeared
-    assert sorted(left) == sorted(appeared)
-    assert stats["objects"] == {"appeared": 6, "left": 6, "active": 0}
-    # One person at a time: each leaves before the next appears.
-    order = [
-        (e["type"], e["object"]["track_id"]) for e in events if e["type"].startswith("object_")
-    ]
-    assert order == [(kind, t) for t in appeared for kind in ("object_appeared", "object_left")]
+    """The same on real footage: YOLOX-nano on the real person clip."""
+    assert_one_track_per_person(person_clip, yolox_nano, "", PEOPLE_IN_PERSON_CLIP,
+                                redis_server.url, redis_client, tmp_path)  # fmt: skip
 
 
 # A scene made for the hard cases, rendered here and run through the demo detector:
