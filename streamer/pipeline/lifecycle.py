@@ -12,16 +12,19 @@ every thread has ended, counts what the queues still held and settles the final 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
+
+from typing_extensions import Unpack
 
 from streamer.config import load_config, with_overrides
 from streamer.config.loader import naming_file
@@ -30,11 +33,11 @@ from streamer.enums import StrEnum
 from streamer.errors import ConfigError, PipelineFailed, StreamerError
 from streamer.events.event import Event
 from streamer.pipeline.build import build
-from streamer.pipeline.parts import Parts, StageThread
+from streamer.pipeline.parts import Parts
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.messages import DropReason
 from streamer.runtime.queues import POLL_S
-from streamer.runtime.threads import Supervisor, run_stage
+from streamer.runtime.threads import run_stage
 from streamer.sinks.local import EventCallback
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,19 @@ class _Unset(Enum):
 
 
 UNSET = _Unset.UNSET
+
+
+class Overrides(TypedDict, total=False):
+    """The keyword arguments of `Pipeline.from_config` (and so of `from_file`)."""
+
+    source: str | Sequence[str]
+    model: str | os.PathLike[str] | None
+    redis_url: str | _Unset | None
+    realtime: bool | None
+    max_frames: int | None
+    duration_s: float | None
+    on_event: EventCallback | None
+    clock: Clock
 
 
 class Pipeline:
@@ -89,41 +105,17 @@ class Pipeline:
         self._wake = threading.Event()  # the watcher looks again at once
         self._done = threading.Event()
         self._watcher: threading.Thread | None = None
-        self._stuck: list[str] = []
 
     @classmethod
-    def from_file(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        source: str | Sequence[str] = (),
-        model: str | os.PathLike[str] | None = None,
-        redis_url: str | _Unset | None = UNSET,
-        realtime: bool | None = None,
-        max_frames: int | None = None,
-        duration_s: float | None = None,
-        on_event: EventCallback | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> Pipeline:
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Unpack[Overrides]) -> Pipeline:
         """The pipeline of a YAML file, built and ready to start; StreamerError (a
         ConfigError, ModelError, SourceError, RedisUnavailable or SinkError) naming the
-        file and field, the model, the video or the Redis URL that is wrong.
-
-        The keyword arguments are `streamer run`'s flags: `source` replaces the sources
-        with one URI, or replaces or adds the source of each "ID=URI"; `model` replaces
-        the model file; `redis_url` replaces the Redis URL (None: no Redis, events only in
-        process); `realtime` paces files like cameras (True) or reads every frame as fast
-        as possible (False); `max_frames` stops each source after that many frames;
-        `duration_s` stops the run after that long. `on_event` is called with each
-        event, in order, on the pipeline's delivery thread.
-        """
+        file and field, the model, the video or the Redis URL that is wrong. The keyword
+        arguments are `from_config`'s."""
         path = Path(path)
         config = load_config(path)
         with naming_file(path):
-            return cls.from_config(
-                config, source=source, model=model, redis_url=redis_url, realtime=realtime,
-                max_frames=max_frames, duration_s=duration_s, on_event=on_event, clock=clock,
-            )  # fmt: skip
+            return cls.from_config(config, **overrides)
 
     @classmethod
     def from_config(
@@ -139,7 +131,17 @@ class Pipeline:
         on_event: EventCallback | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> Pipeline:
-        """As `from_file`, from a config already read (see `streamer.config`)."""
+        """The pipeline of a config already read (see `streamer.config`), built and ready to
+        start; StreamerError naming what is wrong.
+
+        The keyword arguments are `streamer run`'s flags: `source` replaces the sources
+        with one URI, or replaces or adds the source of each "ID=URI"; `model` replaces
+        the model file; `redis_url` replaces the Redis URL (None: no Redis, events only in
+        process); `realtime` paces files like cameras (True) or reads every frame as fast
+        as possible (False); `max_frames` stops each source after that many frames;
+        `duration_s` stops the run after that long. `on_event` is called with each
+        event, in order, on the pipeline's delivery thread; `clock` is what timing reads.
+        """
         config = with_overrides(
             config,
             sources=(source,) if isinstance(source, str) else tuple(source),
@@ -198,8 +200,8 @@ class Pipeline:
         for source in parts.sources:
             sup.spawn(f"streamer.src.{source.id}", source.run)
         for st in parts.stages:
-            stage_loop = _stage_loop(st, ids, sup)
-            sup.spawn(f"streamer.{st.stage.name}", stage_loop)
+            loop = functools.partial(run_stage, st.stage, st.inbox, st.outbox, ids, sup)
+            sup.spawn(f"streamer.{st.stage.name}", loop)
         for sink in parts.sinks:
             sup.spawn(f"streamer.{sink.name}", sink.run)
         self._watcher = threading.Thread(target=self._watch, name="streamer.watch")
@@ -322,40 +324,43 @@ class Pipeline:
         self._done.set()
 
     def _watch(self) -> None:
-        halted_at: float | None = None
         sup = self._supervisor
+        halted_at: float | None = None
+        stuck: list[str] = []
         while sup.alive():
             now = self._clock.monotonic_ns()
-            with self._lock:
-                due = self._duration_ns is not None and self._state is PipelineState.RUNNING
-            if due and now - self._started_ns >= (self._duration_ns or 0):
+            duration = self._duration_ns
+            if (
+                duration is not None
+                and self._state is PipelineState.RUNNING
+                and now - self._started_ns >= duration
+            ):
                 log.info("%s: --duration reached; stopping", self.name)
                 self.stop(DRAIN_TIMEOUT_S, wait=False)
-            with self._lock:
-                overdue = self._drain_deadline_ns is not None and now >= self._drain_deadline_ns
-            if overdue and not sup.halt.is_set():
+            drain_deadline = self._drain_deadline_ns
+            if drain_deadline is not None and now >= drain_deadline and not sup.halt.is_set():
                 log.warning("draining took too long; stopping now")
                 sup.halt.set()
             if sup.halt.is_set():
                 # Real time: how long threads take to notice is no matter of the clock.
                 halted_at = halted_at or time.monotonic()
                 if time.monotonic() - halted_at > JOIN_TIMEOUT_S:
-                    self._stuck = sup.alive()
+                    stuck = sup.alive()
                     break
             self._wake.wait(POLL_S)
             self._wake.clear()
-        self._settle()
+        self._settle(stuck)
 
-    def _settle(self) -> None:
-        """Every thread has ended (or is stuck): count what is left, decide the state."""
+    def _settle(self, stuck: list[str]) -> None:
+        """Every thread has ended, but `stuck`: count what is left, decide the state."""
         parts = self._parts
-        if not self._stuck:
+        if not stuck:
             for queue in parts.queues:
                 queue.discard_all(DropReason.SHUTDOWN)
         parts.local.end()
         failure = self._supervisor.failure
-        if failure is None and self._stuck:
-            failure = PipelineFailed(f"threads still running at exit: {', '.join(self._stuck)}")
+        if failure is None and stuck:
+            failure = PipelineFailed(f"threads still running at exit: {', '.join(stuck)}")
         failed = [s for s in parts.sources if s.failure is not None]
         if failure is None and failed:
             failure = PipelineFailed(f"source(s) failed: {', '.join(s.id for s in failed)}")
@@ -364,10 +369,6 @@ class Pipeline:
             self._failure = failure
             self._state = PipelineState.FAILED if failure else PipelineState.STOPPED
         self._done.set()
-
-
-def _stage_loop(st: StageThread, ids: list[str], sup: Supervisor) -> Callable[[], None]:
-    return lambda: run_stage(st.stage, st.inbox, st.outbox, ids, sup)
 
 
 def redis_url_for(config: PipelineConfig, given: str | _Unset | None) -> str | None:
