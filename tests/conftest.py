@@ -24,6 +24,9 @@ SCHEMA = json.loads((REPO / "streamer" / "events" / "event-v1.json").read_text()
 # The repository's own clip and model: what tests use whose point is not real footage.
 DEMO_CLIP = REPO / "sample_videos" / "parking.mp4"  # 640x360, 15 fps, 300 frames
 DEMO_MODEL = REPO / "models" / "demo-detector.onnx"  # person, car
+DEMO_FPS = 15  # the clip's frame rate
+DEMO_FRAMES = 300  # the clip's frames
+DEMO_CONFIDENCE = "  confidence: 0.35\n"  # the model's threshold line, as pipelines/demo.yaml
 CLI_TIMEOUT_S = 300
 
 
@@ -45,13 +48,18 @@ def demo_model() -> Path:
     return DEMO_MODEL
 
 
-@pytest.fixture(scope="session")
-def demo_camera_clip() -> Path:
-    """The repository's clip, for tests that serve it from a real RTSP server."""
+def servable(clip: Path) -> Path:
+    """`clip`, for a test that serves it from a real RTSP server; skipped without one."""
     reason = rtsp_server_available()
     if reason is not None:
         pytest.skip(f"no RTSP server here: {reason}")
-    return DEMO_CLIP
+    return clip
+
+
+@pytest.fixture(scope="session")
+def demo_camera_clip() -> Path:
+    """The repository's clip, for tests that serve it from a real RTSP server."""
+    return servable(DEMO_CLIP)
 
 
 @pytest.fixture(scope="session")
@@ -61,11 +69,8 @@ def person_clip() -> Path:
 
 @pytest.fixture(scope="session")
 def camera_clip(person_clip: Path) -> Path:
-    """The person clip, for tests that serve it from a real RTSP server (skipped without one)."""
-    reason = rtsp_server_available()
-    if reason is not None:
-        pytest.skip(f"no RTSP server here: {reason}")
-    return person_clip
+    """The person clip, for tests that serve it from a real RTSP server."""
+    return servable(person_clip)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ import pytest
 
 from streamer.analytics.boxes import iou_matrix
 from tests.conftest import (
+    DEMO_CONFIDENCE,
+    DEMO_FPS,
     one_source_pipeline,
     read_events,
     run_cli,
@@ -26,12 +28,11 @@ from tests.conftest import (
     sources_pipeline,
 )
 from tests.test_bad_input import assert_one_line_error, pipeline_text
-from tests.test_decode_fuzz import SEGMENT_FPS, encode_segment
+from tests.test_decode_fuzz import encode_segment
 from tools.rtsp import RtspServer, rtsp_server_available
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-DEMO = "  confidence: 0.35\n"  # the demo model's confidence, as pipelines/demo.yaml sets it
 FIRST_SIZE, SECOND_SIZE = (768, 432), (480, 360)  # another size and another shape
 SWITCH = 30  # the frame at which the size changes
 
@@ -67,7 +68,9 @@ def test_a_stream_whose_frame_size_changes_midway(
     tmp_path, redis_client, redis_server, resized_midway, demo_model, container
 ):
     clip = resized_midway[container]
-    pipeline = sources_pipeline(tmp_path, "resized", {"cam1": str(clip)}, demo_model, DEMO)
+    pipeline = sources_pipeline(
+        tmp_path, "resized", {"cam1": str(clip)}, demo_model, DEMO_CONFIDENCE
+    )
     result, stats = run_with_stats(pipeline, redis_server.url)
     assert result.returncode == 0, result.stderr
     assert stats["frames"] == {"decoded": 60, "processed": 60, "late": 0, "dropped": {}}
@@ -100,7 +103,9 @@ def test_a_camera_whose_frame_size_changes_while_it_streams(
 ):
     clip = resized_midway["mpegts"]
     # The same frames from the file, offline: each one's people in its own pixels.
-    reference_pipeline = sources_pipeline(tmp_path, "ref", {"cam1": str(clip)}, demo_model, DEMO)
+    reference_pipeline = sources_pipeline(
+        tmp_path, "ref", {"cam1": str(clip)}, demo_model, DEMO_CONFIDENCE
+    )
     result, _ = run_with_stats(reference_pipeline, redis_server.url)
     assert result.returncode == 0, result.stderr
     reference = {
@@ -111,8 +116,10 @@ def test_a_camera_whose_frame_size_changes_while_it_streams(
     # The camera plays 2 s at 768x432, then 2 s at 480x360, and again: a new size and new
     # parameter sets on the one RTSP session each time.
     with RtspServer({"cam1": clip}, follow_size=True) as camera:
-        pipeline = sources_pipeline(tmp_path, "live", {"cam1": camera.url("cam1")}, demo_model,
-                                    DEMO + "realtime: {max_latency_ms: 1000}\n")  # fmt: skip
+        extra = DEMO_CONFIDENCE + "realtime: {max_latency_ms: 1000}\n"
+        pipeline = sources_pipeline(
+            tmp_path, "live", {"cam1": camera.url("cam1")}, demo_model, extra
+        )
         result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "8")
     assert result.returncode == 0, result.stderr
     assert stats["sources"]["cam1"]["reconnects"] == 0
@@ -125,7 +132,7 @@ def test_a_camera_whose_frame_size_changes_while_it_streams(
     # The camera streamed at its 15 fps for most of the run, and nearly every frame shows the
     # three people, whatever its size.
     decoded = stats["sources"]["cam1"]["frames"]
-    assert decoded >= 0.5 * SEGMENT_FPS * stats["wall_s"], stats
+    assert decoded >= 0.5 * DEMO_FPS * stats["wall_s"], stats
     assert len(live) >= 0.8 * decoded, (len(live), decoded)
     matched_sizes = set()
     for boxes in live:
@@ -159,7 +166,9 @@ def test_a_file_whose_metadata_is_not_utf8(tmp_path, redis_server, demo_clip, de
     latin1_metadata(segment, clip)
     with pytest.raises(UnicodeDecodeError):  # what PyAV does by default
         av.open(str(clip)).close()
-    pipeline = sources_pipeline(tmp_path, "latin1", {"cam1": str(clip)}, demo_model, DEMO)
+    pipeline = sources_pipeline(
+        tmp_path, "latin1", {"cam1": str(clip)}, demo_model, DEMO_CONFIDENCE
+    )
     result, stats = run_with_stats(pipeline, redis_server.url)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 0, result.stderr
@@ -186,12 +195,12 @@ def write_silence(path: Path, container: str, **options: str) -> None:
 
 def test_a_file_with_no_video_track(tmp_path, redis_server, audio_only, demo_clip, demo_model):
     pipeline = tmp_path / "p.yaml"
-    pipeline.write_text(pipeline_text(audio_only, demo_model, DEMO))
+    pipeline.write_text(pipeline_text(audio_only, demo_model, DEMO_CONFIDENCE))
     expected = f"{audio_only}: no video track"
     assert_one_line_error(run_cli("validate", str(pipeline)), expected)
     assert_one_line_error(run_cli("run", str(pipeline), "--redis-url", redis_server.url), expected)
     # Given on the command line instead of in the file.
-    pipeline.write_text(pipeline_text(demo_clip, demo_model, DEMO))
+    pipeline.write_text(pipeline_text(demo_clip, demo_model, DEMO_CONFIDENCE))
     result = run_cli("run", str(pipeline), "--redis-url", redis_server.url,
                      "--source", str(audio_only))  # fmt: skip
     assert_one_line_error(result, expected)
@@ -220,7 +229,9 @@ def audio_only_hls(tmp_path: Path) -> Iterator[str]:
 def test_a_live_stream_with_no_video_track_is_retried_and_says_why(
     tmp_path, redis_client, redis_server, audio_only_hls, demo_model
 ):
-    pipeline = sources_pipeline(tmp_path, "radio", {"cam1": audio_only_hls}, demo_model, DEMO)
+    pipeline = sources_pipeline(
+        tmp_path, "radio", {"cam1": audio_only_hls}, demo_model, DEMO_CONFIDENCE
+    )
     result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "3")
     assert "Traceback" not in result.stderr
     assert result.returncode == 0, result.stderr
@@ -238,12 +249,14 @@ def test_an_h265_camera(tmp_path, redis_client, redis_server, demo_clip, demo_mo
     people = tmp_path / "people.mp4"
     encode_segment(demo_clip, people, "mp4", range(100, 160), FIRST_SIZE)
     with RtspServer({"cam1": people}, codec="h265") as camera:
-        pipeline = sources_pipeline(tmp_path, "hevc", {"cam1": camera.url("cam1")}, demo_model,
-                                    DEMO + "realtime: {max_latency_ms: 1000}\n")  # fmt: skip
+        extra = DEMO_CONFIDENCE + "realtime: {max_latency_ms: 1000}\n"
+        pipeline = sources_pipeline(
+            tmp_path, "hevc", {"cam1": camera.url("cam1")}, demo_model, extra
+        )
         result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "5")
     assert result.returncode == 0, result.stderr
     assert stats["sources"]["cam1"] == {"reconnects": 0, "frames": stats["frames"]["decoded"]}
-    assert stats["frames"]["decoded"] >= 0.5 * SEGMENT_FPS * stats["wall_s"], stats  # 15 fps
+    assert stats["frames"]["decoded"] >= 0.5 * DEMO_FPS * stats["wall_s"], stats  # 15 fps
     events = stream_events(redis_client, "hevc")
     assert events[0]["status"] == "connected"
     detections = [e for e in events if e["type"] == "detections"]
@@ -341,7 +354,7 @@ def test_a_camera_that_answers_garbage_is_retried(
     with GarbageCamera(mode) as camera:
         # Opening gives up after 1 s on a silent camera, so a few attempts fit in 4 s.
         pipeline = one_source_pipeline(tmp_path, "junk", camera.url, demo_model,
-                                       source_extra=", open_timeout_s: 1", extra=DEMO)  # fmt: skip
+                                       ", open_timeout_s: 1", DEMO_CONFIDENCE)  # fmt: skip
         result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "4")
         connections = camera.connections
     assert result.returncode == 0, result.stderr

@@ -48,10 +48,11 @@ def test_the_slowest_recent_call_counts_and_an_old_one_is_forgotten():
 def test_a_slow_models_timing_outlives_the_memory_for_a_few_of_its_calls():
     clock = FakeClock()
     estimate = WorkEstimate(clock)
-    estimate.record_inference(500 * MS, frames=1)  # remembered for 4 calls: 2 s
-    clock.advance(1.5)  # past MEMORY_S (1 s)
-    assert estimate.reserve_ns(1) == int(HEADROOM * 500 * MS)
-    clock.advance(0.6)
+    call_s = deadlines.MEMORY_S  # remembered for MEMORY_CALLS such calls, past MEMORY_S
+    estimate.record_inference(int(call_s * 1e9), frames=1)
+    clock.advance(1.5 * deadlines.MEMORY_S)
+    assert estimate.reserve_ns(1) == int(HEADROOM * call_s * 1e9)
+    clock.advance(deadlines.MEMORY_CALLS * call_s - 1.5 * deadlines.MEMORY_S + 0.01)
     assert estimate.reserve_ns(1) == 0
 
 

@@ -36,18 +36,23 @@ from streamer.runtime.threads import Supervisor
 from streamer.sources.opening import probe_file
 from streamer.sources.video import SourcePlan, VideoSource
 from streamer.stages.preprocess import prepare
-from tests.conftest import REPO, one_source_pipeline, read_events, run_with_stats
+from tests.conftest import (
+    DEMO_CONFIDENCE,
+    DEMO_FPS,
+    REPO,
+    one_source_pipeline,
+    read_events,
+    run_with_stats,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 SEGMENT_FRAMES = range(100, 160)  # three people and two or three cars in the demo clip
 SEGMENT_SIZE = (384, 216)
-SEGMENT_FPS = 15  # the demo clip's rate: the segment moves as the clip does
 GOP = 15  # a keyframe a second: decoding recovers soon after damage
 TS_PACKET = 188
 FILE_TIMEOUT_S = 20.0  # for one damaged file through the decoder thread
 WORKER_TIMEOUT_S = 120.0
-DEMO_CONFIDENCE = "  confidence: 0.35\n"  # the demo model's, as pipelines/demo.yaml sets it
 # A YOLOv8-style model input: every decoded frame, whatever its size, must fit one.
 FUZZ_SPEC = ModelSpec("yolov8", "images", None, (160, 160), 160, 32, ("x",), True, 1 / 255, True)
 
@@ -64,7 +69,7 @@ def encode_segment(
     the first frame's time is `first_pts` frames (fifteenths of a second)."""
     options = {"g": str(GOP), "keyint_min": str(GOP), "bf": "2", "preset": "ultrafast"}
     with av.open(str(clip)) as src, av.open(str(dst), "w", format=container) as out:
-        stream = out.add_stream("libx264", rate=SEGMENT_FPS, options=options)
+        stream = out.add_stream("libx264", rate=DEMO_FPS, options=options)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         for i, frame in enumerate(src.decode(video=0)):
@@ -73,7 +78,7 @@ def encode_segment(
             if i >= frames.start:
                 scaled = frame.reformat(*size, format="yuv420p")
                 scaled.pts = first_pts + i - frames.start
-                scaled.time_base = Fraction(1, SEGMENT_FPS)
+                scaled.time_base = Fraction(1, DEMO_FPS)
                 out.mux(stream.encode(scaled))
         out.mux(stream.encode(None))
 

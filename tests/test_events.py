@@ -18,6 +18,7 @@ from streamer.events.factory import EventFactory, new_ulid
 from streamer.runtime.clock import FakeClock
 from streamer.runtime.messages import Detections, Frame, SourceStatus
 from tests.conftest import SCHEMA
+from tests.test_config_fuzz import fuzz
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,6 +76,7 @@ def emitted_events(draw: st.DrawFn, factory: EventFactory) -> Event:
     return factory.source_status(status).event
 
 
+@fuzz(200)
 @given(st.data())
 def test_every_event_is_valid_json_of_the_contract_and_reads_back_the_same(data):
     factory = EventFactory("p", new_ulid(), LABELS, FakeClock())

@@ -27,7 +27,7 @@ from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
 from streamer.sources.opening import hwaccel_problem
 from streamer.sources.video import SourcePlan, VideoSource
-from tests.conftest import REPO
+from tests.conftest import DEMO_CLIP
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -202,7 +202,7 @@ def decode_all(source_config: SourceConfig) -> list[Frame]:
 def test_a_missing_hardware_decoder_decodes_every_frame_in_software(hwaccel, caplog):
     if hwaccel_problem("cuda") is None:
         pytest.skip("this machine decodes on CUDA: nothing falls back")
-    clip = str(REPO / "sample_videos" / "parking.mp4")
+    clip = str(DEMO_CLIP)
     software = decode_all(SourceConfig(id="soft", uri=clip))
     with caplog.at_level(logging.WARNING):
         frames = decode_all(SourceConfig(id="cam7", uri=clip, hwaccel=hwaccel))

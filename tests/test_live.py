@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_events, run_with_stats, sources_pipeline
+from tests.conftest import DEMO_CONFIDENCE, DEMO_FPS, read_events, run_with_stats, sources_pipeline
 from tools.rtsp import RtspServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-DEMO_FPS = 15  # the demo clip's rate, at which the server plays it
-DEMO = "  confidence: 0.35\n"  # the demo model's confidence, as pipelines/demo.yaml sets it
 
 
 @pytest.fixture
@@ -33,7 +30,7 @@ def test_two_cameras_give_contract_valid_events_within_the_budget(
 ):
     urls = {sid: two_cameras.url(sid) for sid in ("cam1", "cam2")}
     pipeline = sources_pipeline(tmp_path, "lobby", urls, demo_model,
-                             DEMO + "realtime: {max_latency_ms: 500}\n")  # fmt: skip
+                             DEMO_CONFIDENCE + "realtime: {max_latency_ms: 500}\n")  # fmt: skip
     result, stats = run_with_stats(pipeline, redis_server.url, "--duration", "6")
     assert result.returncode == 0, result.stderr
     events = read_events(redis_client, "streamer:lobby:events")

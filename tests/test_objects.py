@@ -18,15 +18,21 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import read_events, run_with_stats
+from tests.conftest import (
+    DEMO_CLIP,
+    DEMO_CONFIDENCE,
+    DEMO_MODEL,
+    REPO,
+    read_events,
+    run_with_stats,
+)
 from tools.make_sample_video import write_clip
 from tools.scenes import Scene, SceneObject
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
-PIPELINE = ROOT / "pipelines" / "parking-zones.yaml"
-TRUTH = json.loads((ROOT / "sample_videos" / "parking.json").read_text())
+PIPELINE = REPO / "pipelines" / "parking-zones.yaml"
+TRUTH = json.loads((REPO / "sample_videos" / "parking.json").read_text())
 FPS = TRUTH["fps"]
 LINE_X = 300.0  # midline: from (300, 0) to (300, 360)
 BAND_PX = 4.0  # ground-truth anchors this close to a boundary decide nothing
@@ -74,8 +80,8 @@ def expected_zone_visits() -> int:
 
 def run_parking(tmp_path: Path, redis_server: Any, redis_client: Any, max_fps: float | None):
     config = yaml.safe_load(PIPELINE.read_text())
-    config["sources"][0]["uri"] = str(ROOT / "sample_videos" / "parking.mp4")
-    config["model"]["path"] = str(ROOT / "models" / "demo-detector.onnx")
+    config["sources"][0]["uri"] = str(DEMO_CLIP)
+    config["model"]["path"] = str(DEMO_MODEL)
     if max_fps is not None:
         config["sources"][0]["max_fps"] = max_fps
     pipeline = tmp_path / "parking.yaml"
@@ -194,7 +200,7 @@ def test_people_walking_through_one_by_one_give_one_track_each(
     assert max(len(boxes) for boxes in truth.values()) == 1  # never two people at once
     people = len({b["object_id"] for boxes in truth.values() for b in boxes})
     assert people == len(ONE_BY_ONE.objects) == 6
-    assert_one_track_per_person(clip, demo_model, "  confidence: 0.35\n", people,
+    assert_one_track_per_person(clip, demo_model, DEMO_CONFIDENCE, people,
                                 redis_server.url, redis_client, tmp_path)  # fmt: skip
 
 
@@ -241,7 +247,7 @@ def test_touching_passing_and_crossing_in_a_rendered_scene(tmp_path, redis_serve
     pipeline.write_text(yaml.safe_dump({
         "name": "boundaries",
         "sources": [{"id": "cam1", "uri": str(clip)}],
-        "model": {"path": str(ROOT / "models" / "demo-detector.onnx"), "confidence": 0.35},
+        "model": {"path": str(DEMO_MODEL), "confidence": 0.35},
         "zones": [{"name": "pad", "polygon": PAD, "labels": ["person"]}],
         "lines": [{"name": "gate", "points": [[GATE_X, 60], [GATE_X, 360]]}],
     }))  # fmt: skip
@@ -275,8 +281,8 @@ def test_touching_passing_and_crossing_in_a_rendered_scene(tmp_path, redis_serve
 
 def test_detections_carry_the_track_id_of_their_object(tmp_path, redis_server, redis_client):
     config = yaml.safe_load(PIPELINE.read_text())
-    config["sources"][0]["uri"] = str(ROOT / "sample_videos" / "parking.mp4")
-    config["model"]["path"] = str(ROOT / "models" / "demo-detector.onnx")
+    config["sources"][0]["uri"] = str(DEMO_CLIP)
+    config["model"]["path"] = str(DEMO_MODEL)
     config["events"]["emit"] = ["object_appeared", "object_left", "detections"]
     pipeline = tmp_path / "parking.yaml"
     pipeline.write_text(yaml.safe_dump(config))

@@ -31,11 +31,9 @@ from streamer.models import Model
 from streamer.pipeline.build import build
 from streamer.pipeline.lifecycle import DRAIN_TIMEOUT_S
 from streamer.runtime.clock import SYSTEM_CLOCK
-from tests.conftest import REPO, SCHEMA, read_events, run_with_stats, write_pipeline
+from tests.conftest import DEMO_FRAMES, REPO, SCHEMA, read_events, run_with_stats, write_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-FRAMES = 300  # in the clip
 
 
 def two_cameras(folder: Path, clip: Path, model: Path, sink: str = "") -> Path:
@@ -74,7 +72,7 @@ def test_the_api_and_the_cli_give_the_same_events(tmp_path, demo_clip, demo_mode
     from_api = read_events(redis_client, "streamer:lot:events")
 
     assert kinds(from_api) == kinds(from_cli)
-    assert kinds(from_api)[("north", "detections")] == FRAMES
+    assert kinds(from_api)[("north", "detections")] == DEMO_FRAMES
     assert kinds(from_api)[("north", "object_appeared")] > 0
     assert kinds(from_api)[("south", "line_crossed")] > 0
     for key in ("frames", "events", "objects", "zones", "lines"):
@@ -101,7 +99,7 @@ def test_without_redis_on_event_gets_every_event_in_order(tmp_path, demo_clip, d
         first, last = mine[0], mine[-1]
         assert (first.type, first.status) == (EventType.SOURCE_STATUS, SourceState.CONNECTED)
         assert (last.type, last.status) == (EventType.SOURCE_STATUS, SourceState.ENDED)
-    assert Counter(e.type for e in got if e.source == "north")[EventType.DETECTIONS] == FRAMES
+    assert Counter(e.type for e in got if e.source == "north")[EventType.DETECTIONS] == DEMO_FRAMES
     assert {e.run for e in got} == {pipeline.run_id}
     for event in got:
         jsonschema.validate(event.to_dict(), SCHEMA)
@@ -168,7 +166,7 @@ def test_a_source_that_fails_fails_the_run_and_says_why(tmp_path, demo_clip, dem
         pipeline.run()
     assert isinstance(failed.value.__cause__, OSError)
     assert pipeline.state is PipelineState.FAILED
-    assert Counter(e.type for e in got if e.source == "ok")[EventType.DETECTIONS] == FRAMES
+    assert Counter(e.type for e in got if e.source == "ok")[EventType.DETECTIONS] == DEMO_FRAMES
 
 
 class FailingModel(Model):
@@ -223,15 +221,18 @@ def test_an_on_event_that_raises_fails_the_run(tmp_path, demo_clip, demo_model):
 def test_with_stops_at_once_when_its_block_raises(tmp_path, demo_clip, demo_model, redis_server):
     path = two_cameras(tmp_path, demo_clip, demo_model)
     pipeline = Pipeline.from_file(path, redis_url=redis_server.url, realtime=True)
+    raised_at = 0.0
     with pytest.raises(ValueError, match="the consumer's own bug"), pipeline:
         for i, _event in enumerate(pipeline.events()):
             if i == 20:
+                raised_at = time.monotonic()
                 raise ValueError("the consumer's own bug")
+    assert time.monotonic() - raised_at < DRAIN_TIMEOUT_S / 2  # at once, not drained
     assert pipeline.state is PipelineState.STOPPED
     assert pipeline.threads_alive() == []
     assert not [t for t in threading.enumerate() if t.name.startswith("streamer.")]
     stats = pipeline.stats()
-    assert stats["frames"]["decoded"] < FRAMES  # cut short, not drained to the end
+    assert stats["frames"]["decoded"] < DEMO_FRAMES  # cut short, not drained to the end
     assert stats["events"]["emitted"] == stats["events"]["delivered"] + stats["events"]["lost"]
 
 
@@ -243,7 +244,7 @@ def test_leaving_the_events_loop_early_leaves_the_pipeline_running(tmp_path, dem
         for _event in pipeline.events(max_queued=1):
             break  # unsubscribed: the pipeline does not wait for this reader any more
         assert pipeline.join(120)
-    assert Counter(e.type for e in seen if e.source == "north")[EventType.DETECTIONS] == FRAMES
+    assert Counter(e.type for e in seen if e.source == "north")[EventType.DETECTIONS] == DEMO_FRAMES
 
 
 def test_an_events_iterator_dropped_unread_does_not_hold_the_pipeline_up(tmp_path, demo_clip,
@@ -259,16 +260,20 @@ def test_an_events_iterator_dropped_unread_does_not_hold_the_pipeline_up(tmp_pat
 def test_stop_inside_an_events_loop_drains_and_the_loop_ends(tmp_path, demo_clip, demo_model):
     path = two_cameras(tmp_path, demo_clip, demo_model, sink="sink: none\n")
     pipeline = Pipeline.from_file(path, realtime=True)
-    started = time.monotonic()
-    after_stop = 0
+    stopped_at = 0.0
+    after_stop: list[Event] = []
     for event in pipeline.events(max_queued=2):
         if pipeline.state is PipelineState.RUNNING and event.type is EventType.DETECTIONS:
+            stopped_at = time.monotonic()
             pipeline.stop()  # returns at once: this loop is what takes the events
         elif pipeline.state is not PipelineState.RUNNING:
-            after_stop += 1
+            after_stop.append(event)
     assert pipeline.join(DRAIN_TIMEOUT_S)
-    assert time.monotonic() - started < DRAIN_TIMEOUT_S  # drained, not cut short
-    assert pipeline.state is PipelineState.STOPPED and after_stop >= 2  # the two "ended"
+    assert time.monotonic() - stopped_at < DRAIN_TIMEOUT_S  # drained, not cut short
+    assert pipeline.state is PipelineState.STOPPED
+    for source in ("north", "south"):  # each source's stream ended after the stop
+        last = [e for e in after_stop if e.source == source][-1]
+        assert (last.type, last.status) == (EventType.SOURCE_STATUS, SourceState.ENDED)
     events = pipeline.stats()["events"]
     assert events["emitted"] == events["delivered"] and events["lost"] == 0
 
@@ -277,16 +282,18 @@ def test_stop_inside_on_event_ends_the_run(tmp_path, demo_clip, demo_model):
     path = two_cameras(tmp_path, demo_clip, demo_model, sink="sink: none\n")
     seen: list[Event] = []
 
+    stopped_at: list[float] = []
+
     def on_event(event: Event) -> None:
         seen.append(event)
         if len(seen) == 10:
+            stopped_at.append(time.monotonic())
             pipeline.stop()
 
     pipeline = Pipeline.from_file(path, on_event=on_event, realtime=True)
-    started = time.monotonic()
     stats = pipeline.run()
-    assert time.monotonic() - started < DRAIN_TIMEOUT_S
-    assert stats["frames"]["decoded"] < FRAMES
+    assert time.monotonic() - stopped_at[0] < DRAIN_TIMEOUT_S  # drained, not cut short
+    assert stats["frames"]["decoded"] < DEMO_FRAMES
     assert stats["events"]["delivered"] == len(seen)
 
 

@@ -5,7 +5,6 @@ a hand-written loop), for both letterbox placements and channel orders."""
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import av
 import numpy as np
@@ -15,17 +14,17 @@ from streamer.analytics.boxes import letterbox_geometry
 from streamer.models import ModelSpec
 from streamer.runtime.messages import Frame
 from streamer.stages.preprocess import PAD_VALUE, prepare
+from tests.conftest import DEMO_CLIP
 
 pytestmark = pytest.mark.timeout(60)
 
-CLIP = Path(__file__).resolve().parent.parent / "sample_videos" / "parking.mp4"
 YOLOV8 = ModelSpec("yolov8", "images", None, None, 640, 32, ("person",), True, 1 / 255, True)
 YOLOX = ModelSpec("yolox", "images", 1, (416, 416), 416, 32, ("person",), False, 1.0, False)
 SHAPES = [(YOLOV8, (384, 640)), (YOLOV8, (640, 640)), (YOLOX, (416, 416))]
 
 
 def decoded_frames(count: int) -> list[av.VideoFrame]:
-    with av.open(str(CLIP)) as container:
+    with av.open(str(DEMO_CLIP)) as container:
         return list(itertools.islice(container.decode(video=0), count))
 
 

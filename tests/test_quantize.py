@@ -11,10 +11,15 @@ import onnx
 import pytest
 
 from streamer.models.quantize import float_tail, match_detections
-from tests.conftest import REPO, one_source_pipeline, read_events, run_cli, run_with_stats
-
-DEMO_MODEL = REPO / "models" / "demo-detector.onnx"
-PARKING = REPO / "sample_videos" / "parking.mp4"
+from tests.conftest import (
+    DEMO_CLIP,
+    DEMO_MODEL,
+    REPO,
+    one_source_pipeline,
+    read_events,
+    run_cli,
+    run_with_stats,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +28,7 @@ def quantized(tmp_path_factory) -> tuple[Path, dict, str]:
     tmp = tmp_path_factory.mktemp("quantize")
     output, report = tmp / "demo.int8.onnx", tmp / "report.json"
     result = run_cli(
-        "quantize", str(DEMO_MODEL), "--clip", str(PARKING), "-o", str(output),
+        "quantize", str(DEMO_MODEL), "--clip", str(DEMO_CLIP), "-o", str(output),
         "--calibration-frames", "24", "--check-frames", "40", "--json", str(report),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -62,7 +67,7 @@ def test_the_int8_model_is_quantized_and_keeps_the_metadata(quantized):
 def test_a_quantized_model_is_not_quantized_again(quantized, tmp_path):
     output, _, _ = quantized
     result = run_cli(
-        "quantize", str(output), "--clip", str(PARKING), "-o", str(tmp_path / "x.onnx")
+        "quantize", str(output), "--clip", str(DEMO_CLIP), "-o", str(tmp_path / "x.onnx")
     )
     assert result.returncode == 2
     assert "already quantized" in result.stderr and "Traceback" not in result.stderr
@@ -74,7 +79,7 @@ def test_a_pipeline_runs_the_int8_model_like_any_other(quantized, tmp_path, redi
     import redis
 
     output, _, _ = quantized
-    pipeline = one_source_pipeline(tmp_path, "int8", PARKING, output)
+    pipeline = one_source_pipeline(tmp_path, "int8", DEMO_CLIP, output)
     result, stats = run_with_stats(pipeline, redis_server.url, "--max-frames", "30")
     assert result.returncode == 0, result.stderr
     assert stats["frames"]["processed"] == 30
@@ -91,7 +96,7 @@ def test_a_pipeline_runs_the_int8_model_like_any_other(quantized, tmp_path, redi
     [
         (["--clip", "missing.mp4"], "missing.mp4: file not found"),
         (["--clip", str(REPO / "README.md")], "README.md: not a readable video"),
-        (["--clip", str(PARKING), "-o", str(DEMO_MODEL)], "would overwrite the float model"),
+        (["--clip", str(DEMO_CLIP), "-o", str(DEMO_MODEL)], "would overwrite the float model"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message):
@@ -102,7 +107,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
 
 @pytest.mark.timeout(60)
 def test_a_file_that_is_not_a_model_is_one_line_and_exit_2():
-    result = run_cli("quantize", str(PARKING), "--clip", str(PARKING))
+    result = run_cli("quantize", str(DEMO_CLIP), "--clip", str(DEMO_CLIP))
     assert result.returncode == 2
     assert "not a usable ONNX model" in result.stderr and "Traceback" not in result.stderr
 

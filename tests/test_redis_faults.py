@@ -16,13 +16,18 @@ import pytest
 import redis
 
 from streamer.sinks.spool import DiskSpool
-from tests.conftest import CliResult, one_source_pipeline, read_events, run_with_stats
+from tests.conftest import (
+    DEMO_CONFIDENCE,
+    CliResult,
+    one_source_pipeline,
+    read_events,
+    run_with_stats,
+)
 from tools.local_redis import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PASSWORD = "s3cret-Pa55"  # a throwaway server's
-DEMO = "  confidence: 0.35\n"  # the demo model's confidence, as pipelines/demo.yaml sets it
 
 
 class Run:
@@ -65,7 +70,7 @@ def wait_for_entries(client: redis.Redis, stream: str, n: int, run: Run) -> None
 
 
 def test_redis_killed_mid_run_and_restarted_loses_no_event(tmp_path, demo_clip, demo_model):
-    pipeline = one_source_pipeline(tmp_path, "kill", demo_clip, demo_model, extra=DEMO)
+    pipeline = one_source_pipeline(tmp_path, "kill", demo_clip, demo_model, extra=DEMO_CONFIDENCE)
     stream = "streamer:kill:events"
     server = RedisServer(tmp_path / "redis", persist=True).start()
     client = redis.Redis.from_url(server.url)
@@ -101,7 +106,8 @@ def test_a_run_killed_while_redis_is_away_leaves_its_spool_to_the_next_run(
     spool_file = tmp_path / "spool" / "events.db"
     pipeline = one_source_pipeline(
         tmp_path, "crash", demo_clip, demo_model,
-        extra=DEMO + "sink:\n  redis: {spool_path: spool/events.db}\n",  # relative to the file
+        # The spool path is relative to the pipeline file.
+        extra=DEMO_CONFIDENCE + "sink:\n  redis: {spool_path: spool/events.db}\n",
     )  # fmt: skip
     stream = "streamer:crash:events"
     server = RedisServer(tmp_path / "redis", persist=True).start()
@@ -165,7 +171,7 @@ def test_a_run_killed_while_redis_is_away_leaves_its_spool_to_the_next_run(
 def test_events_reach_a_redis_with_a_password_an_acl_user_or_tls(
     tmp_path, demo_clip, demo_model, options, user, password
 ):
-    pipeline = one_source_pipeline(tmp_path, "secure", demo_clip, demo_model, extra=DEMO)
+    pipeline = one_source_pipeline(tmp_path, "secure", demo_clip, demo_model, extra=DEMO_CONFIDENCE)
     with RedisServer(tmp_path / "redis", **options) as server:
         url = server.url_for(user, password)
         result, stats = run_with_stats(pipeline, url, "--max-frames", "3")
@@ -190,7 +196,9 @@ def one_line_error(result: CliResult) -> str:
 def test_a_wrong_password_or_an_untrusted_certificate_fails_at_start(
     tmp_path, demo_clip, demo_model
 ):
-    pipeline = one_source_pipeline(tmp_path, "refused", demo_clip, demo_model, extra=DEMO)
+    pipeline = one_source_pipeline(
+        tmp_path, "refused", demo_clip, demo_model, extra=DEMO_CONFIDENCE
+    )
     # The default user needs a password too: the user named in the URL is the one refused.
     secured = {"password": PASSWORD, "users": {"writer": PASSWORD}, "tls": True}
     with RedisServer(tmp_path / "redis", **secured) as server:
@@ -220,7 +228,7 @@ def test_a_spool_file_that_cannot_be_used_fails_at_start(
     (tmp_path / "taken").mkdir()  # a folder where the file should be
     pipeline = one_source_pipeline(
         tmp_path, "nospool", demo_clip, demo_model,
-        extra=DEMO + "sink:\n  redis: {spool_path: taken}\n",
+        extra=DEMO_CONFIDENCE + "sink:\n  redis: {spool_path: taken}\n",
     )  # fmt: skip
     result = run_with_stats(pipeline, redis_server.url, "--max-frames", "1")[0]
     line = one_line_error(result)

@@ -23,6 +23,9 @@ from av.video.frame import PictureType
 from streamer.runtime.clock import FakeClock
 from streamer.sources.timing import Pacer
 from tests.conftest import (
+    DEMO_CONFIDENCE,
+    DEMO_FPS,
+    DEMO_FRAMES,
     one_source_pipeline,
     read_events,
     run_cli,
@@ -35,15 +38,14 @@ from tools.local_redis import RedisServer, free_port
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 # The demo clip: 300 frames at 15 fps, keyframes at 0 and 250 only, with B-frames.
-CLIP_FRAMES, FPS = 300, 15
-DEMO = "  confidence: 0.35\n"  # the demo model's confidence, as pipelines/demo.yaml sets it
 
 
 def two_cameras(tmp_path: Path, clip: Path, model: Path, extra: str = "") -> Path:
     return write_pipeline(
         tmp_path / "two.yaml",
         f"name: two\nsources:\n  - {{id: a, uri: '{clip}'}}\n  - {{id: b, uri: '{clip}'}}\n"
-        f"model:\n  path: '{model}'\n  batch: {{max_size: 4, max_wait_ms: 50}}\n{DEMO}{extra}"
+        f"model:\n  path: '{model}'\n  batch: {{max_size: 4, max_wait_ms: 50}}\n"
+        f"{DEMO_CONFIDENCE}{extra}"
         "events: {emit: [detections]}\n",
     )
 
@@ -69,18 +71,24 @@ def test_realtime_paces_a_file_like_a_camera(
     tmp_path, redis_client, redis_server, demo_clip, demo_model
 ):
     pipeline = one_source_pipeline(
-        tmp_path, "rt", demo_clip, demo_model, extra=DEMO + "realtime: {max_latency_ms: 2000}\n"
+        tmp_path,
+        "rt",
+        demo_clip,
+        demo_model,
+        extra=DEMO_CONFIDENCE + "realtime: {max_latency_ms: 2000}\n",
     )
     started = time.monotonic()
     result, stats = run_with_stats(pipeline, redis_server.url, "--realtime", "--max-frames", "30")
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started >= 29 / FPS  # the 30th frame of a 15 fps clip is at 1.93 s
+    assert (
+        time.monotonic() - started >= 29 / DEMO_FPS
+    )  # the 30th frame of a 15 fps clip is at 1.93 s
     events = [
         e for e in read_events(redis_client, "streamer:rt:events") if e["type"] == "detections"
     ]
     captured = [e["frame"]["captured_at"] for e in events]
     steps = [b - a for a, b in itertools.pairwise(captured)]
-    assert steps and all(0.8 / FPS <= s <= 1.2 / FPS for s in steps), steps
+    assert steps and all(0.8 / DEMO_FPS <= s <= 1.2 / DEMO_FPS for s in steps), steps
     assert stats["frames"]["processed"] + sum(stats["frames"]["dropped"].values()) == 30
 
 
@@ -91,7 +99,7 @@ def test_a_file_whose_timestamps_are_all_equal_is_paced_at_its_frame_rate(
     container's average rate comes out absurd: pacing falls back to the guessed rate."""
     clip = tmp_path / "flat.mp4"
     with av.open(str(demo_clip)) as src, av.open(str(clip), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
+        stream = out.add_stream("libx264", rate=DEMO_FPS)
         stream.width, stream.height, stream.pix_fmt = 384, 216, "yuv420p"
         for frame in itertools.islice(src.decode(video=0), 12):
             small = frame.reformat(width=384, height=216, format="yuv420p")
@@ -99,26 +107,35 @@ def test_a_file_whose_timestamps_are_all_equal_is_paced_at_its_frame_rate(
             out.mux(stream.encode(small))
         out.mux(stream.encode(None))
     pipeline = one_source_pipeline(
-        tmp_path, "flat", clip, demo_model, extra=DEMO + "realtime: {max_latency_ms: 2000}\n"
+        tmp_path,
+        "flat",
+        clip,
+        demo_model,
+        extra=DEMO_CONFIDENCE + "realtime: {max_latency_ms: 2000}\n",
     )
     result, _stats = run_with_stats(pipeline, redis_server.url, "--realtime")
     assert result.returncode == 0, result.stderr
     captured = [e["frame"]["captured_at"] for e in read_events(redis_client, "streamer:flat:events")
                 if e["type"] == "detections"]  # fmt: skip
     steps = [b - a for a, b in itertools.pairwise(captured)]
-    assert steps and all(0.8 / FPS <= s <= 1.2 / FPS for s in steps), steps
+    assert steps and all(0.8 / DEMO_FPS <= s <= 1.2 / DEMO_FPS for s in steps), steps
 
 
 def test_duration_stops_a_live_run_cleanly(
     tmp_path, redis_client, redis_server, demo_clip, demo_model
 ):
     pipeline = one_source_pipeline(
-        tmp_path, "live", demo_clip, demo_model, source_extra=", realtime: true", extra=DEMO
+        tmp_path,
+        "live",
+        demo_clip,
+        demo_model,
+        source_extra=", realtime: true",
+        extra=DEMO_CONFIDENCE,
     )
     result = run_cli("run", str(pipeline), "--redis-url", redis_server.url, "--duration", "2")
     assert result.returncode == 0, result.stderr
     events = read_events(redis_client, "streamer:live:events")
-    assert 5 <= len(events) <= 2 * 2 * FPS  # about 2 s of the clip, not its 20 s
+    assert 5 <= len(events) <= 2 * 2 * DEMO_FPS  # about 2 s of the clip, not its 20 s
     assert (events[-1]["status"], events[-1]["detail"]) == ("ended", "stopped")
 
 
@@ -126,7 +143,12 @@ def test_sigterm_stops_drains_and_loses_nothing(
     tmp_path, redis_client, redis_server, demo_clip, demo_model
 ):
     pipeline = one_source_pipeline(
-        tmp_path, "live", demo_clip, demo_model, source_extra=", realtime: true", extra=DEMO
+        tmp_path,
+        "live",
+        demo_clip,
+        demo_model,
+        source_extra=", realtime: true",
+        extra=DEMO_CONFIDENCE,
     )
     stats_file = tmp_path / "stats.json"
     port = free_port()
@@ -186,7 +208,7 @@ def test_a_file_damaged_in_the_middle_is_decoded_as_far_as_possible(
     # Damaged frames are dropped and counted; packets that give no frame at all are counted
     # too, without being among the decoded frames.
     assert frames["processed"] + frames["dropped"]["decode:decode_error"] >= frames["decoded"]
-    assert frames["processed"] > CLIP_FRAMES * 2 / 3
+    assert frames["processed"] > DEMO_FRAMES * 2 / 3
 
 
 def test_a_truncated_file_ends_cleanly(tmp_path, redis_server, demo_clip, demo_model):
@@ -198,7 +220,7 @@ def test_a_truncated_file_ends_cleanly(tmp_path, redis_server, demo_clip, demo_m
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
     stats = run_to_stats(tmp_path, redis_server, cut, demo_model, "--max-frames", "2000")
-    assert CLIP_FRAMES / 4 < stats["frames"]["processed"] < CLIP_FRAMES
+    assert DEMO_FRAMES / 4 < stats["frames"]["processed"] < DEMO_FRAMES
 
 
 def test_a_file_that_does_not_start_on_a_keyframe(tmp_path, redis_server, demo_clip, demo_model):
@@ -218,7 +240,7 @@ def test_a_file_that_does_not_start_on_a_keyframe(tmp_path, redis_server, demo_c
 
 
 def run_to_stats(tmp_path: Path, redis_server, clip: Path, model: Path, *args: str) -> dict:
-    pipeline = one_source_pipeline(tmp_path, "p", clip, model, extra=DEMO)
+    pipeline = one_source_pipeline(tmp_path, "p", clip, model, extra=DEMO_CONFIDENCE)
     result, stats = run_with_stats(pipeline, redis_server.url, *args)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -282,7 +304,7 @@ def test_h265_in_mkv_with_audio_and_mpeg4_in_avi(
     pipeline = write_pipeline(
         tmp_path / "formats.yaml",
         f"name: formats\nsources:\n  - {{id: hevc, uri: '{hevc}'}}\n  - {{id: avi, uri: '{avi}'}}\n"
-        f"model:\n  path: '{demo_model}'\n{DEMO}  classes: [person]\n"
+        f"model:\n  path: '{demo_model}'\n{DEMO_CONFIDENCE}  classes: [person]\n"
         "events: {emit: [detections]}\n",
     )
     result, stats = run_with_stats(pipeline, redis_server.url)
@@ -300,7 +322,9 @@ def test_h265_in_mkv_with_audio_and_mpeg4_in_avi(
 def test_max_fps_keeps_evenly_spaced_frames_and_counts_the_rest(
     tmp_path, redis_client, redis_server, demo_clip, demo_model
 ):
-    pipeline = one_source_pipeline(tmp_path, "cap", demo_clip, demo_model, ", max_fps: 5", DEMO)
+    pipeline = one_source_pipeline(
+        tmp_path, "cap", demo_clip, demo_model, ", max_fps: 5", DEMO_CONFIDENCE
+    )
     result, stats = run_with_stats(pipeline, redis_server.url, "--max-frames", "40")
     assert result.returncode == 0, result.stderr
     # 5 of the clip's 15 frames a second: every third frame.
@@ -315,12 +339,12 @@ def test_skipping_non_reference_frames_decodes_fewer_frames(
     tmp_path, redis_server, demo_clip, demo_model
 ):
     pipeline = one_source_pipeline(tmp_path, "skip", demo_clip, demo_model,
-                                   ", skip_frames: nonref", DEMO)  # fmt: skip
+                                   ", skip_frames: nonref", DEMO_CONFIDENCE)  # fmt: skip
     result, stats = run_with_stats(pipeline, redis_server.url)
     assert result.returncode == 0, result.stderr
     with av.open(str(demo_clip)) as clip:
         types = Counter(PictureType(frame.pict_type).name for frame in clip.decode(video=0))
-    assert sum(types.values()) == CLIP_FRAMES
+    assert sum(types.values()) == DEMO_FRAMES
     # The clip has B-frames: its I- and P-frames are all decoded, and most of its B-frames
     # are not (x264 keeps some as references for others, and those are decoded).
     i_and_p = types["I"] + types["P"]
@@ -330,7 +354,7 @@ def test_skipping_non_reference_frames_decodes_fewer_frames(
 
 def test_a_halt_with_redis_frozen_counts_every_event_and_frame(tmp_path, demo_clip, demo_model):
     pipeline = one_source_pipeline(tmp_path, "frozen", demo_clip, demo_model, ", realtime: true",
-                                   DEMO)  # fmt: skip
+                                   DEMO_CONFIDENCE)  # fmt: skip
     stats_file = tmp_path / "stats.json"
     with RedisServer(tmp_path / "redis") as server:
         client = redis.Redis.from_url(server.url)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from streamer import Pipeline, PipelineState
+from streamer.models.sessions import PROVIDERS, plan_workers, usable_cores
 from streamer.pipeline.lifecycle import DRAIN_TIMEOUT_S
 from tests.conftest import sources_pipeline
 from tools.rtsp import RtspServer
@@ -53,7 +54,8 @@ def test_stop_drains_and_every_thread_ends(pipeline):
     # inference workers started so far.
     workers = [name for name in threads if name.startswith("streamer.infer_")]
     assert len(threads) - len(workers) == 7
-    assert 1 <= len(workers) <= 2
+    planned = plan_workers(PROVIDERS["cpu"], None, None, usable_cores()).workers
+    assert 1 <= len(workers) <= planned
     pipeline.stop()
     assert pipeline.state is PipelineState.STOPPED
     assert pipeline.join(10.0)
