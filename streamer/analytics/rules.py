@@ -17,6 +17,7 @@ An object that ends inside a zone exits it, so every `zone_entered` has its `zon
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -253,10 +254,15 @@ class ObjectRules:
 
 
 def rules_by_source(
-    config: PipelineConfig, zones: list[ZoneRule], lines: list[LineRule]
+    config: PipelineConfig,
+    zones: list[ZoneRule],
+    lines: list[LineRule],
+    last_track_ids: Mapping[str, int] | None = None,
 ) -> dict[str, ObjectRules]:
     """A tracker and the zones and lines that apply, per source; none when no event needs
-    tracking."""
+    tracking. `last_track_ids`: per source, the highest track id given before in this run
+    (by a shard that died): new ids go on after it."""
+    last = last_track_ids or {}
     if not config.tracks_objects:
         return {}
     settings = TrackerSettings.from_config(config.tracking, config.model.confidence)
@@ -269,7 +275,7 @@ def rules_by_source(
 
     return {
         s.id: ObjectRules(
-            Tracker(settings),
+            Tracker(settings, first_id=last.get(s.id, 0) + 1),
             [z for z in zones if on(zone_sources[z.name], s.id)],
             [ln for ln in lines if on(line_sources[ln.name], s.id)],
         )

@@ -152,12 +152,14 @@ class Tracker:
     """Tracks the boxes of one source across frames; call `update` once per frame, in
     time order, and `end_all` when the source ends."""
 
-    def __init__(self, settings: TrackerSettings) -> None:
+    def __init__(self, settings: TrackerSettings, first_id: int = 1) -> None:
+        """`first_id`: the first track id given; a source taken over from a shard that
+        died goes on after the ids that shard gave."""
         self.settings = settings
         self._tracks: list[Track] = []
         self._filters = KalmanBoxes()
         self._last_s: float | None = None
-        self._next_id = 1
+        self._next_id = first_id
 
     @property
     def tracks(self) -> list[Track]:

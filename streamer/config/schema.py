@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -62,7 +62,9 @@ URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # A pipeline file is small: a few hundred values. Past this many, counting each use of a
 # YAML alias again, validating it (and listing its errors) could take minutes.
 MAX_VALUES = 100_000
-MAX_SOURCES = 256
+MAX_SOURCES = 1000
+MAX_WORKERS = 256
+AUTO = "auto"
 MAX_REGIONS = 1000  # zones, and lines
 MAX_CORNERS = 1000
 MAX_LABELS = 10_000
@@ -453,6 +455,13 @@ class PipelineConfig(_Model):
     """Where events go besides in-process consumers: Redis (the default), or `none` for
     a pipeline whose events are only read in process (`Pipeline.events()`, `on_event`;
     `streamer run` then prints them as JSON lines)."""
+    workers: Annotated[int, Field(ge=1, le=MAX_WORKERS)] | Literal["auto"] = Field(
+        default=1, json_schema_extra={"reference_type": "integer, or `auto`"}
+    )
+    """Shards on this machine: the sources are split over this many processes, each with
+    its own model session, supervised (a shard that dies is restarted); `auto` sizes it
+    from the cores, the GPUs and the model's measured cost. 1 runs in one process. Needs
+    a Redis sink when more than 1."""
 
     @field_validator("sink", mode="before")
     @classmethod

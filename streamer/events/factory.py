@@ -2,13 +2,16 @@
 
 `EventFactory` numbers events per source with `seq` 1, 2, 3, ... so that a consumer can
 see a gap; it lives on the postprocessing thread, the only place events are made, so the
-numbering needs no lock. A restart starts a new `run`.
+numbering needs no lock. A restart of the process starts a new `run`; a shard restarted
+by its supervisor keeps the run and goes on from the seq its sources had reached.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Mapping
+from typing import Protocol
 
 from streamer.analytics.rules import Occurrence
 from streamer.events.event import (
@@ -36,6 +39,25 @@ def new_ulid(at_s: float | None = None) -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
+def ulid_ms(ulid: str) -> int:
+    """The milliseconds since the epoch a ULID was made at.
+
+    >>> ulid_ms(new_ulid(1764322345.123))
+    1764322345123
+    """
+    value = 0
+    for char in ulid[:10]:
+        value = value << 5 | _CROCKFORD.index(char)
+    return value
+
+
+class EmitLog(Protocol):
+    """Told of every event as it is made: a shard's supervisor learns from it where each
+    source's `seq` and track ids had got to when the shard died."""
+
+    def record(self, source_id: str, seq: int, track_id: int | None) -> None: ...
+
+
 def _round(x: float, digits: int = 3) -> float:
     return round(float(x), digits) + 0.0  # + 0.0 turns -0.0 into 0.0
 
@@ -47,13 +69,23 @@ def frame_ref(frame: Frame) -> FrameRef:
 
 class EventFactory:
     def __init__(
-        self, pipeline: str, run_id: str, labels: tuple[str, ...], clock: Clock = SYSTEM_CLOCK
+        self,
+        pipeline: str,
+        run_id: str,
+        labels: tuple[str, ...],
+        clock: Clock = SYSTEM_CLOCK,
+        *,
+        last_seq: Mapping[str, int] | None = None,
+        log: EmitLog | None = None,
     ) -> None:
+        """`last_seq`: per source, the seq this run reached before (a restarted shard's
+        sources go on after it); `log` is told of each event made."""
         self.pipeline = pipeline
         self.run_id = run_id
         self._labels = labels
         self._clock = clock
-        self._seq: Counter[str] = Counter()
+        self._seq: Counter[str] = Counter(last_seq or {})
+        self._log = log
 
     def _event(
         self,
@@ -72,6 +104,9 @@ class EventFactory:
     ) -> Event:
         self._seq[source_id] += 1
         now = self._clock.time()
+        if self._log is not None:
+            track_ids = [o.track_id for o in (object, *objects) if o is not None and o.track_id]
+            self._log.record(source_id, self._seq[source_id], max(track_ids, default=None))
         return Event(
             id=new_ulid(now),
             run=self.run_id,

@@ -17,10 +17,12 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def setup(verbose: bool = False) -> None:
+def setup(verbose: bool = False, name: str | None = None) -> None:
+    """`name`: shown on each line, to tell the processes of a sharded run apart."""
     handler = logging.StreamHandler(sys.stderr)
+    where = f"[{name}] " if name else ""
     handler.setFormatter(
-        RedactingFormatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S")
+        RedactingFormatter(f"%(asctime)s %(levelname)-7s {where}%(message)s", datefmt="%H:%M:%S")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

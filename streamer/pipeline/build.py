@@ -10,17 +10,19 @@ named in class filters, zones and lines, Redis) is found here, before any thread
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from streamer.analytics.rules import LineRule, ZoneRule, rules_by_source
 from streamer.config.schema import PipelineConfig, RedisSinkConfig
-from streamer.events.factory import EventFactory, new_ulid
+from streamer.events.event import SourceState
+from streamer.events.factory import EmitLog, EventFactory, new_ulid
 from streamer.models import Model
 from streamer.pipeline.parts import Parts, Sink, StageThread
 from streamer.pipeline.plans import QueuePlan, expected_frames, plan_queues
 from streamer.runtime.clock import Clock
 from streamer.runtime.deadlines import WorkEstimate
-from streamer.runtime.messages import DropReason, Emitted
+from streamer.runtime.messages import DropReason, Emitted, SourceStatus
 from streamer.runtime.queues import FanOut, StageQueue
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
@@ -63,10 +65,21 @@ def check(config: PipelineConfig, model: Model | None = None) -> Checked:
 
 
 @dataclass(frozen=True)
+class ShardRun:
+    """A shard's part in a pipeline run spread over processes (`streamer.shards`)."""
+
+    run_id: str  # the pipeline run's, shared by its shards
+    log: EmitLog | None  # told of every event made
+    restarted: str | None = None  # why this shard replaces one that died; None: first start
+    last_track_ids: Mapping[str, int] = field(default_factory=dict)  # the dead shard's
+
+
+@dataclass(frozen=True)
 class Built:
     run_id: str
     parts: Parts
     expected_frames: int | None
+    last_seqs: Mapping[str, int] = field(default_factory=dict)  # a restarted shard's start
 
 
 def build(
@@ -77,10 +90,14 @@ def build(
     on_event: EventCallback | None,
     clock: Clock,
     model: Model | None = None,
+    shard: ShardRun | None = None,
 ) -> Built:
     """Check the config, connect to Redis (unless `redis_url` is None), warm the model up
     for live sources, and connect the parts by their queues. `model`: one loaded already
-    (the config's is loaded otherwise)."""
+    (the config's is loaded otherwise); `shard`: the run this pipeline is a shard of.
+
+    A restarted shard's sources go on after the last seq their streams (or the spool)
+    hold, and are first reported disconnected: the frames no shard read are gone."""
     checked = check(config, model)
     model = checked.model
     plans = plan_sources(config, max_frames)
@@ -107,14 +124,17 @@ def build(
     # Each sink has its own inbox, so each goes at its own pace.
     sinks: list[Sink] = []
     inboxes: list[StageQueue[Emitted]] = []
+    run_id = new_ulid() if shard is None else shard.run_id
+    last_seqs: dict[str, int] = {}
     if redis_url is not None:
         redis_inbox = make_queue("events", queue_plans["events"])
-        sinks.append(
-            RedisSink.from_config(
-                config.redis or RedisSinkConfig(), redis_url, config.name, redis_inbox,
-                source_ids, stats, supervisor, clock,
-            )
+        redis_sink = RedisSink.from_config(
+            config.redis or RedisSinkConfig(), redis_url, config.name, redis_inbox,
+            source_ids, stats, supervisor, clock,
         )  # fmt: skip
+        if shard is not None and shard.restarted is not None:
+            last_seqs = redis_sink.last_seqs(run_id)
+        sinks.append(redis_sink)
         inboxes.append(redis_inbox)
     # Without Redis, handing an event over in process is its delivery, counted as such.
     in_process = redis_url is None
@@ -137,14 +157,22 @@ def build(
         warm_up_ns = inference.warm_up()
         if model.spec.input_hw is not None:  # the shape live frames will have
             estimate.seed_inference(warm_up_ns, max_batch)
-    run_id = new_ulid()
+    factory = EventFactory(
+        config.name,
+        run_id,
+        model.spec.labels,
+        clock,
+        last_seq=last_seqs,
+        log=None if shard is None else shard.log,
+    )
+    last_track_ids = {} if shard is None else shard.last_track_ids
     postprocess = PostprocessStage(
         model,
         checked.rules,
-        EventFactory(config.name, run_id, model.spec.labels, clock),
+        factory,
         frozenset(config.events.emit),
         config.model.confidence,
-        rules_by_source(config, checked.zones, checked.lines),
+        rules_by_source(config, checked.zones, checked.lines, last_track_ids),
         estimate,
         stats,
         clock,
@@ -166,7 +194,11 @@ def build(
         stats=stats,
         supervisor=supervisor,
     )
-    return Built(run_id, parts, expected_frames(plans, checked.file_frames))
+    if shard is not None and shard.restarted is not None:
+        for sid in source_ids:
+            status = SourceStatus(sid, SourceState.DISCONNECTED, clock.time(), shard.restarted)
+            frames["decoded"].put_control(status)
+    return Built(run_id, parts, expected_frames(plans, checked.file_frames), last_seqs)
 
 
 def _dropped(

@@ -37,6 +37,7 @@ from streamer.pipeline.parts import Parts
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.messages import DropReason
 from streamer.runtime.queues import POLL_S
+from streamer.runtime.stats import Totals
 from streamer.runtime.threads import run_stage
 from streamer.sinks.local import EventCallback
 
@@ -57,11 +58,11 @@ class PipelineState(StrEnum):
     FAILED = "failed"
 
 
-class _Unset(Enum):
+class Unset(Enum):
     UNSET = "unset"
 
 
-UNSET = _Unset.UNSET
+UNSET = Unset.UNSET
 
 
 class Overrides(TypedDict, total=False):
@@ -69,7 +70,7 @@ class Overrides(TypedDict, total=False):
 
     source: str | Sequence[str]
     model: str | os.PathLike[str] | None
-    redis_url: str | _Unset | None
+    redis_url: str | Unset | None
     realtime: bool | None
     max_frames: int | None
     duration_s: float | None
@@ -124,7 +125,7 @@ class Pipeline:
         *,
         source: str | Sequence[str] = (),
         model: str | os.PathLike[str] | None = None,
-        redis_url: str | _Unset | None = UNSET,
+        redis_url: str | Unset | None = UNSET,
         realtime: bool | None = None,
         max_frames: int | None = None,
         duration_s: float | None = None,
@@ -179,6 +180,10 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         """What the run did so far: the document `streamer run --stats-json` writes."""
         return self._parts.stats.snapshot()
+
+    def totals(self) -> Totals:
+        """The counts of `stats()`, as a value that adds up with another run's."""
+        return self._parts.stats.totals()
 
     def start(self) -> None:
         """Start every thread and return; RuntimeError when started before."""
@@ -371,7 +376,7 @@ class Pipeline:
         self._done.set()
 
 
-def redis_url_for(config: PipelineConfig, given: str | _Unset | None) -> str | None:
+def redis_url_for(config: PipelineConfig, given: str | Unset | None) -> str | None:
     """The Redis to write to: `given` (None: none); else, unless the file says `sink:
     none`, $STREAMER_REDIS_URL, the file's sink.redis.url, or the local default."""
     if given is not UNSET:

@@ -2,7 +2,8 @@
 
 One `RunStats` is shared by every thread of a pipeline; each method takes its lock
 for a few counter updates only. `snapshot()` gives the `--stats-json` document of
-DESIGN.md section 8.
+DESIGN.md section 8. `totals()` gives the same counts as a `Totals` value that adds up
+with another's: a pipeline sharded over processes sums its shards' totals.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
@@ -22,10 +25,14 @@ _MIN_MS = 0.01
 class LatencyHistogram:
     """Percentiles of millisecond values in constant memory (log-spaced buckets)."""
 
-    def __init__(self) -> None:
-        self._buckets: Counter[int] = Counter()
-        self.count = 0
-        self.max_ms = 0.0
+    def __init__(self, buckets: Mapping[int, int] | None = None, max_ms: float = 0.0) -> None:
+        self._buckets: Counter[int] = Counter(buckets or {})
+        self.count = sum(self._buckets.values())
+        self.max_ms = max_ms
+
+    @property
+    def buckets(self) -> dict[int, int]:
+        return dict(self._buckets)
 
     def add(self, ms: float) -> None:
         self._buckets[int(math.log(max(ms, _MIN_MS) / _MIN_MS) / _LOG_GROWTH)] += 1
@@ -44,6 +51,121 @@ class LatencyHistogram:
                 upper = _MIN_MS * _BUCKET_GROWTH ** (bucket + 1)
                 return min(upper, self.max_ms)
         return self.max_ms
+
+
+def _add(a: Mapping[Any, int], b: Mapping[Any, int]) -> dict[Any, int]:
+    out = dict(a)
+    for key, n in b.items():
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+@dataclass(frozen=True)
+class Totals:
+    """A run's counts at one moment, as plain values (they cross process boundaries)."""
+
+    sources: tuple[str, ...] = ()
+    decoded: Mapping[str, int] = field(default_factory=dict)  # per source
+    processed: int = 0
+    late: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)  # "<stage>:<reason>"
+    emitted: int = 0
+    delivered: int = 0
+    lost: int = 0
+    reconnects: Mapping[str, int] = field(default_factory=dict)  # per source
+    latency_buckets: Mapping[int, int] = field(default_factory=dict)
+    latency_max_ms: float = 0.0
+    objects: Mapping[str, int] = field(default_factory=dict)  # appeared, left
+    active: Mapping[str, int] = field(default_factory=dict)  # per source, objects in view
+    zones: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # entered, exited
+    lines: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # in, out
+    providers: tuple[str, ...] = ()
+
+    def __add__(self, other: Totals) -> Totals:
+        """Both runs' counts together (the sources of shards are disjoint)."""
+        return Totals(
+            sources=tuple(dict.fromkeys(self.sources + other.sources)),
+            decoded=_add(self.decoded, other.decoded),
+            processed=self.processed + other.processed,
+            late=self.late + other.late,
+            dropped=_add(self.dropped, other.dropped),
+            emitted=self.emitted + other.emitted,
+            delivered=self.delivered + other.delivered,
+            lost=self.lost + other.lost,
+            reconnects=_add(self.reconnects, other.reconnects),
+            latency_buckets=_add(self.latency_buckets, other.latency_buckets),
+            latency_max_ms=max(self.latency_max_ms, other.latency_max_ms),
+            objects=_add(self.objects, other.objects),
+            active=_add(self.active, other.active),
+            zones=_add_regions(self.zones, other.zones),
+            lines=_add_regions(self.lines, other.lines),
+            providers=tuple(dict.fromkeys(self.providers + other.providers)),
+        )
+
+    def ended(self) -> Totals:
+        """These counts once their run has ended: no object is in view any more."""
+        return replace(self, active={})
+
+    def with_lost(self, n: int) -> Totals:
+        return replace(self, lost=self.lost + n)
+
+
+def _add_regions(
+    a: Mapping[str, Mapping[str, int]], b: Mapping[str, Mapping[str, int]]
+) -> dict[str, dict[str, int]]:
+    return {name: _add(a.get(name, {}), b.get(name, {})) for name in {**a, **b}}
+
+
+def sum_totals(parts: Iterable[Totals]) -> Totals:
+    out = Totals()
+    for part in parts:
+        out = out + part
+    return out
+
+
+def render(totals: Totals, wall_s: float) -> dict[str, Any]:
+    """The `--stats-json` document of `totals` over a run of `wall_s` seconds."""
+    t = totals
+    latency = LatencyHistogram(t.latency_buckets, t.latency_max_ms)
+    return {
+        "frames": {
+            "decoded": sum(t.decoded.values()),
+            "processed": t.processed,
+            "late": t.late,
+            "dropped": dict(sorted(t.dropped.items())),
+        },
+        "events": {"emitted": t.emitted, "delivered": t.delivered, "lost": t.lost},
+        "latency_ms": {
+            "p50": round(latency.percentile(0.50), 2),
+            "p95": round(latency.percentile(0.95), 2),
+            "p99": round(latency.percentile(0.99), 2),
+            "max": round(latency.max_ms, 2),
+        },
+        "fps": round(t.processed / wall_s, 2) if wall_s > 0 else 0.0,
+        "wall_s": round(wall_s, 3),
+        "sources": {
+            sid: {"reconnects": t.reconnects.get(sid, 0), "frames": t.decoded.get(sid, 0)}
+            for sid in t.sources
+        },
+        "providers": list(t.providers),
+        "objects": {
+            "appeared": t.objects.get("appeared", 0),
+            "left": t.objects.get("left", 0),
+            "active": sum(t.active.values()),
+        },
+        "zones": {
+            name: {
+                "entered": c.get("entered", 0),
+                "exited": c.get("exited", 0),
+                "inside": c.get("entered", 0) - c.get("exited", 0),
+            }
+            for name, c in sorted(t.zones.items())
+        },
+        "lines": {
+            name: {"in": c.get("in", 0), "out": c.get("out", 0)}
+            for name, c in sorted(t.lines.items())
+        },
+    }
 
 
 class RunStats:
@@ -132,49 +254,30 @@ class RunStats:
         with self._lock:
             self._reconnects[source_id] += 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def totals(self) -> Totals:
         with self._lock:
-            wall_s = (self._clock.monotonic_ns() - self._started_ns) / 1e9
-            return {
-                "frames": {
-                    "decoded": sum(self._decoded.values()),
-                    "processed": self._processed,
-                    "late": self._late,
-                    "dropped": dict(sorted(self._dropped.items())),
-                },
-                "events": {
-                    "emitted": self._emitted,
-                    "delivered": self._delivered,
-                    "lost": self._lost,
-                },
-                "latency_ms": {
-                    "p50": round(self._latency.percentile(0.50), 2),
-                    "p95": round(self._latency.percentile(0.95), 2),
-                    "p99": round(self._latency.percentile(0.99), 2),
-                    "max": round(self._latency.max_ms, 2),
-                },
-                "fps": round(self._processed / wall_s, 2) if wall_s > 0 else 0.0,
-                "wall_s": round(wall_s, 3),
-                "sources": {
-                    sid: {"reconnects": self._reconnects[sid], "frames": self._decoded[sid]}
-                    for sid in self._source_ids
-                },
-                "providers": list(self.providers),
-                "objects": {
-                    "appeared": self._objects["appeared"],
-                    "left": self._objects["left"],
-                    "active": sum(self._active.values()),
-                },
-                "zones": {
-                    name: {
-                        "entered": c["entered"],
-                        "exited": c["exited"],
-                        "inside": c["entered"] - c["exited"],
-                    }
-                    for name, c in sorted(self._zones.items())
-                },
-                "lines": {
-                    name: {"in": c["in"], "out": c["out"]}
-                    for name, c in sorted(self._lines.items())
-                },
-            }
+            return Totals(
+                sources=tuple(self._source_ids),
+                decoded=dict(self._decoded),
+                processed=self._processed,
+                late=self._late,
+                dropped=dict(self._dropped),
+                emitted=self._emitted,
+                delivered=self._delivered,
+                lost=self._lost,
+                reconnects=dict(self._reconnects),
+                latency_buckets=self._latency.buckets,
+                latency_max_ms=self._latency.max_ms,
+                objects=dict(self._objects),
+                active=dict(self._active),
+                zones={name: dict(c) for name, c in self._zones.items()},
+                lines={name: dict(c) for name, c in self._lines.items()},
+                providers=tuple(self.providers),
+            )
+
+    def wall_s(self) -> float:
+        """Seconds since the run's clock started."""
+        return (self._clock.monotonic_ns() - self._started_ns) / 1e9
+
+    def snapshot(self) -> dict[str, Any]:
+        return render(self.totals(), self.wall_s())

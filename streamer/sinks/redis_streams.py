@@ -34,6 +34,7 @@ from streamer.runtime.messages import Emitted, EndOfStream
 from streamer.runtime.queues import POLL_S, StageQueue
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
+from streamer.sinks.readback import last_seqs
 from streamer.sinks.spool import Pending, Spool, open_spool
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,12 @@ class RedisSink:
                 pipeline=self._pipeline, source=source_id
             )
         return key
+
+    def last_seqs(self, run_id: str) -> dict[str, int]:
+        """Per source, the last seq of `run_id` that Redis has or the spool still holds
+        (see `streamer.sinks.readback`)."""
+        keys = {sid: self.stream_key(sid) for sid in self._source_ids}
+        return last_seqs(self._client, keys, run_id, self._spool.head(len(self._spool)))
 
     def run(self) -> None:
         remaining = set(self._source_ids)

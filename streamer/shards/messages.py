@@ -1,0 +1,38 @@
+"""What a shard and its supervisor tell each other, over a pipe (or Ray calls)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from streamer.runtime.stats import Totals
+
+
+@dataclass(frozen=True)
+class ShardStarted:
+    """Built and running; a restarted shard's sources go on after `last_seqs`."""
+
+    host: str
+    pid: int
+    last_seqs: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class ShardProgress:
+    totals: Totals
+
+
+@dataclass(frozen=True)
+class ShardEnded:
+    """The shard's run ended: its sources ended, or it was stopped; or it failed."""
+
+    totals: Totals
+    failure: str | None  # one line; None: it ended well
+
+
+@dataclass(frozen=True)
+class StopShard:
+    drain_timeout_s: float
+
+
+ShardMessage = ShardStarted | ShardProgress | ShardEnded

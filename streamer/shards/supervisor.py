@@ -1,0 +1,465 @@
+"""A pipeline run as shards in processes on this machine, supervised.
+
+    ShardedPipeline ──spawn──► shard-0 process: Pipeline over cam1, cam4 ──┐
+                    ──spawn──► shard-1 process: Pipeline over cam2, cam3 ──┼─► Redis
+                    ◄── counts every 0.25 s, over a pipe ──────────────────┘
+
+The supervisor checks the pipeline once (model, files, Redis), assigns the sources to
+shards (`streamer.shards.assignment`), starts one process per shard and watches them
+from one thread. A shard that dies without a word (kill -9, a crash in a native
+library) is started again after a backoff, as the same shard of the same run: its
+sources go on after the last `seq` Redis has, and the events it had made but not
+delivered are counted lost (the shared `EmitLedger` says how many it made). The other
+shards never wait for it. A shard that reports a failure fails the run, as one process
+would. The counts of a shard that died are those of its last report.
+
+It has `Pipeline`'s lifecycle: start, stop (draining), join, run, stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from streamer.config.overrides import with_overrides
+from streamer.config.schema import AUTO, PipelineConfig, RedisSinkConfig
+from streamer.errors import ConfigError, PipelineFailed
+from streamer.events.factory import new_ulid
+from streamer.pipeline.build import check
+from streamer.pipeline.lifecycle import (
+    DRAIN_TIMEOUT_S,
+    JOIN_TIMEOUT_S,
+    UNSET,
+    PipelineState,
+    Unset,
+    redis_url_for,
+)
+from streamer.pipeline.plans import expected_frames
+from streamer.runtime.stats import Totals, render, sum_totals
+from streamer.shards.assignment import assign, by_shard
+from streamer.shards.ledger import EmitLedger
+from streamer.shards.messages import ShardEnded, ShardProgress, ShardStarted, StopShard
+from streamer.shards.sizing import auto_workers
+from streamer.shards.worker import ShardSpec, run_shard
+from streamer.sinks.redis_streams import check_stream_keys, connect_sink
+from streamer.sources.video import plan_sources
+
+log = logging.getLogger(__name__)
+
+WATCH_EVERY_S = 0.05
+RESTART_INITIAL_S = 0.5  # the first restart of a shard that died; doubles up to:
+RESTART_MAX_S = 30.0
+HEALTHY_AFTER_S = 60.0  # a shard that ran this long restarts quickly again
+
+
+@dataclass
+class _Shard:
+    """A shard and the process that runs it now (None while waiting to restart)."""
+
+    name: str
+    sources: list[str]
+    config: PipelineConfig
+    process: BaseProcess | None = None
+    conn: Connection | None = None
+    totals: Totals = field(default_factory=Totals)
+    ended: ShardEnded | None = None  # its run ended (well, or with a failure)
+    host: str = ""
+    pid: int = 0
+    restarts: int = 0
+    started_at: float = 0.0  # monotonic
+    restart_at: float | None = None
+    restart_delay_s: float = RESTART_INITIAL_S
+    why_restarted: str | None = None
+    made_before_death: dict[str, int] = field(default_factory=dict)  # the ledger's seqs
+    killed: bool = False  # by the supervisor, when it would not stop
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None
+
+
+def shard_config(config: PipelineConfig, sources: Sequence[str], shard: str) -> PipelineConfig:
+    """`config` with only `sources`; file sources paced as the whole pipeline paces them
+    (a shard of only files in a live pipeline is still live), and a spool file of its own."""
+    live = any(s.realtime or not s.is_file for s in config.sources)
+    mine = [
+        s.model_copy(update={"realtime": True}) if live and s.is_file else s
+        for s in config.sources
+        if s.id in sources
+    ]
+    update: dict[str, Any] = {"sources": mine}
+    redis = config.redis
+    if redis is not None and redis.spool_path is not None:
+        path = redis.spool_path
+        spool = path.with_name(f"{path.stem}.{shard}{path.suffix}")
+        sink = config.sink.model_copy(  # type: ignore[union-attr]
+            update={"redis": redis.model_copy(update={"spool_path": spool})}
+        )
+        update["sink"] = sink
+    return config.model_copy(update=update)
+
+
+class ShardedPipeline:
+    """One pipeline run over several processes of this machine. Not reusable."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        shard_sources: dict[str, list[str]],
+        *,
+        redis_url: str,
+        max_frames: int | None = None,
+        duration_s: float | None = None,
+        expected_frames: int | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.name = config.name
+        self.run_id = new_ulid()
+        self.expected_frames = expected_frames
+        self._redis_url = redis_url
+        self._max_frames = max_frames
+        self._duration_s = duration_s
+        self._verbose = verbose
+        self._ledger = EmitLedger([s.id for s in config.sources])
+        self._shards = [
+            _Shard(name, sources, shard_config(config, sources, name))
+            for name, sources in shard_sources.items()
+            if sources
+        ]
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._state = PipelineState.CREATED
+        # What shards that died had done, and what they lost; its sources give the order.
+        self._retired = Totals(sources=tuple(s.id for s in config.sources))
+        self._started_at = 0.0
+        self._stopping = False
+        self._drain_deadline: float | None = None
+        self._failure: PipelineFailed | None = None
+        self._done = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: PipelineConfig,
+        *,
+        workers: int | str | None = None,
+        source: str | Sequence[str] = (),
+        model: str | os.PathLike[str] | None = None,
+        redis_url: str | Unset | None = UNSET,
+        realtime: bool | None = None,
+        max_frames: int | None = None,
+        duration_s: float | None = None,
+        verbose: bool = False,
+    ) -> ShardedPipeline:
+        """The pipeline of `config` in `workers` shards (default: the file's `workers`),
+        checked (model, files, Redis) and ready to start; the other keyword arguments are
+        `Pipeline.from_config`'s. StreamerError naming what is wrong."""
+        config = with_overrides(
+            config,
+            sources=(source,) if isinstance(source, str) else tuple(source),
+            model=None if model is None else Path(model),
+            realtime=realtime,
+        )
+        url = redis_url_for(config, redis_url)
+        if url is None:
+            raise ConfigError(
+                "workers: shards deliver their events to Redis; a pipeline without one "
+                "(sink: none) runs in one process"
+            )
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"max_frames must be at least 1, got {max_frames}")
+        if duration_s is not None and not duration_s > 0:
+            raise ConfigError(f"duration_s must be more than 0, got {duration_s}")
+        checked = check(config)
+        client = connect_sink(url)
+        try:
+            template = (config.redis or RedisSinkConfig()).stream
+            keys = {template.format(pipeline=config.name, source=s.id) for s in config.sources}
+            check_stream_keys(client, sorted(keys), url)
+        finally:
+            client.close()
+        plans = plan_sources(config, max_frames)
+        asked = config.workers if workers is None else workers
+        if asked == AUTO:
+            n = auto_workers(
+                sources=len(config.sources),
+                cores=os.cpu_count() or 1,
+                model_s_per_frame=checked.model.warm_up(1) / 1e9,
+                live=any(p.realtime for p in plans),
+                gpus=sum(p != "CPUExecutionProvider" for p in checked.model.providers[:1]),
+            )
+            log.info("workers: auto: %d shard(s)", n)
+        elif isinstance(asked, int) and asked >= 1:
+            n = asked
+        else:
+            raise ConfigError(f"workers: must be a whole number from 1, or auto; got {asked!r}")
+        names = [f"shard-{i}" for i in range(n)]
+        assignment = assign([s.id for s in config.sources], dict.fromkeys(names, 1.0))
+        return cls(
+            config,
+            by_shard(assignment, names),
+            redis_url=url,
+            max_frames=max_frames,
+            duration_s=duration_s,
+            expected_frames=expected_frames(plans, checked.file_frames),
+            verbose=verbose,
+        )
+
+    @property
+    def state(self) -> PipelineState:
+        return self._state
+
+    @property
+    def shards(self) -> dict[str, list[str]]:
+        """Shard name -> its sources."""
+        return {s.name: list(s.sources) for s in self._shards}
+
+    def shard_pid(self, name: str) -> int | None:
+        """The process id of a shard's current process (None while it restarts)."""
+        for shard in self._shards:
+            if shard.name == name and shard.process is not None:
+                return shard.process.pid
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """The run's stats summed over its shards, with a `shards` section (DESIGN.md
+        section 11); a dead shard's counts as of its last report."""
+        with self._lock:
+            totals = self._retired + sum_totals(s.totals for s in self._shards)
+            wall_s = time.monotonic() - self._started_at if self._started_at else 0.0
+            doc = render(totals, wall_s)
+            doc["run"] = self.run_id
+            doc["shards"] = {
+                s.name: {"sources": list(s.sources), "host": s.host, "pid": s.pid,
+                         "restarts": s.restarts}
+                for s in self._shards
+            }  # fmt: skip
+        return doc
+
+    def start(self) -> None:
+        with self._lock:
+            if self._state is not PipelineState.CREATED:
+                raise RuntimeError(
+                    f"pipeline {self.name} is {self._state}: a pipeline runs once, build a new one"
+                )
+            self._state = PipelineState.RUNNING
+            self._started_at = time.monotonic()
+            for shard in self._shards:
+                self._spawn(shard)
+        self._watcher = threading.Thread(target=self._watch, name="streamer.shards")
+        self._watcher.start()
+        log.info(
+            "pipeline %s running in %d shard(s): %s; run %s",
+            self.name,
+            len(self._shards),
+            "; ".join(f"{s.name}: {', '.join(s.sources)}" for s in self._shards),
+            self.run_id,
+        )
+
+    def stop(self, drain_timeout_s: float = DRAIN_TIMEOUT_S, *, wait: bool = True) -> None:
+        """Stop every shard: what their sources decoded goes on to Redis for up to
+        `drain_timeout_s`, then they stop at once. Calling it again only shortens the drain."""
+        with self._lock:
+            if self._state is PipelineState.CREATED:
+                self._state = PipelineState.STOPPED
+                self._done.set()
+                return
+            if self._state is PipelineState.RUNNING:
+                self._state = PipelineState.DRAINING
+            self._stopping = True
+            deadline = time.monotonic() + max(0.0, drain_timeout_s)
+            if self._drain_deadline is None or deadline < self._drain_deadline:
+                self._drain_deadline = deadline
+            for shard in self._shards:
+                shard.restart_at = None  # a shard waiting to restart stays down
+                if shard.conn is not None:
+                    try:
+                        shard.conn.send(StopShard(max(0.0, drain_timeout_s)))
+                    except OSError:  # it died meanwhile: the watcher sees to it
+                        log.debug("%s: gone before it was told to stop", shard.name)
+        if wait:
+            self._wait_done(None)
+
+    def join(self, timeout_s: float | None = None) -> bool:
+        """Wait until every shard has ended: False when `timeout_s` passed first; raises
+        PipelineFailed when a shard failed."""
+        if self._state is PipelineState.CREATED:
+            raise RuntimeError(f"pipeline {self.name} has not started")
+        if not self._wait_done(timeout_s):
+            return False
+        if self._failure is not None:
+            raise self._failure
+        return True
+
+    def run(self) -> dict[str, Any]:
+        """Start, wait until every shard has ended, and return the stats."""
+        self.start()
+        try:
+            while not self.join(WATCH_EVERY_S * 4):
+                pass
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        return self.stats()
+
+    def threads_alive(self) -> list[str]:
+        """Shard processes still running after the run ended (none: they are killed)."""
+        return [s.name for s in self._shards if s.process is not None and s.process.is_alive()]
+
+    def __enter__(self) -> ShardedPipeline:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.stop(0.0 if exc is not None else DRAIN_TIMEOUT_S)
+        if self._state is PipelineState.FAILED and exc is None:
+            self.join()
+
+    def _wait_done(self, timeout_s: float | None) -> bool:
+        if not self._done.wait(timeout_s):
+            return False
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join()
+        return True
+
+    def _spawn(self, shard: _Shard) -> None:
+        spec = ShardSpec(
+            name=shard.name,
+            config=shard.config,
+            redis_url=self._redis_url,
+            run_id=self.run_id,
+            max_frames=self._max_frames,
+            restarted=shard.why_restarted,
+            last_track_ids=self._ledger.track_ids(shard.sources),
+            verbose=self._verbose,
+        )
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=run_shard, args=(spec, child, self._ledger), name=shard.name, daemon=True
+        )
+        process.start()
+        child.close()
+        shard.process, shard.conn = process, parent
+        shard.pid = process.pid or 0
+        shard.started_at = time.monotonic()
+        shard.restart_at = None
+
+    def _watch(self) -> None:
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                for shard in self._shards:
+                    self._tend(shard, now)
+                if all(s.process is None and s.restart_at is None for s in self._shards):
+                    break
+                duration = self._duration_s
+                running = self._state is PipelineState.RUNNING
+            if running and duration is not None and now - self._started_at >= duration:
+                log.info("%s: --duration reached; stopping", self.name)
+                self.stop(DRAIN_TIMEOUT_S, wait=False)
+            deadline = self._drain_deadline
+            if deadline is not None and now > deadline + JOIN_TIMEOUT_S:
+                self._kill_all("did not stop in time")
+            time.sleep(WATCH_EVERY_S)
+        with self._lock:
+            self._state = PipelineState.FAILED if self._failure else PipelineState.STOPPED
+        self._done.set()
+
+    def _tend(self, shard: _Shard, now: float) -> None:
+        """Read what a shard said; restart it when it died, when its turn has come."""
+        process, conn = shard.process, shard.conn
+        if process is None or conn is None:
+            if shard.restart_at is not None and now >= shard.restart_at and not self._stopping:
+                self._spawn(shard)
+            return
+        try:
+            while conn.poll():
+                self._on_message(shard, conn.recv())
+        except (EOFError, OSError):
+            pass  # it is gone: its exit code says how
+        if process.is_alive():
+            return
+        process.join()
+        conn.close()
+        shard.process = shard.conn = None
+        ended = shard.ended
+        if ended is not None:
+            if ended.failure is not None and self._failure is None:
+                self._failure = PipelineFailed(f"{shard.name}: {ended.failure}")
+                log.error("%s failed: %s; stopping the run", shard.name, ended.failure)
+                self._stop_all_locked()
+            return
+        self._died(shard, process.exitcode, now)
+
+    def _on_message(self, shard: _Shard, message: object) -> None:
+        if isinstance(message, ShardProgress):
+            shard.totals = message.totals
+        elif isinstance(message, ShardStarted):
+            shard.host, shard.pid = message.host, message.pid
+            lost = sum(
+                max(0, made - message.last_seqs.get(sid, 0))
+                for sid, made in shard.made_before_death.items()
+            )
+            shard.made_before_death = {}
+            if lost:
+                log.warning(
+                    "%s: %d event(s) the shard that died had made were not delivered: lost",
+                    shard.name,
+                    lost,
+                )
+                self._retired = self._retired.with_lost(lost)
+        elif isinstance(message, ShardEnded):
+            shard.totals = message.totals
+            shard.ended = message
+
+    def _died(self, shard: _Shard, exitcode: int | None, now: float) -> None:
+        """A shard process ended without saying its run ended: start it again."""
+        how = f"killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exit {exitcode}"
+        self._retired = self._retired + shard.totals.ended()
+        shard.totals = Totals()
+        shard.made_before_death = self._ledger.seqs(shard.sources)
+        if self._stopping:
+            log.error("%s (pid %d) died while stopping (%s)", shard.name, shard.pid, how)
+            return
+        if now - shard.started_at >= HEALTHY_AFTER_S:
+            shard.restart_delay_s = RESTART_INITIAL_S
+        delay = shard.restart_delay_s
+        shard.restart_delay_s = min(delay * 2, RESTART_MAX_S)
+        shard.restart_at = now + delay
+        shard.restarts += 1
+        shard.why_restarted = f"{shard.name} restarted: its process died ({how})"
+        log.warning(
+            "%s (pid %d, %s) died (%s); restarting it in %.1f s",
+            shard.name, shard.pid, ", ".join(shard.sources), how, delay,
+        )  # fmt: skip
+
+    def _stop_all_locked(self) -> None:
+        self._stopping = True
+        if self._state is PipelineState.RUNNING:
+            self._state = PipelineState.DRAINING
+        self._drain_deadline = self._drain_deadline or time.monotonic() + DRAIN_TIMEOUT_S
+        for shard in self._shards:
+            shard.restart_at = None
+            if shard.conn is not None:
+                try:
+                    shard.conn.send(StopShard(DRAIN_TIMEOUT_S))
+                except OSError:
+                    log.debug("%s: gone before it was told to stop", shard.name)
+
+    def _kill_all(self, why: str) -> None:
+        with self._lock:
+            for shard in self._shards:
+                if shard.process is not None and shard.process.is_alive() and not shard.killed:
+                    shard.killed = True
+                    log.error("%s (pid %d) %s: killing it", shard.name, shard.pid, why)
+                    shard.process.kill()
