@@ -279,11 +279,13 @@ def test_with_a_spool_file_what_a_halt_leaves_is_delivered_first_by_the_next_run
         server.stop()
 
 
+@pytest.mark.parametrize("other_writer", [False, True], ids=["alone", "shared-stream"])
 def test_a_batch_an_earlier_run_wrote_but_never_heard_back_about_is_not_written_twice(
-    tmp_path, redis_server, redis_client
+    tmp_path, redis_server, redis_client, other_writer
 ):
     """The earlier run died between Redis writing its batch and the reply: the batch is
-    both in Redis and at the head of the spool file."""
+    both in Redis and at the head of the spool file. Another writer (another shard of the
+    run) may have added entries to the stream since."""
     earlier = [event(i) for i in range(1, 11)]
     spool = DiskSpool(tmp_path / "spool.db", 100)
     spool.extend([Pending("s:p:cam1", e.event.id, stream_fields(e), None) for e in earlier])
@@ -294,13 +296,17 @@ def test_a_batch_an_earlier_run_wrote_but_never_heard_back_about_is_not_written_
     spool.drop(4)
     for e in earlier[4:]:  # ...and the batch written without a reply
         redis_client.xadd("s:p:cam1", stream_fields(e))  # type: ignore[arg-type]
+    if other_writer:
+        redis_client.xadd("s:p:cam1", {"event": "{}", "type": "detections", "source": "cam2"})
     inbox, stats, _, thread = start_sink(redis_server.url, spool=spool)
     stop = threading.Event()
     inbox.put(event(11), stop)
     inbox.put_control(EndOfStream("cam1", "eof"))
     thread.join(timeout=30)
     assert not thread.is_alive()
-    assert seqs(redis_client, "s:p:cam1") == list(range(1, 12))
+    cam1 = [json.loads(f[b"event"]) for _, f in redis_client.xrange("s:p:cam1")
+            if f[b"source"] == b"cam1"]  # fmt: skip
+    assert [e["seq"] for e in cam1] == list(range(1, 12))
     assert stats.snapshot()["events"] == {"emitted": 0, "delivered": 7, "lost": 0}
 
 

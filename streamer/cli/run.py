@@ -28,6 +28,7 @@ from streamer.cli.exits import (
 from streamer.cli.progress import RunDisplay, summary
 from streamer.config import load_config
 from streamer.config.loader import naming_file
+from streamer.config.schema import AUTO, MAX_WORKERS
 from streamer.errors import PipelineFailed, StreamerError
 from streamer.events.event import Event
 from streamer.observability.metrics import serve_metrics
@@ -41,8 +42,24 @@ from streamer.pipeline.lifecycle import (
     Pipeline,
     redis_url_for,
 )
+from streamer.shards.supervisor import ShardedPipeline
 
 log = logging.getLogger("streamer")
+
+
+def parse_workers(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> int | str | None:
+    """--workers: a number of shard processes, or `auto`."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text == AUTO:
+        return AUTO
+    if text.isdigit() and 1 <= int(text) <= MAX_WORKERS:
+        return int(text)
+    raise click.BadParameter(f"{value!r} is not a number from 1 to {MAX_WORKERS}, or auto")
+
 
 DISPLAY_EVERY_S = 0.1
 
@@ -81,6 +98,12 @@ def print_event(event: Event) -> None:
 @click.option(
     "--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port."
 )
+@click.option(
+    "--workers",
+    metavar="N|auto",
+    callback=parse_workers,
+    help="Run the sources in N shard processes (or auto) [default: the pipeline's workers].",
+)
 def run(
     pipeline_file: Path,
     sources: tuple[str, ...],
@@ -91,6 +114,7 @@ def run(
     duration: float | None,
     stats_json: Path | None,
     metrics_port: int | None,
+    workers: int | str | None,
 ) -> None:
     """Run PIPELINE_FILE until its sources end, --duration passes, or a signal stops it.
 
@@ -98,17 +122,32 @@ def run(
     try:
         config = load_config(pipeline_file)
         url = redis_url_for(config, redis_url or UNSET)  # an empty --redis-url: not given
+        sharded = (config.workers if workers is None else workers) != 1
+        pipeline: Pipeline | ShardedPipeline
         with naming_file(pipeline_file):
-            pipeline = Pipeline.from_config(
-                config,
-                source=sources,
-                model=model,
-                redis_url=url,
-                realtime=realtime,
-                max_frames=max_frames,
-                duration_s=duration,
-                on_event=print_event if url is None else None,
-            )
+            if sharded:
+                pipeline = ShardedPipeline.from_config(
+                    config,
+                    workers=workers,
+                    source=sources,
+                    model=model,
+                    redis_url=url,
+                    realtime=realtime,
+                    max_frames=max_frames,
+                    duration_s=duration,
+                    verbose=logging.getLogger().isEnabledFor(logging.DEBUG),
+                )
+            else:
+                pipeline = Pipeline.from_config(
+                    config,
+                    source=sources,
+                    model=model,
+                    redis_url=url,
+                    realtime=realtime,
+                    max_frames=max_frames,
+                    duration_s=duration,
+                    on_event=print_event if url is None else None,
+                )
     except StreamerError as exc:
         fail_usage(str(exc))
     if metrics_port is not None:
@@ -131,7 +170,7 @@ def run(
     sys.exit(code)
 
 
-def _run_until_done(pipeline: Pipeline) -> int:
+def _run_until_done(pipeline: Pipeline | ShardedPipeline) -> int:
     """Run with signals mapped onto stops: the first drains, the second stops at once, a
     third exits without waiting for anything. The exit code."""
     signals: list[int] = []

@@ -50,6 +50,19 @@ class StatsCollector(Collector):
         for q in ("p50", "p95", "p99", "max"):
             latency.add_metric([q], s["latency_ms"][q])
         yield latency
+        shards = s.get("shards")
+        if shards is not None:  # a run over several processes
+            restarts = CounterMetricFamily(
+                "streamer_shard_restarts", "Times a shard was restarted", labels=["shard", "host"]
+            )
+            sources = GaugeMetricFamily(
+                "streamer_shard_sources", "Sources a shard runs", labels=["shard", "host"]
+            )
+            for name, shard in shards.items():
+                restarts.add_metric([name, shard["host"]], shard["restarts"])
+                sources.add_metric([name, shard["host"]], len(shard["sources"]))
+            yield restarts
+            yield sources
 
 
 def serve_metrics(snapshot: Snapshot, port: int) -> None:

@@ -42,6 +42,22 @@ def last_seqs(
     return found
 
 
+def stream_event_ids(client: redis.Redis, key: str, since_ms: int) -> set[str]:
+    """The ids of the events in stream `key` added from `since_ms` (epoch ms) on."""
+    ids: set[str] = set()
+    oldest = f"{max(0, since_ms)}-0"
+    newest = "+"
+    while True:
+        entries: Any = client.xrevrange(key, max=newest, min=oldest, count=PAGE)
+        for _entry_id, fields in entries:
+            raw = fields.get(b"event")
+            if raw:
+                ids.add(orjson.loads(raw).get("id"))
+        if len(entries) < PAGE:
+            return ids
+        newest = "(" + entries[-1][0].decode()
+
+
 def _scan(
     client: redis.Redis, key: str, oldest: str, run_id: str, sources: set[str],
     found: dict[str, int],

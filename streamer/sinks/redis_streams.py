@@ -11,14 +11,13 @@ With a spool file, what it holds when the process ends (Redis still away, a cras
 Delivery is at least once. Each batch is one server-side script (`XADD_BATCH`), or one
 MULTI/EXEC transaction where Redis cannot run it: either way Redis writes it whole or
 not at all. When its reply is lost (a timeout, a connection cut, a process that died),
-the next attempt first reads the last entry of each stream and does not write again a
-batch Redis already has; an event can still be written twice in rare cases (another
-writer on the same stream), and consumers that must not see one twice dedupe on its `id`.
+the next attempt first looks in each stream for the batch's events (other writers, such
+as the other shards of a run, may have added entries since) and does not write again a
+batch Redis already has.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -28,13 +27,14 @@ from redis.commands.core import Script
 from streamer.client.connection import connect
 from streamer.config.schema import RedisSinkConfig
 from streamer.errors import SinkError
+from streamer.events.factory import ulid_ms
 from streamer.observability.redact import redact
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.messages import Emitted, EndOfStream
 from streamer.runtime.queues import POLL_S, StageQueue
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
-from streamer.sinks.readback import last_seqs
+from streamer.sinks.readback import last_seqs, stream_event_ids
 from streamer.sinks.spool import Pending, Spool, open_spool
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ RETRY_INITIAL_S = 0.2
 RETRY_MAX_S = 5.0
 SOCKET_TIMEOUT_S = 5.0
 FINAL_FLUSH_S = 2.0  # how long a halted sink still tries to deliver what it holds
+# How far Redis's clock (stream entry ids) may be behind the clock that made the events.
+CLOCK_SKEW_MS = 60_000
 
 # Replies that mean "not now" rather than "never": the batch is retried.
 RETRYABLE = (
@@ -336,19 +338,18 @@ class RedisSink:
     def _reconcile(self) -> None:
         """After a batch whose reply was lost: take it off the spool if Redis has it.
 
-        A batch is written whole or not at all; the last entry of each of its streams
-        tells which.
+        A batch is written whole or not at all, so the events Redis has are a prefix of
+        the spool's head: those whose ids are in their streams, looked for among the
+        entries added since the first of them was made.
         """
         batch = self._spool.head(self._unconfirmed)
-        newest_ids: dict[str, object] = {}
+        present: set[str] = set()
         for key in {p.key for p in batch}:
-            newest: Any = self._client.xrevrange(key, count=1)
-            if newest:
-                raw = newest[0][1].get(b"event")
-                newest_ids[key] = json.loads(raw).get("id") if raw else None
+            since_ms = min(ulid_ms(p.event_id) for p in batch if p.key == key)
+            present |= stream_event_ids(self._client, key, since_ms - CLOCK_SKEW_MS)
         written = 0
         for i, pending in enumerate(batch):
-            if newest_ids.get(pending.key) == pending.event_id:
+            if pending.event_id in present:
                 written = i + 1
         self._spool.drop(written)
         self._count_delivered(batch[:written])
