@@ -20,6 +20,8 @@ class ShardStarted:
 @dataclass(frozen=True)
 class ShardProgress:
     totals: Totals
+    seqs: Mapping[str, int]  # per source, the last seq made
+    track_ids: Mapping[str, int]  # per source, the highest track id an event named
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,11 @@ It has `Pipeline`'s lifecycle: start, stop (draining), join, run, stats.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +43,10 @@ from streamer.pipeline.lifecycle import (
 from streamer.pipeline.plans import expected_frames
 from streamer.runtime.stats import Totals, render, sum_totals
 from streamer.shards.assignment import assign, by_shard
-from streamer.shards.ledger import EmitLedger
-from streamer.shards.messages import ShardEnded, ShardProgress, ShardStarted, StopShard
+from streamer.shards.handles import Launcher, ProcessLauncher, ShardHandle
+from streamer.shards.messages import ShardEnded, ShardProgress, ShardStarted
 from streamer.shards.sizing import auto_workers
-from streamer.shards.worker import ShardSpec, run_shard
+from streamer.shards.worker import ShardSpec
 from streamer.sinks.redis_streams import check_stream_keys, connect_sink
 from streamer.sources.video import plan_sources
 
@@ -63,13 +60,12 @@ HEALTHY_AFTER_S = 60.0  # a shard that ran this long restarts quickly again
 
 @dataclass
 class _Shard:
-    """A shard and the process that runs it now (None while waiting to restart)."""
+    """A shard and what runs it now (no handle while it waits to restart)."""
 
     name: str
     sources: list[str]
     config: PipelineConfig
-    process: BaseProcess | None = None
-    conn: Connection | None = None
+    handle: ShardHandle | None = None
     totals: Totals = field(default_factory=Totals)
     ended: ShardEnded | None = None  # its run ended (well, or with a failure)
     host: str = ""
@@ -79,12 +75,9 @@ class _Shard:
     restart_at: float | None = None
     restart_delay_s: float = RESTART_INITIAL_S
     why_restarted: str | None = None
-    made_before_death: dict[str, int] = field(default_factory=dict)  # the ledger's seqs
+    made_before_death: dict[str, int] = field(default_factory=dict)
+    last_track_ids: dict[str, int] = field(default_factory=dict)  # for the next start
     killed: bool = False  # by the supervisor, when it would not stop
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None
 
 
 def shard_config(config: PipelineConfig, sources: Sequence[str], shard: str) -> PipelineConfig:
@@ -121,7 +114,11 @@ class ShardedPipeline:
         duration_s: float | None = None,
         expected_frames: int | None = None,
         verbose: bool = False,
+        launcher: Launcher | None = None,
+        max_restarts: int = -1,
     ) -> None:
+        """`launcher` starts a shard (default: a process of this machine); `max_restarts`:
+        how many times a shard may die and be started again (-1: no limit)."""
         self.name = config.name
         self.run_id = new_ulid()
         self.expected_frames = expected_frames
@@ -129,13 +126,13 @@ class ShardedPipeline:
         self._max_frames = max_frames
         self._duration_s = duration_s
         self._verbose = verbose
-        self._ledger = EmitLedger([s.id for s in config.sources])
+        self._launch = launcher or ProcessLauncher([s.id for s in config.sources])
+        self._max_restarts = max_restarts
         self._shards = [
             _Shard(name, sources, shard_config(config, sources, name))
             for name, sources in shard_sources.items()
             if sources
         ]
-        self._context = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._state = PipelineState.CREATED
         # What shards that died had done, and what they lost; its sources give the order.
@@ -227,8 +224,8 @@ class ShardedPipeline:
     def shard_pid(self, name: str) -> int | None:
         """The process id of a shard's current process (None while it restarts)."""
         for shard in self._shards:
-            if shard.name == name and shard.process is not None:
-                return shard.process.pid
+            if shard.name == name and shard.handle is not None and shard.handle.pid:
+                return shard.handle.pid
         return None
 
     def stats(self) -> dict[str, Any]:
@@ -282,11 +279,8 @@ class ShardedPipeline:
                 self._drain_deadline = deadline
             for shard in self._shards:
                 shard.restart_at = None  # a shard waiting to restart stays down
-                if shard.conn is not None:
-                    try:
-                        shard.conn.send(StopShard(max(0.0, drain_timeout_s)))
-                    except OSError:  # it died meanwhile: the watcher sees to it
-                        log.debug("%s: gone before it was told to stop", shard.name)
+                if shard.handle is not None:
+                    shard.handle.stop(max(0.0, drain_timeout_s))
         if wait:
             self._wait_done(None)
 
@@ -313,8 +307,8 @@ class ShardedPipeline:
         return self.stats()
 
     def threads_alive(self) -> list[str]:
-        """Shard processes still running after the run ended (none: they are killed)."""
-        return [s.name for s in self._shards if s.process is not None and s.process.is_alive()]
+        """Shards still running after the run ended (none: they are killed)."""
+        return [s.name for s in self._shards if s.handle is not None]
 
     def __enter__(self) -> ShardedPipeline:
         return self
@@ -340,17 +334,11 @@ class ShardedPipeline:
             run_id=self.run_id,
             max_frames=self._max_frames,
             restarted=shard.why_restarted,
-            last_track_ids=self._ledger.track_ids(shard.sources),
+            last_track_ids=shard.last_track_ids,
             verbose=self._verbose,
         )
-        parent, child = self._context.Pipe()
-        process = self._context.Process(
-            target=run_shard, args=(spec, child, self._ledger), name=shard.name, daemon=True
-        )
-        process.start()
-        child.close()
-        shard.process, shard.conn = process, parent
-        shard.pid = process.pid or 0
+        shard.handle = self._launch(spec)
+        shard.pid = shard.handle.pid
         shard.started_at = time.monotonic()
         shard.restart_at = None
 
@@ -360,7 +348,7 @@ class ShardedPipeline:
             with self._lock:
                 for shard in self._shards:
                     self._tend(shard, now)
-                if all(s.process is None and s.restart_at is None for s in self._shards):
+                if all(s.handle is None and s.restart_at is None for s in self._shards):
                     break
                 duration = self._duration_s
                 running = self._state is PipelineState.RUNNING
@@ -377,21 +365,19 @@ class ShardedPipeline:
 
     def _tend(self, shard: _Shard, now: float) -> None:
         """Read what a shard said; restart it when it died, when its turn has come."""
-        process, conn = shard.process, shard.conn
-        if process is None or conn is None:
+        handle = shard.handle
+        if handle is None:
             if shard.restart_at is not None and now >= shard.restart_at and not self._stopping:
                 self._spawn(shard)
             return
-        try:
-            while conn.poll():
-                self._on_message(shard, conn.recv())
-        except (EOFError, OSError):
-            pass  # it is gone: its exit code says how
-        if process.is_alive():
+        for message in handle.receive():
+            self._on_message(shard, message)
+        how = handle.exited()
+        if how is None:
             return
-        process.join()
-        conn.close()
-        shard.process = shard.conn = None
+        for message in handle.receive():  # what it said last
+            self._on_message(shard, message)
+        shard.handle = None
         ended = shard.ended
         if ended is not None:
             if ended.failure is not None and self._failure is None:
@@ -399,13 +385,15 @@ class ShardedPipeline:
                 log.error("%s failed: %s; stopping the run", shard.name, ended.failure)
                 self._stop_all_locked()
             return
-        self._died(shard, process.exitcode, now)
+        self._died(shard, handle, how, now)
 
     def _on_message(self, shard: _Shard, message: object) -> None:
         if isinstance(message, ShardProgress):
             shard.totals = message.totals
         elif isinstance(message, ShardStarted):
             shard.host, shard.pid = message.host, message.pid
+            if shard.handle is not None:
+                shard.handle.pid = message.pid
             lost = sum(
                 max(0, made - message.last_seqs.get(sid, 0))
                 for sid, made in shard.made_before_death.items()
@@ -422,14 +410,23 @@ class ShardedPipeline:
             shard.totals = message.totals
             shard.ended = message
 
-    def _died(self, shard: _Shard, exitcode: int | None, now: float) -> None:
-        """A shard process ended without saying its run ended: start it again."""
-        how = f"killed by signal {-exitcode}" if exitcode and exitcode < 0 else f"exit {exitcode}"
+    def _died(self, shard: _Shard, handle: ShardHandle, how: str, now: float) -> None:
+        """A shard ended without saying its run ended: start it again, after a backoff."""
         self._retired = self._retired + shard.totals.ended()
         shard.totals = Totals()
-        shard.made_before_death = self._ledger.seqs(shard.sources)
+        shard.made_before_death = handle.made(shard.sources)
+        shard.last_track_ids = handle.track_ids(shard.sources)
         if self._stopping:
             log.error("%s (pid %d) died while stopping (%s)", shard.name, shard.pid, how)
+            return
+        if 0 <= self._max_restarts <= shard.restarts:
+            if self._failure is None:
+                self._failure = PipelineFailed(
+                    f"{shard.name} died ({how}) after {shard.restarts} restart(s); "
+                    f"max_restarts is {self._max_restarts}"
+                )
+                log.error("%s; stopping the run", self._failure)
+                self._stop_all_locked()
             return
         if now - shard.started_at >= HEALTHY_AFTER_S:
             shard.restart_delay_s = RESTART_INITIAL_S
@@ -437,10 +434,10 @@ class ShardedPipeline:
         shard.restart_delay_s = min(delay * 2, RESTART_MAX_S)
         shard.restart_at = now + delay
         shard.restarts += 1
-        shard.why_restarted = f"{shard.name} restarted: its process died ({how})"
+        shard.why_restarted = f"{shard.name} restarted: it died ({how})"
         log.warning(
-            "%s (pid %d, %s) died (%s); restarting it in %.1f s",
-            shard.name, shard.pid, ", ".join(shard.sources), how, delay,
+            "%s (pid %d on %s: %s) died (%s); restarting it in %.1f s",
+            shard.name, shard.pid, shard.host or "?", ", ".join(shard.sources), how, delay,
         )  # fmt: skip
 
     def _stop_all_locked(self) -> None:
@@ -450,16 +447,13 @@ class ShardedPipeline:
         self._drain_deadline = self._drain_deadline or time.monotonic() + DRAIN_TIMEOUT_S
         for shard in self._shards:
             shard.restart_at = None
-            if shard.conn is not None:
-                try:
-                    shard.conn.send(StopShard(DRAIN_TIMEOUT_S))
-                except OSError:
-                    log.debug("%s: gone before it was told to stop", shard.name)
+            if shard.handle is not None:
+                shard.handle.stop(DRAIN_TIMEOUT_S)
 
     def _kill_all(self, why: str) -> None:
         with self._lock:
             for shard in self._shards:
-                if shard.process is not None and shard.process.is_alive() and not shard.killed:
+                if shard.handle is not None and not shard.killed:
                     shard.killed = True
                     log.error("%s (pid %d) %s: killing it", shard.name, shard.pid, why)
-                    shard.process.kill()
+                    shard.handle.kill()

@@ -17,12 +17,12 @@ from types import FrameType
 
 from streamer.config.schema import PipelineConfig
 from streamer.errors import PipelineFailed, StreamerError
-from streamer.events.factory import EmitLog
 from streamer.observability import logs
 from streamer.pipeline.build import ShardRun, build
 from streamer.pipeline.lifecycle import DRAIN_TIMEOUT_S, Pipeline
 from streamer.runtime.clock import SYSTEM_CLOCK
 from streamer.runtime.stats import Totals
+from streamer.shards.ledger import EmitLedger
 from streamer.shards.messages import (
     ShardEnded,
     ShardMessage,
@@ -53,15 +53,17 @@ class ShardSpec:
 class ShardRunner:
     """A shard's pipeline, driven by whoever runs the shard (a process, a Ray actor)."""
 
-    def __init__(self, spec: ShardSpec, emit_log: EmitLog | None) -> None:
+    def __init__(self, spec: ShardSpec, ledger: EmitLedger) -> None:
+        """`ledger`: where the shard's events are recorded, and its reports read from."""
         self.spec = spec
-        self._emit_log = emit_log
+        self._ledger = ledger
+        self._sources = [s.id for s in spec.config.sources]
         self._pipeline: Pipeline | None = None
 
     def start(self) -> ShardStarted | ShardEnded:
         """Build and start the pipeline; ShardEnded with the reason when it cannot."""
         spec = self.spec
-        shard = ShardRun(spec.run_id, self._emit_log, spec.restarted, spec.last_track_ids)
+        shard = ShardRun(spec.run_id, self._ledger, spec.restarted, spec.last_track_ids)
         try:
             built = build(
                 spec.config,
@@ -85,7 +87,10 @@ class ShardRunner:
         pipeline = self._started()
         try:
             if not pipeline.join(timeout_s):
-                return ShardProgress(pipeline.totals())
+                sources = self._sources
+                return ShardProgress(
+                    pipeline.totals(), self._ledger.seqs(sources), self._ledger.track_ids(sources)
+                )
         except PipelineFailed as exc:
             return ShardEnded(pipeline.totals(), _describe(exc))
         return ShardEnded(pipeline.totals(), None)
@@ -107,14 +112,14 @@ def _describe(exc: PipelineFailed) -> str:
     return f"{exc}: {cause}" if cause is not None else str(exc)
 
 
-def run_shard(spec: ShardSpec, conn: Connection, emit_log: EmitLog) -> None:
+def run_shard(spec: ShardSpec, conn: Connection, ledger: EmitLedger) -> None:
     """The main of a shard process: run the shard, report to the supervisor on `conn`
     every REPORT_EVERY_S, stop when told. It ends when its pipeline ends; when the
     supervisor is gone (its end of the pipe closed), it stops at once."""
     # Ctrl-C reaches the whole process group; the supervisor decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.setup(spec.verbose, spec.name)
-    runner = ShardRunner(spec, emit_log)
+    runner = ShardRunner(spec, ledger)
 
     def on_sigterm(_signum: int, _frame: FrameType | None) -> None:
         runner.stop(DRAIN_TIMEOUT_S)
