@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +187,29 @@ def one_source_pipeline(
         f"sources:\n  - {{id: cam1, uri: '{clip}'{source_extra}}}\n"
         f"model:\n  path: '{model}'\n{extra}",
     )
+
+
+def quick_events(client: redis.Redis, stream: str) -> list[dict[str, Any]]:
+    """The stream's events, unchecked: for polling (read_events checks each one)."""
+    return [json.loads(fields[b"event"]) for _id, fields in client.xrange(stream)]
+
+
+def by_source(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        out.setdefault(event["source"], []).append(event)
+    return out
+
+
+def assert_seq_whole(events: list[dict[str, Any]]) -> None:
+    """One run, seq 1, 2, 3, ... with no gap and no duplicate."""
+    assert len({e["run"] for e in events}) == 1
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+
+
+def wait_until(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -12,16 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from streamer.config import load_config
 from streamer.shards.supervisor import ShardedPipeline
 from tests.conftest import (
     DEMO_CONFIDENCE,
     DEMO_FRAMES,
+    assert_seq_whole,
+    by_source,
+    quick_events,
     read_events,
+    run_cli,
     run_with_stats,
     sources_pipeline,
+    wait_until,
 )
 from tools.rtsp import RtspServer
 
@@ -34,32 +38,6 @@ CAMERAS = ("cam1", "cam2", "cam3", "cam4")
 def four_cameras(demo_camera_clip: Path) -> Iterator[RtspServer]:
     with RtspServer(dict.fromkeys(CAMERAS, demo_camera_clip)) as server:
         yield server
-
-
-def quick_events(client: redis.Redis, stream: str) -> list[dict[str, Any]]:
-    """The stream's events, unchecked: for polling (read_events checks each one)."""
-    return [json.loads(fields[b"event"]) for _id, fields in client.xrange(stream)]
-
-
-def by_source(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
-        out.setdefault(event["source"], []).append(event)
-    return out
-
-
-def assert_seq_whole(events: list[dict[str, Any]]) -> None:
-    """One run, seq 1, 2, 3, ... with no gap and no duplicate."""
-    assert len({e["run"] for e in events}) == 1
-    seqs = [e["seq"] for e in events]
-    assert seqs == list(range(1, len(seqs) + 1)), seqs
-
-
-def wait_until(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_a_killed_shard_is_back_within_10_s_and_no_camera_sees_a_gap_in_seq(
@@ -185,8 +163,6 @@ def test_streamer_run_with_workers_sums_the_shards_in_one_stats_file(
 def test_workers_need_redis(tmp_path, demo_clip, demo_model):
     path = sources_pipeline(tmp_path, "local", {"a": str(demo_clip), "b": str(demo_clip)},
                             demo_model, "workers: 2\nsink: none\n")  # fmt: skip
-    from tests.conftest import run_cli
-
     result = run_cli("run", str(path))
     assert result.returncode == 2
     assert "workers" in result.stderr and "Traceback" not in result.stderr

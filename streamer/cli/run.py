@@ -104,6 +104,12 @@ def print_event(event: Event) -> None:
     callback=parse_workers,
     help="Run the sources in N shard processes (or auto) [default: the pipeline's workers].",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run the shards as actors on this Ray cluster (auto, HOST:6379 or ray://HOST:10001).",
+)
 def run(
     pipeline_file: Path,
     sources: tuple[str, ...],
@@ -115,6 +121,7 @@ def run(
     stats_json: Path | None,
     metrics_port: int | None,
     workers: int | str | None,
+    ray_address: str | None,
 ) -> None:
     """Run PIPELINE_FILE until its sources end, --duration passes, or a signal stops it.
 
@@ -122,7 +129,11 @@ def run(
     try:
         config = load_config(pipeline_file)
         url = redis_url_for(config, redis_url or UNSET)  # an empty --redis-url: not given
-        sharded = (config.workers if workers is None else workers) != 1
+        sharded = (
+            (config.workers if workers is None else workers) != 1
+            or ray_address is not None
+            or config.ray is not None
+        )
         pipeline: Pipeline | ShardedPipeline
         with naming_file(pipeline_file):
             if sharded:
@@ -136,6 +147,7 @@ def run(
                     max_frames=max_frames,
                     duration_s=duration,
                     verbose=logging.getLogger().isEnabledFor(logging.DEBUG),
+                    ray_address=ray_address,
                 )
             else:
                 pipeline = Pipeline.from_config(

@@ -430,6 +430,23 @@ class SinkConfig(_Model):
 NO_SINK = "none"
 
 
+class RayConfig(_Model):
+    """Shards as actors on a Ray cluster (DESIGN.md section 11); needs the `ray` extra."""
+
+    address: Annotated[str, Field(min_length=1)] = "auto"
+    """The cluster: `auto` (the one this machine joined with `ray start`), `HOST:6379`
+    (its head node), or `ray://HOST:10001` (Ray Client). `--ray ADDRESS` wins."""
+    cpus_per_shard: Annotated[float, Field(ge=0, le=1024)] = 1.0
+    """CPUs each shard asks Ray for: a shard keeps about one busy."""
+    gpus_per_shard: Annotated[float, Field(ge=0, le=64)] = 0.0
+    """GPUs (or a fraction of one) each shard asks for."""
+    memory_mb_per_shard: Annotated[int, Field(ge=1)] | None = None
+    """Memory each shard asks for, in MiB; default: none reserved."""
+    max_restarts: Annotated[int, Field(ge=-1)] = -1
+    """How many times a shard that dies (its process, or its node) is started again;
+    -1: always. Beyond it the run fails."""
+
+
 class PipelineConfig(_Model):
     name: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
     """The pipeline's name: in events, stream keys and logs."""
@@ -462,6 +479,8 @@ class PipelineConfig(_Model):
     its own model session, supervised (a shard that dies is restarted); `auto` sizes it
     from the cores, the GPUs and the model's measured cost. 1 runs in one process. Needs
     a Redis sink when more than 1."""
+    ray: RayConfig | None = None
+    """Run the shards on a Ray cluster instead of this machine's processes (`--ray`)."""
 
     @field_validator("sink", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from streamer.shards.worker import ShardSpec, run_shard
 
 class ShardHandle(Protocol):
     pid: int  # 0 until known
+    node_id: str  # the Ray node it runs on; "" for a process of this machine
 
     def receive(self) -> list[ShardMessage]:
         """What the shard said since the last call; never blocks."""
@@ -41,6 +42,9 @@ class ShardHandle(Protocol):
 class Launcher(Protocol):
     def __call__(self, spec: ShardSpec) -> ShardHandle: ...
 
+    def close(self) -> None:
+        """Release what launching needed, once every shard has ended."""
+
 
 class ProcessShard:
     """A shard in a process of this machine. Its events are recorded in memory shared
@@ -56,6 +60,7 @@ class ProcessShard:
         self._process.start()
         child.close()
         self.pid = self._process.pid or 0
+        self.node_id = ""
 
     def receive(self) -> list[ShardMessage]:
         out: list[ShardMessage] = []
@@ -96,3 +101,6 @@ class ProcessLauncher:
 
     def __call__(self, spec: ShardSpec) -> ShardHandle:
         return ProcessShard(spec, self.ledger)
+
+    def close(self) -> None:
+        """Nothing to release: the ledger goes with the supervisor."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.config.overrides import with_overrides
-from streamer.config.schema import AUTO, PipelineConfig, RedisSinkConfig
+from streamer.config.schema import AUTO, PipelineConfig, RayConfig, RedisSinkConfig
 from streamer.errors import ConfigError, PipelineFailed
 from streamer.events.factory import new_ulid
 from streamer.pipeline.build import check
@@ -42,6 +42,7 @@ from streamer.pipeline.lifecycle import (
 )
 from streamer.pipeline.plans import expected_frames
 from streamer.runtime.stats import Totals, render, sum_totals
+from streamer.shards import ray_actors
 from streamer.shards.assignment import assign, by_shard
 from streamer.shards.handles import Launcher, ProcessLauncher, ShardHandle
 from streamer.shards.messages import ShardEnded, ShardProgress, ShardStarted
@@ -78,6 +79,7 @@ class _Shard:
     made_before_death: dict[str, int] = field(default_factory=dict)
     last_track_ids: dict[str, int] = field(default_factory=dict)  # for the next start
     killed: bool = False  # by the supervisor, when it would not stop
+    node_id: str = ""  # the Ray node it last ran on
 
 
 def shard_config(config: PipelineConfig, sources: Sequence[str], shard: str) -> PipelineConfig:
@@ -157,10 +159,12 @@ class ShardedPipeline:
         max_frames: int | None = None,
         duration_s: float | None = None,
         verbose: bool = False,
+        ray_address: str | None = None,
     ) -> ShardedPipeline:
         """The pipeline of `config` in `workers` shards (default: the file's `workers`),
         checked (model, files, Redis) and ready to start; the other keyword arguments are
-        `Pipeline.from_config`'s. StreamerError naming what is wrong."""
+        `Pipeline.from_config`'s. `ray_address` (or the file's `ray:`) runs the shards on
+        that Ray cluster. StreamerError naming what is wrong."""
         config = with_overrides(
             config,
             sources=(source,) if isinstance(source, str) else tuple(source),
@@ -187,7 +191,22 @@ class ShardedPipeline:
             client.close()
         plans = plan_sources(config, max_frames)
         asked = config.workers if workers is None else workers
-        if asked == AUTO:
+        launcher: Launcher | None = None
+        max_restarts = -1
+        on_ray = ray_address is not None or config.ray is not None
+        if on_ray:
+            ray_config = config.ray or RayConfig()
+            if ray_address is not None:
+                ray_config = ray_config.model_copy(update={"address": ray_address})
+            launcher = ray_actors.RayLauncher(ray_config)
+            max_restarts = ray_config.max_restarts
+        if asked == AUTO and on_ray:
+            per_shard = (config.ray or RayConfig()).cpus_per_shard
+            cpus = ray_actors.cluster_cpus()
+            n = len(config.sources) if per_shard == 0 else int(cpus // per_shard)
+            n = max(1, min(n, len(config.sources)))
+            log.info("workers: auto: %d shard(s) for %.0f CPU(s) of the cluster", n, cpus)
+        elif asked == AUTO:
             n = auto_workers(
                 sources=len(config.sources),
                 cores=os.cpu_count() or 1,
@@ -210,6 +229,8 @@ class ShardedPipeline:
             duration_s=duration_s,
             expected_frames=expected_frames(plans, checked.file_frames),
             verbose=verbose,
+            launcher=launcher,
+            max_restarts=max_restarts,
         )
 
     @property
@@ -236,11 +257,18 @@ class ShardedPipeline:
             wall_s = time.monotonic() - self._started_at if self._started_at else 0.0
             doc = render(totals, wall_s)
             doc["run"] = self.run_id
-            doc["shards"] = {
-                s.name: {"sources": list(s.sources), "host": s.host, "pid": s.pid,
-                         "restarts": s.restarts}
-                for s in self._shards
-            }  # fmt: skip
+            doc["shards"] = {s.name: self._shard_doc(s) for s in self._shards}
+        return doc
+
+    @staticmethod
+    def _shard_doc(shard: _Shard) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "sources": list(shard.sources), "host": shard.host, "pid": shard.pid,
+            "restarts": shard.restarts,
+        }  # fmt: skip
+        node = shard.handle.node_id if shard.handle is not None else shard.node_id
+        if node:
+            doc["node"] = node  # on a Ray cluster: the node it runs on
         return doc
 
     def start(self) -> None:
@@ -268,6 +296,7 @@ class ShardedPipeline:
         `drain_timeout_s`, then they stop at once. Calling it again only shortens the drain."""
         with self._lock:
             if self._state is PipelineState.CREATED:
+                self._launch.close()
                 self._state = PipelineState.STOPPED
                 self._done.set()
                 return
@@ -359,6 +388,7 @@ class ShardedPipeline:
             if deadline is not None and now > deadline + JOIN_TIMEOUT_S:
                 self._kill_all("did not stop in time")
             time.sleep(WATCH_EVERY_S)
+        self._launch.close()
         with self._lock:
             self._state = PipelineState.FAILED if self._failure else PipelineState.STOPPED
         self._done.set()
@@ -378,6 +408,7 @@ class ShardedPipeline:
         for message in handle.receive():  # what it said last
             self._on_message(shard, message)
         shard.handle = None
+        shard.node_id = handle.node_id
         ended = shard.ended
         if ended is not None:
             if ended.failure is not None and self._failure is None:
