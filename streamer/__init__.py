@@ -10,6 +10,7 @@ with Pipeline.from_file("pipelines/demo.yaml", redis_url=None) as pipeline:
 from importlib.metadata import PackageNotFoundError, version
 
 from streamer.client.consumer import Consumer
+from streamer.client.streams import StreamsConsumer
 from streamer.errors import PipelineFailed, StreamerError
 from streamer.events.event import (
     Anchor,
@@ -21,6 +22,7 @@ from streamer.events.event import (
     TrackedObject,
 )
 from streamer.pipeline import Pipeline, PipelineState
+from streamer.shards.supervisor import ShardedPipeline
 
 try:
     __version__ = version("streamer")
@@ -37,8 +39,10 @@ __all__ = [
     "Pipeline",
     "PipelineFailed",
     "PipelineState",
+    "ShardedPipeline",
     "SourceState",
     "StreamerError",
+    "StreamsConsumer",
     "TrackedObject",
     "__version__",
 ]

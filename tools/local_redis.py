@@ -67,8 +67,10 @@ class RedisServer:
         password: str | None = None,
         users: dict[str, str] | None = None,
         tls: bool = False,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = Path(workdir)
+        self.extra_args = extra_args  # more redis-server arguments (cluster mode)
         self.port = port or free_port()
         self.persist = persist
         self.password = password
@@ -128,6 +130,7 @@ class RedisServer:
             args += ["--requirepass", self.password]
         for user, password in self.users.items():
             args += ["--user", user, "on", f">{password}", "~*", "&*", "+@all"]
+        args += self.extra_args
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_ready(self._process)
         return self

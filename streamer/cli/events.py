@@ -10,8 +10,9 @@ import click
 import redis
 
 from streamer.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, fail_usage, say_error
-from streamer.client.connection import connect
+from streamer.client.connection import RedisClient, connect
 from streamer.client.consumer import Consumer, find_streams
+from streamer.client.streams import StreamsConsumer, is_pattern
 from streamer.errors import StreamerError
 from streamer.events.event import Event, EventType
 from streamer.pipeline.lifecycle import DEFAULT_REDIS_URL
@@ -30,7 +31,13 @@ def events() -> None:
     show_default=True,
     show_envvar=True,
 )
-@click.option("--stream", help="Stream key [default: the only streamer:*:events stream].")
+@click.option(
+    "--stream",
+    "streams",
+    multiple=True,
+    help="Stream key, or a pattern such as 'streamer:site:*' (repeatable) "
+    "[default: the only streamer:* stream].",
+)
 @click.option("--count", type=click.IntRange(min=0), help="Show the last N events (or N new ones).")
 @click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events.")
 @click.option("--group", help="Read as this consumer group (acknowledging each event).")
@@ -49,7 +56,7 @@ def events() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print each event's JSON on one line.")
 def events_tail(
     redis_url: str,
-    stream: str | None,
+    streams: tuple[str, ...],
     count: int | None,
     follow: bool,
     group: str | None,
@@ -57,18 +64,28 @@ def events_tail(
     claim_idle_ms: int | None,
     as_json: bool,
 ) -> None:
-    """Print events from a stream: the last ones, then new ones with --follow."""
+    """Print events from a stream (or several): the last ones, then new ones with --follow."""
     if claim_idle_ms is not None and not group:
         fail_usage("--claim-idle-ms needs --group")
     try:
         client = connect(redis_url)
-        key = stream or _only_stream(client)
+        keys = list(streams) or [_only_stream(client)]
+        reader: Consumer | StreamsConsumer
         if group:
             # --count is how many to take: the group hands out new events, not the last N.
-            reader = Consumer(client, key, group, consumer_name, auto_ack=True)
+            if len(keys) == 1 and not is_pattern(keys[0]):
+                reader = Consumer(client, keys[0], group, consumer_name, auto_ack=True)
+            else:
+                reader = StreamsConsumer(client, keys, group, consumer_name, auto_ack=True)
             read = reader.events(follow=follow, limit=count, claim_idle_ms=claim_idle_ms)
         else:
-            reader = Consumer(client, key, start="0" if count is None else count)
+            start = "0" if count is None else count
+            if len(keys) == 1 and not is_pattern(keys[0]):
+                reader = Consumer(client, keys[0], start=start)
+            else:
+                reader = StreamsConsumer(client, keys, start=start)
+                if not reader.streams:
+                    raise StreamerError(f"no stream matches {', '.join(keys)}")
             read = reader.events(follow=follow)
         for event in read:
             click.echo(json.dumps(event.to_dict()) if as_json else _one_line(event))
@@ -81,7 +98,7 @@ def events_tail(
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _only_stream(client: redis.Redis) -> str:
+def _only_stream(client: RedisClient) -> str:
     streams = find_streams(client)
     if len(streams) == 1:
         return streams[0]

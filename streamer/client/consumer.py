@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from streamer.client.connection import connect
+from streamer.client.connection import RedisClient, connect
 from streamer.errors import StreamerError
 from streamer.events.event import Event, UnknownEventType
 
@@ -35,7 +35,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def parse_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event:
+def parse_entry(entry_id: bytes | str, fields: dict[Any, Any], stream: str | None = None) -> Event:
     """The event in one stream entry; StreamerError naming the entry when it holds none,
     UnknownEventType for an event of a type this version does not know."""
     entry_id = _text(entry_id)
@@ -43,17 +43,18 @@ def parse_entry(entry_id: bytes | str, fields: dict[Any, Any]) -> Event:
     if event is None:
         raise StreamerError(f"stream entry {entry_id} has no 'event' field")
     try:
-        return Event.from_dict(json.loads(event), entry_id)
+        return Event.from_dict(json.loads(event), entry_id, stream)
     except UnknownEventType:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StreamerError(f"stream entry {entry_id} is not a streamer event: {exc!r}") from None
 
 
-def find_streams(client: redis.Redis) -> list[str]:
-    """Stream keys that look like streamer's default ones."""
-    keys = [_text(k) for k in client.scan_iter("streamer:*")]
-    return sorted(k for k in keys if client.type(k) in (b"stream", "stream"))
+def find_streams(client: RedisClient, pattern: str = "streamer:*") -> list[str]:
+    """The stream keys matching `pattern` (a glob: `*`, `?`, `[...]`), sorted; on a Redis
+    Cluster, on every master."""
+    keys = {_text(k) for k in client.scan_iter(match=pattern, _type="stream")}
+    return sorted(keys)
 
 
 class Consumer:
@@ -67,7 +68,7 @@ class Consumer:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         stream: str,
         group: str | None = None,
         name: str | None = None,
@@ -173,7 +174,7 @@ class Consumer:
         not know (event types are additive: consumers ignore the ones they do not know)."""
         if fields:
             try:
-                return parse_entry(entry_id, fields)
+                return parse_entry(entry_id, fields, self.stream)
             except UnknownEventType as exc:
                 log.debug("skipping stream entry %s: %s", _text(entry_id), exc)
         if self.group is not None:

@@ -131,8 +131,9 @@ class Event:
     - `detections`: `objects`, every box of the frame;
     - `source_status`: `status`, and `detail` when there is more to say; `frame` is None.
 
-    `entry_id` is the id of the Redis stream entry the event was read from (None for an
-    event handed over in process); it is not part of the event's JSON.
+    `entry_id` and `stream` are the id and the key of the Redis stream entry the event
+    was read from (None for an event handed over in process); they are not part of the
+    event's JSON.
     """
 
     id: str  # a ULID, unique
@@ -152,6 +153,7 @@ class Event:
     detail: str | None = None
     schema: int = SCHEMA_VERSION
     entry_id: str | None = field(default=None, compare=False)
+    stream: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The event's JSON object, as the contract's schema describes it."""
@@ -180,7 +182,9 @@ class Event:
         return out
 
     @classmethod
-    def from_dict(cls, e: dict[str, Any], entry_id: str | None = None) -> Event:
+    def from_dict(
+        cls, e: dict[str, Any], entry_id: str | None = None, stream: str | None = None
+    ) -> Event:
         """The event of a JSON object. Keys this version does not know are ignored;
         `UnknownEventType` for a type it does not know, KeyError, TypeError or ValueError
         for an object that is no event."""
@@ -211,4 +215,5 @@ class Event:
             detail=e.get("detail"),
             schema=e["schema"],
             entry_id=entry_id,
+            stream=stream,
         )

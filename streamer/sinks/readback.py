@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
-import redis
 
+from streamer.client.connection import RedisClient
 from streamer.events.factory import ulid_ms
 from streamer.sinks.spool import Pending
 
@@ -23,7 +23,7 @@ PAGE = 500  # entries per XREVRANGE
 
 
 def last_seqs(
-    client: redis.Redis, keys: Mapping[str, str], run_id: str, held: Iterable[Pending] = ()
+    client: RedisClient, keys: Mapping[str, str], run_id: str, held: Iterable[Pending] = ()
 ) -> dict[str, int]:
     """Per source (of `keys`: source id -> its stream key), the highest seq of `run_id`
     in its stream or in `held`; 0 for a source with none."""
@@ -42,7 +42,7 @@ def last_seqs(
     return found
 
 
-def stream_event_ids(client: redis.Redis, key: str, since_ms: int) -> set[str]:
+def stream_event_ids(client: RedisClient, key: str, since_ms: int) -> set[str]:
     """The ids of the events in stream `key` added from `since_ms` (epoch ms) on."""
     ids: set[str] = set()
     oldest = f"{max(0, since_ms)}-0"
@@ -59,7 +59,7 @@ def stream_event_ids(client: redis.Redis, key: str, since_ms: int) -> set[str]:
 
 
 def _scan(
-    client: redis.Redis, key: str, oldest: str, run_id: str, sources: set[str],
+    client: RedisClient, key: str, oldest: str, run_id: str, sources: set[str],
     found: dict[str, int],
 ) -> None:  # fmt: skip
     """Read `key` newest first down to `oldest`, until each of `sources` has its last seq."""

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from streamer.client.connection import connect
+from streamer.client.connection import RedisClient, connect, is_cluster
 from streamer.config.schema import RedisSinkConfig
 from streamer.errors import SinkError
 from streamer.events.factory import ulid_ms
@@ -79,12 +79,12 @@ return replies
 """
 
 
-def connect_sink(url: str) -> redis.Redis:
+def connect_sink(url: str) -> RedisClient:
     """`connect` with the sink's socket timeout: an outage shows within seconds."""
     return connect(url, socket_timeout_s=SOCKET_TIMEOUT_S)
 
 
-def check_stream_keys(client: redis.Redis, keys: list[str], url: str) -> None:
+def check_stream_keys(client: RedisClient, keys: list[str], url: str) -> None:
     """SinkError when one of `keys` exists and is not a stream (XADD would fail on it)."""
     for key in keys:
         kind: Any = client.type(key)
@@ -104,7 +104,7 @@ class RedisSink:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         stream_template: str,
         pipeline: str,
         maxlen: int,
@@ -131,6 +131,7 @@ class RedisSink:
         # Events at the head of the spool that Redis may have. An earlier run may have died
         # between writing a batch and hearing back: its events are checked before sending.
         self._unconfirmed = min(spool.recovered, BATCH_SIZE)
+        self._written: set[str] = set()  # ids of spooled events Redis has already
         self._retry_s = RETRY_INITIAL_S
         self._retry_at = 0.0  # monotonic; no write before it (backoff)
         self._outage_since: float | None = None
@@ -266,7 +267,7 @@ class RedisSink:
         batch = self._spool.head(BATCH_SIZE)
         self._unconfirmed = len(batch)
         try:
-            replies = self._write(batch)
+            replies = self._write_parts([p for p in batch if p.event_id not in self._written])
         except RETRYABLE as exc:
             if not isinstance(exc, AMBIGUOUS):  # refused whole: nothing was written
                 self._unconfirmed = 0
@@ -274,10 +275,11 @@ class RedisSink:
             return False
         self._unconfirmed = 0
         self._spool.drop(len(batch))
+        self._written.difference_update(p.event_id for p in batch)
         self._count_delivered(
-            [p for p, r in zip(batch, replies, strict=True) if not isinstance(r, Exception)]
+            [p for p in batch if not isinstance(replies.get(p.event_id), Exception)]
         )
-        errors = [r for r in replies if isinstance(r, Exception)]
+        errors = [r for r in replies.values() if isinstance(r, Exception)]
         if errors:
             # Refused while the batch ran (e.g. WRONGTYPE: a key changed type since the
             # start). "Not now" replies refuse the whole batch and are retried above.
@@ -293,6 +295,24 @@ class RedisSink:
             self._lost_in_outage = 0
         self._retry_s = RETRY_INITIAL_S
         return True
+
+    def _write_parts(self, batch: list[Pending]) -> dict[str, Any]:
+        """Write `batch`; Redis's reply to each event, by event id. On a Redis Cluster
+        each stream's share is written on its own (a script or a transaction may only
+        touch keys of one slot), whole or not at all; the events of the parts written
+        before one fails are kept in `_written`, not to be written again."""
+        parts = [batch]
+        if is_cluster(self._client) and len({p.key for p in batch}) > 1:
+            parts = [
+                [p for p in batch if p.key == key] for key in dict.fromkeys(p.key for p in batch)
+            ]
+        replies: dict[str, Any] = {}
+        for part in parts:
+            for pending, reply in zip(part, self._write(part), strict=True):
+                replies[pending.event_id] = reply
+            if len(parts) > 1:
+                self._written.update(p.event_id for p in part)
+        return replies
 
     def _write(self, batch: list[Pending]) -> list[Any]:
         """Write `batch` whole or not at all; Redis's reply to each event: its entry's id,
@@ -325,10 +345,9 @@ class RedisSink:
         pipe = self._client.pipeline(transaction=True)
         for pending in batch:
             # The command as Redis reads it: redis-py's xadd() builds the same arguments
-            # through keyword handling that cost 13 % of the sink's throughput. (redis-py
-            # leaves the pipeline's execute_command untyped.)
+            # through keyword handling that cost 13 % of the sink's throughput.
             fields = pending.fields
-            pipe.execute_command(  # type: ignore[no-untyped-call]
+            pipe.execute_command(
                 "XADD", pending.key, "MAXLEN", "~", self._maxlen, "*",
                 "event", fields["event"], "type", fields["type"], "source", fields["source"],
             )  # fmt: skip
@@ -336,23 +355,20 @@ class RedisSink:
         return replies
 
     def _reconcile(self) -> None:
-        """After a batch whose reply was lost: take it off the spool if Redis has it.
+        """After a batch whose reply was lost: find which of its events Redis has, so as
+        not to write them again.
 
-        A batch is written whole or not at all, so the events Redis has are a prefix of
-        the spool's head: those whose ids are in their streams, looked for among the
-        entries added since the first of them was made.
+        They are looked for by id in their streams, among the entries added since the
+        first of them was made (other writers, such as the other shards of a run, may have
+        added entries since).
         """
         batch = self._spool.head(self._unconfirmed)
-        present: set[str] = set()
         for key in {p.key for p in batch}:
             since_ms = min(ulid_ms(p.event_id) for p in batch if p.key == key)
-            present |= stream_event_ids(self._client, key, since_ms - CLOCK_SKEW_MS)
-        written = 0
-        for i, pending in enumerate(batch):
-            if pending.event_id in present:
-                written = i + 1
-        self._spool.drop(written)
-        self._count_delivered(batch[:written])
+            present = stream_event_ids(self._client, key, since_ms - CLOCK_SKEW_MS)
+            self._written.update(
+                p.event_id for p in batch if p.key == key and p.event_id in present
+            )
         self._unconfirmed = 0
 
     def _outage(self, exc: Exception) -> None:
