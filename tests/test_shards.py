@@ -6,6 +6,8 @@ import itertools
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +168,30 @@ def test_workers_need_redis(tmp_path, demo_clip, demo_model):
     result = run_cli("run", str(path))
     assert result.returncode == 2
     assert "workers" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_streamer_status_shows_which_shard_runs_which_camera_while_it_runs(
+    tmp_path, redis_client, redis_server, demo_clip, demo_model
+):
+    urls = {sid: str(demo_clip) for sid in CAMERAS}
+    path = sources_pipeline(tmp_path, "watched", urls, demo_model, DEMO_CONFIDENCE)
+    command = [sys.executable, "-m", "streamer", "run", str(path), "--workers", "2",
+               "--realtime", "--duration", "8", "--redis-url", redis_server.url]  # fmt: skip
+    with subprocess.Popen(command, stderr=subprocess.DEVNULL) as run:
+        try:
+            wait_until(lambda: redis_client.exists("streamer:watched:status"), 60, "a status")
+            status = run_cli("status", str(path), "--redis-url", redis_server.url, "--json")
+            table = run_cli("status", "watched", "--redis-url", redis_server.url)
+            assert run.wait(timeout=60) == 0
+        finally:
+            run.kill()
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["pipeline"] == "watched" and doc["run"]
+    placed = {sid: name for name, s in doc["shards"].items() for sid in s["sources"]}
+    assert sorted(placed) == sorted(CAMERAS) and set(placed.values()) == {"shard-0", "shard-1"}
+    assert all(s["pid"] > 0 and s["host"] for s in doc["shards"].values())
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[1].split() == ["SHARD", "HOST", "PID", "RESTARTS", "SOURCES"]
+    gone = run_cli("status", "nothing", "--redis-url", redis_server.url)
+    assert gone.returncode == 1 and "no status" in gone.stderr

@@ -12,6 +12,7 @@ import click
 from streamer.cli.events import events
 from streamer.cli.models import inspect, quantize
 from streamer.cli.run import run, validate
+from streamer.cli.status import status
 from streamer.observability import logs
 
 
@@ -24,5 +25,5 @@ def main(verbose: bool) -> None:
     logs.setup(verbose)
 
 
-for command in (run, validate, inspect, quantize, events):
+for command in (run, validate, status, inspect, quantize, events):
     main.add_command(command)

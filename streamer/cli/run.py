@@ -33,6 +33,7 @@ from streamer.errors import PipelineFailed, StreamerError
 from streamer.events.event import Event
 from streamer.observability.metrics import serve_metrics
 from streamer.observability.redact import redact
+from streamer.observability.status import StatusPublisher
 from streamer.pipeline.build import check
 from streamer.pipeline.lifecycle import (
     DEFAULT_REDIS_URL,
@@ -168,7 +169,15 @@ def run(
         except OSError as exc:
             fail_usage(f"--metrics-port {metrics_port}: {exc.strerror or exc}")
     log.info("writing events to %s", redact(url) if url else "stdout (sink: none)")
+    publisher = None
+    if url is not None:
+        try:
+            publisher = StatusPublisher(url, config.name, pipeline.stats)
+        except StreamerError as exc:
+            log.warning("no status for `streamer status`: %s", exc)
     code = _run_until_done(pipeline)
+    if publisher is not None:
+        publisher.close()
     snapshot = pipeline.stats()
     log.info("done: %s", summary(snapshot))
     if stats_json is not None:
