@@ -104,3 +104,29 @@ def test_shards_totals_add_up_to_the_run_and_percentiles_come_from_all_the_value
     assert whole["fps"] == 20.0
     assert render(sum_totals([a.totals().ended(), b.totals()]), 10.0)["objects"]["active"] == 0
     assert (Totals() + a.totals()).with_lost(5).lost == 5
+
+
+def test_a_shard_config_has_its_sources_its_spool_and_its_share_of_the_cores(tmp_path):
+    from streamer.config.loader import parse_config
+    from streamer.shards.supervisor import shard_config
+
+    config = parse_config(
+        {
+            "name": "site",
+            "sources": [
+                {"id": "door", "uri": "rtsp://10.0.0.7/s"},
+                {"id": "file", "uri": str(tmp_path / "a.mp4")},
+            ],
+            "model": {"path": str(tmp_path / "m.onnx")},
+            "sink": {"redis": {"spool_path": str(tmp_path / "site.spool")}},
+        },
+        "test",
+    )
+    mine = shard_config(config, ["file"], "shard-1", cores=1)
+    assert [s.id for s in mine.sources] == ["file"]
+    assert mine.sources[0].realtime is True  # a live pipeline paces its files
+    assert mine.redis is not None and mine.redis.spool_path == tmp_path / "site.shard-1.spool"
+    assert (mine.model.workers, mine.model.threads) == (1, 1)
+    assert (shard_config(config, ["door"], "shard-0", cores=4).model.threads or 0) >= 1
+    pinned = config.model_copy(update={"model": config.model.model_copy(update={"threads": 3})})
+    assert shard_config(pinned, ["door"], "shard-0", cores=1).model.threads == 3

@@ -31,6 +31,7 @@ from streamer.config.overrides import with_overrides
 from streamer.config.schema import AUTO, PipelineConfig, RayConfig, RedisSinkConfig
 from streamer.errors import ConfigError, PipelineFailed
 from streamer.events.factory import new_ulid
+from streamer.models.sessions import first_usable_provider, plan_workers, usable_cores
 from streamer.pipeline.build import check
 from streamer.pipeline.lifecycle import (
     DRAIN_TIMEOUT_S,
@@ -82,9 +83,13 @@ class _Shard:
     node_id: str = ""  # the Ray node it last ran on
 
 
-def shard_config(config: PipelineConfig, sources: Sequence[str], shard: str) -> PipelineConfig:
+def shard_config(
+    config: PipelineConfig, sources: Sequence[str], shard: str, cores: int
+) -> PipelineConfig:
     """`config` with only `sources`; file sources paced as the whole pipeline paces them
-    (a shard of only files in a live pipeline is still live), and a spool file of its own."""
+    (a shard of only files in a live pipeline is still live), a spool file of its own,
+    and, unless the file sets them, model workers and threads for `cores` cores: the
+    shards of one machine share its cores rather than each taking them all."""
     live = any(s.realtime or not s.is_file for s in config.sources)
     mine = [
         s.model_copy(update={"realtime": True}) if live and s.is_file else s
@@ -100,7 +105,17 @@ def shard_config(config: PipelineConfig, sources: Sequence[str], shard: str) -> 
             update={"redis": redis.model_copy(update={"spool_path": spool})}
         )
         update["sink"] = sink
+    model = config.model
+    if model.workers is None and model.threads is None:
+        plan = plan_workers(first_usable_provider(model.providers), None, None, cores)
+        # One session on one core: ONNX Runtime would otherwise take every core.
+        threads = plan.threads or cores
+        update["model"] = model.model_copy(update={"workers": plan.workers, "threads": threads})
     return config.model_copy(update=update)
+
+
+def _most(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {key: max(a.get(key, 0), b.get(key, 0)) for key in {**a, **b}}
 
 
 class ShardedPipeline:
@@ -118,9 +133,12 @@ class ShardedPipeline:
         verbose: bool = False,
         launcher: Launcher | None = None,
         max_restarts: int = -1,
+        cores_per_shard: int | None = None,
     ) -> None:
         """`launcher` starts a shard (default: a process of this machine); `max_restarts`:
-        how many times a shard may die and be started again (-1: no limit)."""
+        how many times a shard may die and be started again (-1: no limit);
+        `cores_per_shard`: the cores each shard's model may use (default: this machine's
+        shared out among the shards)."""
         self.name = config.name
         self.run_id = new_ulid()
         self.expected_frames = expected_frames
@@ -129,9 +147,11 @@ class ShardedPipeline:
         self._duration_s = duration_s
         self._verbose = verbose
         self._launch = launcher or ProcessLauncher([s.id for s in config.sources])
+        busy = [sources for sources in shard_sources.values() if sources]
+        cores = cores_per_shard or max(1, usable_cores() // max(1, len(busy)))
         self._max_restarts = max_restarts
         self._shards = [
-            _Shard(name, sources, shard_config(config, sources, name))
+            _Shard(name, sources, shard_config(config, sources, name, cores))
             for name, sources in shard_sources.items()
             if sources
         ]
@@ -193,6 +213,7 @@ class ShardedPipeline:
         asked = config.workers if workers is None else workers
         launcher: Launcher | None = None
         max_restarts = -1
+        cores_per_shard: int | None = None
         on_ray = ray_address is not None or config.ray is not None
         if on_ray:
             ray_config = config.ray or RayConfig()
@@ -200,6 +221,7 @@ class ShardedPipeline:
                 ray_config = ray_config.model_copy(update={"address": ray_address})
             launcher = ray_actors.RayLauncher(ray_config)
             max_restarts = ray_config.max_restarts
+            cores_per_shard = max(1, int(ray_config.cpus_per_shard))
         if asked == AUTO and on_ray:
             per_shard = (config.ray or RayConfig()).cpus_per_shard
             cpus = ray_actors.cluster_cpus()
@@ -231,6 +253,7 @@ class ShardedPipeline:
             verbose=verbose,
             launcher=launcher,
             max_restarts=max_restarts,
+            cores_per_shard=cores_per_shard,
         )
 
     @property
@@ -445,8 +468,9 @@ class ShardedPipeline:
         """A shard ended without saying its run ended: start it again, after a backoff."""
         self._retired = self._retired + shard.totals.ended()
         shard.totals = Totals()
-        shard.made_before_death = handle.made(shard.sources)
-        shard.last_track_ids = handle.track_ids(shard.sources)
+        # Kept across deaths: a shard that dies before it said anything made nothing new.
+        shard.made_before_death = _most(shard.made_before_death, handle.made(shard.sources))
+        shard.last_track_ids = _most(shard.last_track_ids, handle.track_ids(shard.sources))
         if self._stopping:
             log.error("%s (pid %d) died while stopping (%s)", shard.name, shard.pid, how)
             return
