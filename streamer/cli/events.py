@@ -10,12 +10,12 @@ import click
 import redis
 
 from streamer.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, fail_usage, say_error
+from streamer.cli.options import redis_url_option
 from streamer.client.connection import RedisClient, connect
 from streamer.client.consumer import Consumer, find_streams
 from streamer.client.streams import StreamsConsumer, is_pattern
 from streamer.errors import StreamerError
 from streamer.events.event import Event, EventType
-from streamer.pipeline.lifecycle import DEFAULT_REDIS_URL
 
 
 @click.group()
@@ -24,13 +24,7 @@ def events() -> None:
 
 
 @events.command("tail")
-@click.option(
-    "--redis-url",
-    envvar="STREAMER_REDIS_URL",
-    default=DEFAULT_REDIS_URL,
-    show_default=True,
-    show_envvar=True,
-)
+@redis_url_option
 @click.option(
     "--stream",
     "streams",

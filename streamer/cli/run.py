@@ -109,7 +109,7 @@ def print_event(event: Event) -> None:
     "--ray",
     "ray_address",
     metavar="ADDRESS",
-    help="Run the shards as actors on this Ray cluster (auto, HOST:6379 or ray://HOST:10001).",
+    help="Run the shards as actors on this Ray cluster (auto, HOST:PORT or ray://HOST:10001).",
 )
 def run(
     pipeline_file: Path,

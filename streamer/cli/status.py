@@ -12,22 +12,16 @@ from typing import Any
 import click
 
 from streamer.cli.exits import EXIT_FAILED, fail_usage, say_error
+from streamer.cli.options import redis_url_option
 from streamer.client.connection import connect
 from streamer.config import load_config
 from streamer.errors import StreamerError
 from streamer.observability.status import EXPIRE_S, read_status
-from streamer.pipeline.lifecycle import DEFAULT_REDIS_URL
 
 
 @click.command()
 @click.argument("pipeline")
-@click.option(
-    "--redis-url",
-    envvar="STREAMER_REDIS_URL",
-    default=DEFAULT_REDIS_URL,
-    show_default=True,
-    show_envvar=True,
-)
+@redis_url_option
 @click.option("--json", "as_json", is_flag=True, help="Print the whole status document.")
 def status(pipeline: str, redis_url: str, as_json: bool) -> None:
     """Show the status of PIPELINE (its name, or its file) while it runs."""

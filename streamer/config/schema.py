@@ -434,7 +434,7 @@ class RayConfig(_Model):
     """Shards as actors on a Ray cluster (DESIGN.md section 11); needs the `ray` extra."""
 
     address: Annotated[str, Field(min_length=1)] = "auto"
-    """The cluster: `auto` (the one this machine joined with `ray start`), `HOST:6379`
+    """The cluster: `auto` (the one this machine joined with `ray start`), `HOST:PORT`
     (its head node), or `ray://HOST:10001` (Ray Client). `--ray ADDRESS` wins."""
     cpus_per_shard: Annotated[float, Field(ge=0, le=1024)] = 1.0
     """CPUs each shard asks Ray for: a shard keeps about one busy."""

@@ -1,0 +1,16 @@
+"""Options that several commands share."""
+
+from __future__ import annotations
+
+import click
+
+from streamer.pipeline.lifecycle import DEFAULT_REDIS_URL, REDIS_URL_VARIABLE
+
+# The Redis a reading command (`events tail`, `status`) reads from.
+redis_url_option = click.option(
+    "--redis-url",
+    envvar=REDIS_URL_VARIABLE,
+    default=DEFAULT_REDIS_URL,
+    show_default=True,
+    show_envvar=True,
+)
