@@ -152,8 +152,9 @@ def main() -> None:
     parser.add_argument("--clip", type=Path, default=ROOT / "sample_videos" / "parking.mp4")
     parser.add_argument("--sources", type=int, default=8, help="Clips in the offline run.")
     parser.add_argument("--seconds", type=float, default=12.0, help="Length of a live trial.")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="Offline runs per worker count, alternated; the median counts.")  # fmt: skip
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="Offline runs per count, alternated; median kept."
+    )
     parser.add_argument("--budget-ms", type=int, default=500)
     parser.add_argument("--most-cameras", type=int, default=64)
     parser.add_argument("--json", type=Path, help="Also write the figures here.")

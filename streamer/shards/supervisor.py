@@ -1,12 +1,13 @@
-"""A pipeline run as shards in processes on this machine, supervised.
+"""A pipeline run as shards, supervised: processes of this machine, or Ray actors.
 
     ShardedPipeline ──spawn──► shard-0 process: Pipeline over cam1, cam4 ──┐
                     ──spawn──► shard-1 process: Pipeline over cam2, cam3 ──┼─► Redis
                     ◄── counts every 0.25 s, over a pipe ──────────────────┘
 
 The supervisor checks the pipeline once (model, files, Redis), assigns the sources to
-shards (`streamer.shards.assignment`), starts one process per shard and watches them
-from one thread. A shard that dies without a word (kill -9, a crash in a native
+shards (`streamer.shards.assignment`), starts each shard with its launcher (a spawned
+process, `streamer.shards.handles`; or a Ray actor, `streamer.shards.ray_actors`) and
+watches them from one thread. A shard that dies without a word (kill -9, a crash in a native
 library) is started again after a backoff, as the same shard of the same run: its
 sources go on after the last `seq` Redis has, and the events it had made but not
 delivered are counted lost (the shared `EmitLedger` says how many it made). The other
@@ -42,6 +43,7 @@ from streamer.pipeline.lifecycle import (
     redis_url_for,
 )
 from streamer.pipeline.plans import expected_frames
+from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.stats import Totals, render, sum_totals
 from streamer.shards import ray_actors
 from streamer.shards.assignment import assign, by_shard
@@ -134,12 +136,15 @@ class ShardedPipeline:
         launcher: Launcher | None = None,
         max_restarts: int = -1,
         cores_per_shard: int | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """`launcher` starts a shard (default: a process of this machine); `max_restarts`:
         how many times a shard may die and be started again (-1: no limit);
         `cores_per_shard`: the cores each shard's model may use (default: this machine's
-        shared out among the shards)."""
+        shared out among the shards); `clock`: what the run's timing reads (restart
+        backoff, duration, drain)."""
         self.name = config.name
+        self._clock = clock
         self.run_id = new_ulid()
         self.expected_frames = expected_frames
         self._redis_url = redis_url
@@ -256,6 +261,9 @@ class ShardedPipeline:
             cores_per_shard=cores_per_shard,
         )
 
+    def _now(self) -> float:
+        return self._clock.monotonic_ns() / 1e9
+
     @property
     def state(self) -> PipelineState:
         return self._state
@@ -277,7 +285,7 @@ class ShardedPipeline:
         section 11); a dead shard's counts as of its last report."""
         with self._lock:
             totals = self._retired + sum_totals(s.totals for s in self._shards)
-            wall_s = time.monotonic() - self._started_at if self._started_at else 0.0
+            wall_s = self._now() - self._started_at if self._started_at else 0.0
             doc = render(totals, wall_s)
             doc["run"] = self.run_id
             doc["shards"] = {s.name: self._shard_doc(s) for s in self._shards}
@@ -301,7 +309,7 @@ class ShardedPipeline:
                     f"pipeline {self.name} is {self._state}: a pipeline runs once, build a new one"
                 )
             self._state = PipelineState.RUNNING
-            self._started_at = time.monotonic()
+            self._started_at = self._now()
             for shard in self._shards:
                 self._spawn(shard)
         self._watcher = threading.Thread(target=self._watch, name="streamer.shards")
@@ -326,7 +334,7 @@ class ShardedPipeline:
             if self._state is PipelineState.RUNNING:
                 self._state = PipelineState.DRAINING
             self._stopping = True
-            deadline = time.monotonic() + max(0.0, drain_timeout_s)
+            deadline = self._now() + max(0.0, drain_timeout_s)
             if self._drain_deadline is None or deadline < self._drain_deadline:
                 self._drain_deadline = deadline
             for shard in self._shards:
@@ -391,12 +399,12 @@ class ShardedPipeline:
         )
         shard.handle = self._launch(spec)
         shard.pid = shard.handle.pid
-        shard.started_at = time.monotonic()
+        shard.started_at = self._now()
         shard.restart_at = None
 
     def _watch(self) -> None:
         while True:
-            now = time.monotonic()
+            now = self._now()
             with self._lock:
                 for shard in self._shards:
                     self._tend(shard, now)
@@ -499,7 +507,7 @@ class ShardedPipeline:
         self._stopping = True
         if self._state is PipelineState.RUNNING:
             self._state = PipelineState.DRAINING
-        self._drain_deadline = self._drain_deadline or time.monotonic() + DRAIN_TIMEOUT_S
+        self._drain_deadline = self._drain_deadline or self._now() + DRAIN_TIMEOUT_S
         for shard in self._shards:
             shard.restart_at = None
             if shard.handle is not None:
