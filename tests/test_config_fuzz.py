@@ -332,8 +332,8 @@ NAN, INF = math.nan, math.inf
         (("sources", 0, "id"), "", "sources[0].id: String should match pattern"),
         (
             ("sources",),
-            [{"id": f"c{i}", "uri": "a.mp4"} for i in range(300)],
-            "sources: List should have at most 256 items",
+            [{"id": f"c{i}", "uri": "a.mp4"} for i in range(1001)],
+            "sources: List should have at most 1000 items",
         ),
         (
             ("zones",),

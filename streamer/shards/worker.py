@@ -139,7 +139,8 @@ def run_shard(spec: ShardSpec, conn: Connection, ledger: EmitLedger) -> None:
             conn.send(message)
     except (EOFError, OSError):
         log.error("%s: the supervisor is gone; stopping now", spec.name)
-        runner.stop(0.0)
-        runner.poll(DRAIN_TIMEOUT_S)
+        if not isinstance(message, ShardEnded):  # still running
+            runner.stop(0.0)
+            runner.poll(DRAIN_TIMEOUT_S)
     if runner.stuck():
         os._exit(1)  # threads stuck in a library call: do not wait for them
