@@ -179,7 +179,13 @@ def test_streamer_status_shows_which_shard_runs_which_camera_while_it_runs(
                "--realtime", "--duration", "8", "--redis-url", redis_server.url]  # fmt: skip
     with subprocess.Popen(command, stderr=subprocess.DEVNULL) as run:
         try:
-            wait_until(lambda: redis_client.exists("streamer:watched:status"), 60, "a status")
+
+            def every_shard_started() -> bool:
+                raw = redis_client.get("streamer:watched:status")
+                shards = json.loads(raw)["shards"] if raw else {}
+                return bool(shards) and all(s["host"] for s in shards.values())
+
+            wait_until(every_shard_started, 60, "a status with every shard started")
             status = run_cli("status", str(path), "--redis-url", redis_server.url, "--json")
             table = run_cli("status", "watched", "--redis-url", redis_server.url)
             assert run.wait(timeout=60) == 0
