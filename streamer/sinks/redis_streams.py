@@ -301,6 +301,8 @@ class RedisSink:
         each stream's share is written on its own (a script or a transaction may only
         touch keys of one slot), whole or not at all; the events of the parts written
         before one fails are kept in `_written`, not to be written again."""
+        if not batch:  # every event of it was written before: nothing to send
+            return {}
         parts = [batch]
         if is_cluster(self._client) and len({p.key for p in batch}) > 1:
             parts = [
