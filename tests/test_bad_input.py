@@ -190,3 +190,20 @@ def test_a_stream_key_that_holds_something_else(tmp_path, redis_server, redis_cl
 def test_absurd_values_are_refused_at_start(tmp_path, demo_clip, demo_model, extra, message):
     path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model, extra))
     assert_one_line_error(run_cli("validate", str(path)), f"{path}", message)
+
+
+def test_passwords_come_from_the_environment_and_an_unset_one_is_named(
+    tmp_path, redis_server, redis_client, demo_clip, demo_model, monkeypatch
+):
+    text = pipeline_text("${T_CLIP}", demo_model, "sink:\n  redis:\n    url: ${T_REDIS_URL}\n")
+    path = write_pipeline(tmp_path / "p.yaml", text)
+    monkeypatch.setenv("T_CLIP", str(demo_clip))
+    monkeypatch.setenv("T_REDIS_URL", redis_server.url)
+    result = run_cli("run", str(path), "--max-frames", "5")
+    assert result.returncode == 0, result.stderr
+    assert redis_client.xlen("streamer:t:events") > 0
+    monkeypatch.delenv("T_REDIS_URL")
+    assert_one_line_error(
+        run_cli("run", str(path)),
+        "p.yaml: sink.redis.url: the environment variable T_REDIS_URL is not set",
+    )

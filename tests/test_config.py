@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,35 @@ def test_absurd_source_values_are_refused(source, message):
     text = f"name: t\nsources: [{source}]\nmodel: {{path: m.onnx}}\n"
     with pytest.raises(ConfigError, match=message):
         parse_config(yaml.safe_load(text), "t.yaml")
+
+
+def test_variables_in_values_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAM_PASSWORD", "p@ss:word")
+    monkeypatch.setenv("REDIS_HOST", "redis.local")
+    monkeypatch.delenv("CAM_HOST", raising=False)
+    text = MINIMAL.replace(
+        "uri: videos/a.mp4", "uri: rtsp://viewer:${CAM_PASSWORD}@${CAM_HOST:-10.0.0.7}/s"
+    )
+    text += (
+        "sink:\n  redis:\n    url: redis://${REDIS_HOST}:6379/0\n    stream: 'cost$$:{source}'\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.sources[0].uri == "rtsp://viewer:p@ss:word@10.0.0.7/s"
+    assert config.sink.redis.url == "redis://redis.local:6379/0"
+    assert config.sink.redis.stream == "cost$:{source}"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("rtsp://u:${CAM_UNSET_PASSWORD}@cam/s",
+         "sources[0].uri: the environment variable CAM_UNSET_PASSWORD is not set"),
+        ("rtsp://u:${CAM PASSWORD}@cam/s", "sources[0].uri: a variable is written ${NAME}"),
+    ],
+)  # fmt: skip
+def test_an_unset_or_malformed_variable_names_the_file_and_field(tmp_path, monkeypatch, value,
+                                                                 message):  # fmt: skip
+    monkeypatch.delenv("CAM_UNSET_PASSWORD", raising=False)
+    path = write(tmp_path, MINIMAL.replace("uri: videos/a.mp4", f"uri: '{value}'"))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        load_config(path)

@@ -7,6 +7,7 @@ file's folder. Every error is a `ConfigError` whose message names the file and t
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from streamer.config.schema import MAX_VALUES, PipelineConfig, SinkConfig
+from streamer.config.variables import substitute
 from streamer.errors import ConfigError
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -144,6 +146,10 @@ def load_config(path: Path) -> PipelineConfig:
         # Python's own advice after the ';' (sys.set_int_max_str_digits) is not for users.
         problem = str(exc).partition(";")[0]
         raise ConfigError(f"{path}: invalid YAML: a value cannot be read ({problem})") from None
+    try:
+        data = substitute(data, os.environ)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     config = parse_config(data, str(path))
     base = path.resolve().parent
     sources = [
