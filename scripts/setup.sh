@@ -17,6 +17,10 @@ if [ "${1:-}" = "test" ] && ! /usr/bin/python3 tools/rtsp_server.py --check >/de
             gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good
             gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 fi
+# The preview page is checked in a real headless browser.
+if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]} (apt)"
   as_root apt-get update -qq

@@ -80,13 +80,13 @@ def test_auto_sizes_live_cameras_by_their_cost_and_offline_by_the_cores():
 def test_shards_totals_add_up_to_the_run_and_percentiles_come_from_all_the_values():
     a, b = RunStats(["cam1"]), RunStats(["cam2"])
     for ms in range(1, 101):  # cam1: 1..100 ms
-        a.frame_processed(float(ms))
+        a.frame_processed("cam1", float(ms))
     for ms in range(101, 201):  # cam2: 101..200 ms
-        b.frame_processed(float(ms))
+        b.frame_processed("cam2", float(ms))
     a.frame_decoded("cam1")
     b.frame_decoded("cam2")
-    a.frame_dropped("infer", "deadline")
-    b.frame_dropped("infer", "deadline")
+    a.frame_dropped("infer", "deadline", "cam1")
+    b.frame_dropped("infer", "deadline", "cam2")
     a.events_emitted(3)
     b.events_emitted(4)
     a.objects_active("cam1", 2)
@@ -99,6 +99,8 @@ def test_shards_totals_add_up_to_the_run_and_percentiles_come_from_all_the_value
     assert whole["latency_ms"]["p50"] == pytest.approx(100, rel=0.02)
     assert whole["latency_ms"]["max"] == 200
     assert list(whole["sources"]) == ["cam1", "cam2"]
+    assert whole["sources"]["cam2"]["processed"] == 100
+    assert whole["sources"]["cam2"]["dropped"] == {"infer:deadline": 1}
     assert whole["objects"]["active"] == 2
     assert whole["zones"]["door"]["inside"] == 1
     assert whole["fps"] == 20.0

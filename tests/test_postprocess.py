@@ -16,6 +16,8 @@ from streamer.events.event import EventType, SourceState
 from streamer.events.factory import EventFactory
 from streamer.models import Model
 from streamer.pipeline.plans import QueuePlan, plan_queues
+from streamer.preview.board import FrameBoard
+from streamer.preview.drawing import regions_by_source
 from streamer.runtime.clock import FakeClock
 from streamer.runtime.deadlines import WorkEstimate
 from streamer.runtime.messages import (
@@ -98,6 +100,7 @@ def stage(model: Model, clock: FakeClock, emit: Iterable[EventType]):
         rules_by_source(cfg, [], []),
         WorkEstimate(clock),
         stats,
+        FrameBoard(model.spec.labels, regions_by_source(cfg)),
         clock,
     )
     return post, stats

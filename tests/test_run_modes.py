@@ -177,7 +177,7 @@ def test_sigterm_stops_drains_and_loses_nothing(
         assert redis_client.xlen("streamer:live:events") >= 5
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             metrics = reply.read().decode()
-        assert 'streamer_frames_total{source="cam1"}' in metrics
+        assert 'streamer_source_frames_decoded_total{source="cam1"}' in metrics
         assert 'streamer_events_total{outcome="delivered"}' in metrics
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=15)
@@ -309,8 +309,11 @@ def test_h265_in_mkv_with_audio_and_mpeg4_in_avi(
     )
     result, stats = run_with_stats(pipeline, redis_server.url)
     assert result.returncode == 0, result.stderr
-    assert stats["sources"] == {"hevc": {"reconnects": 0, "frames": 30},
-                                "avi": {"reconnects": 0, "frames": 30}}  # fmt: skip
+    for source in ("hevc", "avi"):
+        got = stats["sources"][source]
+        assert (got["reconnects"], got["frames"], got["processed"]) == (0, 30, 30)
+        assert got["state"] == "ended" and got["detail"] == "eof"
+    assert list(stats["sources"]) == ["hevc", "avi"]
     assert stats["frames"]["processed"] == 60
     events = read_events(redis_client, "streamer:formats:events")
     for source in ("hevc", "avi"):

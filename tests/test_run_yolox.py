@@ -55,7 +55,8 @@ def test_every_event_is_delivered_and_counted(yolox_run):
     stats, events = yolox_run["stats"], yolox_run["events"]
     assert stats["events"] == {"emitted": len(events), "delivered": len(events), "lost": 0}
     assert len(events) == CLIP_FRAMES + 2  # a detections event per frame, connected, ended
-    assert stats["sources"] == {"parking": {"reconnects": 0, "frames": CLIP_FRAMES}}
+    assert list(stats["sources"]) == ["parking"]
+    assert stats["sources"]["parking"]["frames"] == CLIP_FRAMES
     assert stats["providers"][-1] == "CPUExecutionProvider"
     assert (
         0 < stats["latency_ms"]["p50"] <= stats["latency_ms"]["p99"] <= stats["latency_ms"]["max"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -31,8 +32,8 @@ from streamer.config.loader import naming_file
 from streamer.config.schema import AUTO, MAX_WORKERS
 from streamer.errors import PipelineFailed, StreamerError
 from streamer.events.event import Event
-from streamer.observability.metrics import serve_metrics
 from streamer.observability.redact import redact
+from streamer.observability.server import DEFAULT_HOST, OperatorServer
 from streamer.observability.status import StatusPublisher
 from streamer.pipeline.build import check
 from streamer.pipeline.lifecycle import (
@@ -60,6 +61,27 @@ def parse_workers(
     if text.isdigit() and 1 <= int(text) <= MAX_WORKERS:
         return int(text)
     raise click.BadParameter(f"{value!r} is not a number from 1 to {MAX_WORKERS}, or auto")
+
+
+def parse_finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A number of seconds: nan and inf are no duration."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
+def parse_writable(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A file the run writes at its end: found unwritable now, not after the run."""
+    if value is None:
+        return None
+    if value.is_dir():
+        raise click.BadParameter(f"{value} is a folder")
+    folder = value.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"the folder {folder} does not exist")
+    if not os.access(value if value.exists() else folder, os.W_OK):
+        raise click.BadParameter(f"cannot write {value}")
+    return value
 
 
 DISPLAY_EVERY_S = 0.1
@@ -92,12 +114,33 @@ def print_event(event: Event) -> None:
     help="Pace files like cameras, or process every frame as fast as possible.",
 )
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop each source after N frames.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Stop after SECONDS.")
 @click.option(
-    "--stats-json", type=click.Path(path_type=Path), help="Write run statistics here at exit."
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=parse_finite,
+    help="Stop after SECONDS.",
 )
 @click.option(
-    "--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics on this port."
+    "--stats-json",
+    type=click.Path(path_type=Path),
+    callback=parse_writable,
+    help="Write run statistics here at exit.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve the preview page, /healthz and Prometheus /metrics on this port (0: any free).",
+)
+@click.option(
+    "--metrics-host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    help="The address --metrics-port listens on (0.0.0.0: every interface).",
+)
+@click.option(
+    "--record",
+    type=click.Path(path_type=Path),
+    help="Write the processed video with its detections drawn here (one file per source).",
 )
 @click.option(
     "--workers",
@@ -121,6 +164,8 @@ def run(
     duration: float | None,
     stats_json: Path | None,
     metrics_port: int | None,
+    metrics_host: str,
+    record: Path | None,
     workers: int | str | None,
     ray_address: str | None,
 ) -> None:
@@ -149,6 +194,7 @@ def run(
                     duration_s=duration,
                     verbose=logging.getLogger().isEnabledFor(logging.DEBUG),
                     ray_address=ray_address,
+                    record=record,
                 )
             else:
                 pipeline = Pipeline.from_config(
@@ -160,14 +206,18 @@ def run(
                     max_frames=max_frames,
                     duration_s=duration,
                     on_event=print_event if url is None else None,
+                    record=record,
                 )
     except StreamerError as exc:
         fail_usage(str(exc))
+    server = None
     if metrics_port is not None:
         try:
-            serve_metrics(pipeline.stats, metrics_port)
+            server = OperatorServer(pipeline, metrics_host, metrics_port)
         except OSError as exc:
-            fail_usage(f"--metrics-port {metrics_port}: {exc.strerror or exc}")
+            pipeline.stop(0.0)
+            fail_usage(f"--metrics-port {metrics_host}:{metrics_port}: {exc.strerror or exc}")
+        server.start()
     log.info("writing events to %s", redact(url) if url else "stdout (sink: none)")
     publisher = None
     if url is not None:
@@ -178,6 +228,8 @@ def run(
     code = _run_until_done(pipeline)
     if publisher is not None:
         publisher.close()
+    if server is not None:
+        server.close()
     snapshot = pipeline.stats()
     log.info("done: %s", summary(snapshot))
     if stats_json is not None:

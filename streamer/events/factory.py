@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from streamer.analytics.rules import Occurrence
@@ -126,7 +126,7 @@ class EventFactory:
         )
 
     def boxes(
-        self, detections: Detections, track_ids: list[int | None] | None = None
+        self, detections: Detections, track_ids: Sequence[int | None] | None = None
     ) -> tuple[TrackedObject, ...]:
         ids = track_ids if track_ids is not None else [None] * len(detections)
         return tuple(
@@ -147,7 +147,7 @@ class EventFactory:
         )
 
     def detections(
-        self, frame: Frame, detections: Detections, track_ids: list[int | None] | None = None
+        self, frame: Frame, detections: Detections, track_ids: Sequence[int | None] | None = None
     ) -> Emitted:
         """Every box of a frame; `track_ids`: per box, its object's id (None: no object)."""
         event = self._event(

@@ -5,24 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import start_http_server
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streamer.events.event import SourceState
+from streamer.runtime.clock import SYSTEM_CLOCK, Clock
+from streamer.runtime.stats import STARTING
+
 Snapshot = Callable[[], dict[str, Any]]
+SOURCE_STATES = (STARTING, *(s.value for s in SourceState))
 
 
 class StatsCollector(Collector):
-    def __init__(self, snapshot: Snapshot) -> None:
-        """`snapshot`: the pipeline's stats document (`Pipeline.stats`)."""
+    def __init__(self, snapshot: Snapshot, clock: Clock = SYSTEM_CLOCK) -> None:
+        """`snapshot`: the pipeline's stats document (`Pipeline.stats`); `clock`: what
+        the seconds since a source's last frame are measured with."""
         self._snapshot = snapshot
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         s = self._snapshot()
-        frames = CounterMetricFamily("streamer_frames", "Frames per source", labels=["source"])
-        for source, info in s["sources"].items():
-            frames.add_metric([source], info["frames"])
-        yield frames
         yield CounterMetricFamily(
             "streamer_frames_processed",
             "Frames through postprocessing",
@@ -37,8 +39,7 @@ class StatsCollector(Collector):
             "streamer_frames_dropped", "Dropped frames", labels=["stage", "reason"]
         )
         for key, n in s["frames"]["dropped"].items():
-            stage, reason = key.split(":", 1)
-            dropped.add_metric([stage, reason], n)
+            dropped.add_metric(key.split(":", 1), n)
         yield dropped
         events = CounterMetricFamily("streamer_events", "Events by outcome", labels=["outcome"])
         for outcome in ("emitted", "delivered", "lost"):
@@ -50,6 +51,7 @@ class StatsCollector(Collector):
         for q in ("p50", "p95", "p99", "max"):
             latency.add_metric([q], s["latency_ms"][q])
         yield latency
+        yield from self._sources(s["sources"])
         shards = s.get("shards")
         if shards is not None:  # a run over several processes
             restarts = CounterMetricFamily(
@@ -64,8 +66,47 @@ class StatsCollector(Collector):
             yield restarts
             yield sources
 
-
-def serve_metrics(snapshot: Snapshot, port: int) -> None:
-    """Serve /metrics on `port` from a background thread for the life of the process."""
-    REGISTRY.register(StatsCollector(snapshot))
-    start_http_server(port)
+    def _sources(self, sources: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        """Per source: whether it is up and why not, and how its frames go."""
+        connected = GaugeMetricFamily(
+            "streamer_source_connected", "1 while the source is connected", labels=["source"]
+        )
+        state = GaugeMetricFamily(
+            "streamer_source_state", "1 for the state the source is in", labels=["source", "state"]
+        )
+        reconnects = CounterMetricFamily(
+            "streamer_source_reconnects", "Times the source was reconnected", labels=["source"]
+        )
+        decoded = CounterMetricFamily(
+            "streamer_source_frames_decoded", "Frames decoded", labels=["source"]
+        )
+        processed = CounterMetricFamily(
+            "streamer_source_frames_processed", "Frames through postprocessing", labels=["source"]
+        )
+        dropped = CounterMetricFamily(
+            "streamer_source_frames_dropped",
+            "Frames dropped",
+            labels=["source", "stage", "reason"],
+        )
+        age = GaugeMetricFamily(
+            "streamer_source_last_frame_age_seconds",
+            "Seconds since the source's last decoded frame (absent before the first)",
+            labels=["source"],
+        )
+        fps = GaugeMetricFamily(
+            "streamer_source_fps", "Frames decoded a second, over the last 5 s", labels=["source"]
+        )
+        now = self._clock.time()
+        for sid, info in sources.items():
+            connected.add_metric([sid], float(info["state"] == SourceState.CONNECTED))
+            for name in SOURCE_STATES:
+                state.add_metric([sid, name], float(info["state"] == name))
+            reconnects.add_metric([sid], info["reconnects"])
+            decoded.add_metric([sid], info["frames"])
+            processed.add_metric([sid], info["processed"])
+            for key, n in info["dropped"].items():
+                dropped.add_metric([sid, *key.split(":", 1)], n)
+            if info["last_frame_at"] is not None:
+                age.add_metric([sid], max(0.0, now - info["last_frame_at"]))
+            fps.add_metric([sid], info["fps"])
+        yield from (connected, state, reconnects, decoded, processed, dropped, age, fps)

@@ -10,20 +10,26 @@ named in class filters, zones and lines, Redis) is found here, before any thread
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from streamer.analytics.rules import LineRule, ZoneRule, rules_by_source
 from streamer.config.schema import PipelineConfig, RedisSinkConfig
+from streamer.errors import ConfigError
 from streamer.events.event import SourceState
 from streamer.events.factory import EmitLog, EventFactory, new_ulid
 from streamer.models import Model
 from streamer.pipeline.parts import Parts, Sink, StageThread
 from streamer.pipeline.plans import QueuePlan, expected_frames, plan_queues
+from streamer.preview.board import FrameBoard, Shown
+from streamer.preview.drawing import regions_by_source
+from streamer.preview.recording import RECORD_QUEUE, RECORD_SUFFIXES, Recorder, recording_path
 from streamer.runtime.clock import Clock
 from streamer.runtime.deadlines import WorkEstimate
-from streamer.runtime.messages import DropReason, Emitted, SourceStatus
-from streamer.runtime.queues import FanOut, StageQueue
+from streamer.runtime.messages import DropReason, Emitted, SourceStatus, source_of
+from streamer.runtime.queues import FanOut, Overflow, StageQueue
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
 from streamer.sinks.local import EventCallback, LocalSink
@@ -65,6 +71,29 @@ def check(config: PipelineConfig, model: Model | None = None) -> Checked:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """`--record FILE`: where each source's processed video goes."""
+
+    path: Path
+    several: bool  # the pipeline has several sources: one file each, named after it
+
+    def path_of(self, source_id: str) -> Path:
+        return recording_path(self.path, source_id, self.several)
+
+    def check(self) -> None:
+        """ConfigError when the files cannot be written there."""
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise ConfigError(f"--record {self.path}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"--record {self.path}: cannot write in {folder}")
+        if self.path.suffix.lower() not in RECORD_SUFFIXES:
+            raise ConfigError(
+                f"--record {self.path}: name a video file ({', '.join(RECORD_SUFFIXES)})"
+            )
+
+
+@dataclass(frozen=True)
 class ShardRun:
     """A shard's part in a pipeline run spread over processes (`streamer.shards`)."""
 
@@ -91,15 +120,19 @@ def build(
     clock: Clock,
     model: Model | None = None,
     shard: ShardRun | None = None,
+    record: Recording | None = None,
 ) -> Built:
     """Check the config, connect to Redis (unless `redis_url` is None), warm the model up
     for live sources, and connect the parts by their queues. `model`: one loaded already
-    (the config's is loaded otherwise); `shard`: the run this pipeline is a shard of.
+    (the config's is loaded otherwise); `shard`: the run this pipeline is a shard of;
+    `record`: where to write the processed video.
 
     A restarted shard's sources go on after the last seq their streams (or the spool)
     hold, and are first reported disconnected: the frames no shard read are gone."""
     checked = check(config, model)
     model = checked.model
+    if record is not None:
+        record.check()
     plans = plan_sources(config, max_frames)
     source_ids = [p.config.id for p in plans]
     supervisor = Supervisor()
@@ -143,6 +176,17 @@ def build(
     sinks.append(local)
     inboxes.append(local_inbox)
 
+    recorders: list[StageQueue[Shown]] = []
+    if record is not None:
+        on_drop = functools.partial(_unrecorded, stats)
+        recorders.append(StageQueue("record", RECORD_QUEUE, Overflow.BLOCK, on_drop))
+    board = FrameBoard(
+        model.spec.labels, regions_by_source(config), recorders, stop=supervisor.halt
+    )
+    if record is not None:
+        paths = {sid: record.path_of(sid) for sid in source_ids}
+        sinks.append(Recorder(recorders[0], board, paths, supervisor))
+
     estimate = WorkEstimate(clock)
     inference = InferenceStage(
         model,
@@ -175,6 +219,7 @@ def build(
         rules_by_source(config, checked.zones, checked.lines, last_track_ids),
         estimate,
         stats,
+        board,
         clock,
     )
     parts = Parts(
@@ -190,15 +235,21 @@ def build(
         ],
         sinks=sinks,
         local=local,
-        queues=[*frames.values(), *inboxes],
+        queues=[*frames.values(), *inboxes, *recorders],
         stats=stats,
         supervisor=supervisor,
+        board=board,
     )
     if shard is not None and shard.restarted is not None:
         for sid in source_ids:
             status = SourceStatus(sid, SourceState.DISCONNECTED, clock.time(), shard.restarted)
+            stats.source_state(sid, status.status, status.detail)
             frames["decoded"].put_control(status)
     return Built(run_id, parts, expected_frames(plans, checked.file_frames), last_seqs)
+
+
+def _unrecorded(stats: RunStats, item: Shown, reason: DropReason) -> None:
+    stats.frame_dropped("record", reason.value, item.frame.source_id)
 
 
 def _dropped(
@@ -209,4 +260,4 @@ def _dropped(
         if counts_events:
             stats.events_lost(1)
     else:
-        stats.frame_dropped(where, reason.value)
+        stats.frame_dropped(where, reason.value, source_of(item))

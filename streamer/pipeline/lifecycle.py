@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
@@ -32,7 +32,8 @@ from streamer.config.schema import PipelineConfig
 from streamer.enums import StrEnum
 from streamer.errors import ConfigError, PipelineFailed, StreamerError
 from streamer.events.event import Event
-from streamer.pipeline.build import build
+from streamer.observability.health import Health, assess
+from streamer.pipeline.build import Recording, build
 from streamer.pipeline.parts import Parts
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.messages import DropReason
@@ -75,6 +76,7 @@ class Overrides(TypedDict, total=False):
     max_frames: int | None
     duration_s: float | None
     on_event: EventCallback | None
+    record: str | os.PathLike[str] | None
     clock: Clock
 
 
@@ -89,14 +91,18 @@ class Pipeline:
         *,
         duration_s: float | None = None,
         expected_frames: int | None = None,
+        down_budget_s: Mapping[str, float] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        """`down_budget_s`: per source, how long it may be without a connection before
+        `health()` calls it unhealthy (default: not at all)."""
         self.name = name
         self.run_id = run_id
         self.expected_frames = expected_frames  # offline: frames the run will decode
         self._parts = parts
         self._supervisor = parts.supervisor
         self._duration_ns = None if duration_s is None else int(duration_s * 1e9)
+        self._down_budget_s = dict(down_budget_s or {})
         self._clock = clock
         self._lock = threading.Lock()
         self._state = PipelineState.CREATED
@@ -130,6 +136,7 @@ class Pipeline:
         max_frames: int | None = None,
         duration_s: float | None = None,
         on_event: EventCallback | None = None,
+        record: str | os.PathLike[str] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> Pipeline:
         """The pipeline of a config already read (see `streamer.config`), built and ready to
@@ -140,8 +147,11 @@ class Pipeline:
         the model file; `redis_url` replaces the Redis URL (None: no Redis, events only in
         process); `realtime` paces files like cameras (True) or reads every frame as fast
         as possible (False); `max_frames` stops each source after that many frames;
-        `duration_s` stops the run after that long. `on_event` is called with each
-        event, in order, on the pipeline's delivery thread; `clock` is what timing reads.
+        `duration_s` stops the run after that long; `record` writes each source's
+        processed video, with its boxes, zones and lines drawn, to that file (one file per
+        source when there are several: `out.mp4` -> `out.cam1.mp4`). `on_event` is called
+        with each event, in order, on the pipeline's delivery thread; `clock` is what
+        timing reads.
         """
         config = with_overrides(
             config,
@@ -159,6 +169,7 @@ class Pipeline:
             max_frames=max_frames,
             on_event=on_event,
             clock=clock,
+            record=None if record is None else Recording(Path(record), len(config.sources) > 1),
         )
         return cls(
             config.name,
@@ -166,6 +177,7 @@ class Pipeline:
             built.parts,
             duration_s=duration_s,
             expected_frames=built.expected_frames,
+            down_budget_s=down_budgets(config),
             clock=clock,
         )
 
@@ -184,6 +196,26 @@ class Pipeline:
     def totals(self) -> Totals:
         """The counts of `stats()`, as a value that adds up with another run's."""
         return self._parts.stats.totals()
+
+    def health(self) -> Health:
+        """Whether every source is connected or retrying within its budget (its
+        `reconnect.max_delay_s`), the sink delivers and the run has not failed."""
+        failure = self._failure
+        return assess(
+            self.totals(),
+            self._down_budget_s,
+            self._clock.time(),
+            None if failure is None else str(failure),
+        )
+
+    def snapshot(self, source_id: str) -> bytes:
+        """The latest processed frame of `source_id` as JPEG, with its boxes, track ids,
+        zones and lines drawn; dimmed, with the reason, while the source is down.
+        KeyError for a source the pipeline does not have."""
+        conditions = self.health().sources
+        if source_id not in conditions:
+            raise KeyError(source_id)
+        return self._parts.board.snapshot(source_id, conditions[source_id].notice)
 
     def start(self) -> None:
         """Start every thread and return; RuntimeError when started before."""
@@ -374,6 +406,11 @@ class Pipeline:
             self._failure = failure
             self._state = PipelineState.FAILED if failure else PipelineState.STOPPED
         self._done.set()
+
+
+def down_budgets(config: PipelineConfig) -> dict[str, float]:
+    """How long each source may retry before it counts as down: a whole backoff cycle."""
+    return {s.id: s.reconnect.max_delay_s for s in config.sources}
 
 
 def redis_url_for(config: PipelineConfig, given: str | Unset | None) -> str | None:

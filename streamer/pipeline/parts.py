@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streamer.preview.board import FrameBoard
 from streamer.runtime.queues import Outbox, StageQueue
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Stage, Supervisor
@@ -48,3 +49,4 @@ class Parts:
     queues: Sequence[StageQueue[Any]]  # every queue: what a stop leaves in them is counted
     stats: RunStats
     supervisor: Supervisor
+    board: FrameBoard  # the latest frame of each source, for the preview and snapshots

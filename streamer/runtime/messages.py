@@ -155,3 +155,14 @@ class EndOfStream:
 
 
 Control = SourceStatus | EndOfStream
+
+
+def source_of(item: Frame | Prepared | Inferred | object) -> str:
+    """The source of a frame at any stage of the pipeline."""
+    if isinstance(item, Inferred):
+        return item.prepared.frame.source_id
+    if isinstance(item, Prepared):
+        return item.frame.source_id
+    if isinstance(item, Frame):
+        return item.source_id
+    raise TypeError(f"not a frame: {type(item).__name__}")

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from streamer.events.event import SourceState
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 
 _BUCKET_GROWTH = 1.01  # latency buckets 1 % wide: percentiles within 1 %
 _LOG_GROWTH = math.log(_BUCKET_GROWTH)
 _MIN_MS = 0.01
+RATE_WINDOW_S = 5.0  # a source's current frame rate: frames decoded over the last 5 s
+STARTING = "starting"  # the state of a source that has not said anything yet
 
 
 class LatencyHistogram:
@@ -53,6 +56,66 @@ class LatencyHistogram:
         return self.max_ms
 
 
+class RateMeter:
+    """Events per second over the last `window_s` seconds (of the times it is given)."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self._window_ns = int(window_s * 1e9)
+        self._times: deque[int] = deque()
+        self._first_ns: int | None = None
+
+    def add(self, now_ns: int) -> None:
+        if self._first_ns is None:
+            self._first_ns = now_ns
+        self._times.append(now_ns)
+        self._forget(now_ns)
+
+    def rate(self, now_ns: int) -> float:
+        """Per second, over the window or, early on, over the time since the first one."""
+        self._forget(now_ns)
+        if self._first_ns is None:
+            return 0.0
+        span_ns = min(self._window_ns, now_ns - self._first_ns)
+        return len(self._times) / (span_ns / 1e9) if span_ns > 0 else 0.0
+
+    def _forget(self, now_ns: int) -> None:
+        while self._times and self._times[0] <= now_ns - self._window_ns:
+            self._times.popleft()
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """How one source is doing, as `/metrics`, `/healthz` and the preview page show it."""
+
+    state: SourceState | None = None  # None: before the source first said anything
+    detail: str | None = None  # why, for a source that is not connected
+    since: float = 0.0  # wall clock: when it entered `state`
+    down_since: float | None = None  # wall clock: not connected since (None: it is)
+    last_frame_at: float | None = None  # wall clock of its last decoded frame
+    fps: float = 0.0  # frames decoded a second, lately
+    processed: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)  # "<stage>:<reason>"
+
+    def __add__(self, other: SourceHealth) -> SourceHealth:
+        """The counts of both; the state of the one that changed state last (a shard
+        restarted for this source is newer than the one that died)."""
+        newer = other if other.since >= self.since else self
+        frames = [t for t in (self.last_frame_at, other.last_frame_at) if t is not None]
+        return SourceHealth(
+            state=newer.state,
+            detail=newer.detail,
+            since=newer.since,
+            down_since=newer.down_since,
+            last_frame_at=max(frames) if frames else None,
+            fps=newer.fps,
+            processed=self.processed + other.processed,
+            dropped=_add(self.dropped, other.dropped),
+        )
+
+    def ended(self) -> SourceHealth:
+        return replace(self, fps=0.0)
+
+
 def _add(a: Mapping[Any, int], b: Mapping[Any, int]) -> dict[Any, int]:
     out = dict(a)
     for key, n in b.items():
@@ -80,6 +143,8 @@ class Totals:
     zones: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # entered, exited
     lines: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # in, out
     providers: tuple[str, ...] = ()
+    health: Mapping[str, SourceHealth] = field(default_factory=dict)  # per source
+    sink_down_since: float | None = None  # wall clock: Redis has refused events since
 
     def __add__(self, other: Totals) -> Totals:
         """Both runs' counts together (the sources of shards are disjoint)."""
@@ -100,11 +165,25 @@ class Totals:
             zones=_add_regions(self.zones, other.zones),
             lines=_add_regions(self.lines, other.lines),
             providers=tuple(dict.fromkeys(self.providers + other.providers)),
+            health={
+                sid: self.health.get(sid, SourceHealth()) + other.health.get(sid, SourceHealth())
+                for sid in {**self.health, **other.health}
+            },
+            sink_down_since=min(
+                (t for t in (self.sink_down_since, other.sink_down_since) if t is not None),
+                default=None,
+            ),
         )
 
     def ended(self) -> Totals:
-        """These counts once their run has ended: no object is in view any more."""
-        return replace(self, active={})
+        """These counts once their run has ended: no object is in view any more, no
+        frame comes in, and its sink writes no more."""
+        return replace(
+            self,
+            active={},
+            health={sid: h.ended() for sid, h in self.health.items()},
+            sink_down_since=None,
+        )
 
     def with_lost(self, n: int) -> Totals:
         return replace(self, lost=self.lost + n)
@@ -143,10 +222,7 @@ def render(totals: Totals, wall_s: float) -> dict[str, Any]:
         },
         "fps": round(t.processed / wall_s, 2) if wall_s > 0 else 0.0,
         "wall_s": round(wall_s, 3),
-        "sources": {
-            sid: {"reconnects": t.reconnects.get(sid, 0), "frames": t.decoded.get(sid, 0)}
-            for sid in t.sources
-        },
+        "sources": {sid: _source_doc(t, sid) for sid in t.sources},
         "providers": list(t.providers),
         "objects": {
             "appeared": t.objects.get("appeared", 0),
@@ -168,6 +244,41 @@ def render(totals: Totals, wall_s: float) -> dict[str, Any]:
     }
 
 
+def _source_doc(t: Totals, sid: str) -> dict[str, Any]:
+    h = t.health.get(sid, SourceHealth())
+    return {
+        "reconnects": t.reconnects.get(sid, 0),
+        "frames": t.decoded.get(sid, 0),
+        "processed": h.processed,
+        "dropped": dict(sorted(h.dropped.items())),
+        "state": h.state.value if h.state is not None else STARTING,
+        "detail": h.detail,
+        "last_frame_at": h.last_frame_at,
+        "fps": round(h.fps, 2),
+    }
+
+
+@dataclass
+class _SourceCounts:
+    """What `RunStats` counts of one source, under its lock."""
+
+    state: SourceState | None = None
+    detail: str | None = None
+    since: float = 0.0
+    down_since: float | None = None
+    last_frame_at: float | None = None
+    rate: RateMeter = field(default_factory=RateMeter)
+    processed: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def health(self, now_ns: int) -> SourceHealth:
+        return SourceHealth(
+            self.state, self.detail, self.since, self.down_since, self.last_frame_at,
+            self.rate.rate(now_ns),
+            self.processed, dict(self.dropped),
+        )  # fmt: skip
+
+
 class RunStats:
     def __init__(self, source_ids: list[str], clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock
@@ -187,6 +298,8 @@ class RunStats:
         self._zones: dict[str, Counter[str]] = {}  # zone -> entered, exited
         self._lines: dict[str, Counter[str]] = {}  # line -> in, out
         self._source_ids = list(source_ids)
+        self._health = {sid: _SourceCounts() for sid in source_ids}
+        self._sink_down_since: float | None = None
         self.providers: list[str] = []
 
     def start_clock(self) -> None:
@@ -196,18 +309,25 @@ class RunStats:
             self._started_ns = self._clock.monotonic_ns()
 
     def frame_decoded(self, source_id: str) -> None:
+        now_ns, now = self._clock.monotonic_ns(), self._clock.time()
         with self._lock:
             self._decoded[source_id] += 1
+            counts = self._health[source_id]
+            counts.last_frame_at = now
+            counts.rate.add(now_ns)
 
-    def frame_dropped(self, stage: str, reason: str) -> None:
+    def frame_dropped(self, stage: str, reason: str, source_id: str) -> None:
+        key = f"{stage}:{reason}"
         with self._lock:
-            self._dropped[f"{stage}:{reason}"] += 1
+            self._dropped[key] += 1
+            self._health[source_id].dropped[key] += 1
 
-    def frame_processed(self, latency_ms: float | None, late: bool = False) -> None:
+    def frame_processed(self, source_id: str, latency_ms: float | None, late: bool = False) -> None:
         """A frame left postprocessing; with a latency when it caused no event. `late`:
         its inference ended past its deadline."""
         with self._lock:
             self._processed += 1
+            self._health[source_id].processed += 1
             self._late += late
             if latency_ms is not None:
                 self._latency.add(latency_ms)
@@ -254,7 +374,28 @@ class RunStats:
         with self._lock:
             self._reconnects[source_id] += 1
 
+    def source_state(self, source_id: str, state: SourceState, detail: str | None) -> None:
+        """A source changed state; `detail` says why."""
+        now = self._clock.time()
+        with self._lock:
+            counts = self._health[source_id]
+            counts.state, counts.detail, counts.since = state, detail, now
+            if state in (SourceState.DISCONNECTED, SourceState.RECONNECTING):
+                counts.down_since = counts.down_since or now
+            else:
+                counts.down_since = None
+
+    def sink_down(self, down: bool) -> None:
+        """The sink could not write (True) or wrote again (False)."""
+        now = self._clock.time()
+        with self._lock:
+            if not down:
+                self._sink_down_since = None
+            elif self._sink_down_since is None:
+                self._sink_down_since = now
+
     def totals(self) -> Totals:
+        now_ns = self._clock.monotonic_ns()
         with self._lock:
             return Totals(
                 sources=tuple(self._source_ids),
@@ -273,6 +414,8 @@ class RunStats:
                 zones={name: dict(c) for name, c in self._zones.items()},
                 lines={name: dict(c) for name, c in self._lines.items()},
                 providers=tuple(self.providers),
+                health={sid: c.health(now_ns) for sid, c in self._health.items()},
+                sink_down_since=self._sink_down_since,
             )
 
     def wall_s(self) -> float:

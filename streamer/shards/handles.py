@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from streamer.shards.ledger import EmitLedger
-from streamer.shards.messages import ShardMessage, StopShard
+from streamer.shards.messages import SendSnapshots, ShardMessage, StopShard
 from streamer.shards.worker import ShardSpec, run_shard
 
 
@@ -31,6 +31,9 @@ class ShardHandle(Protocol):
         """Ask it to stop, draining for up to `drain_timeout_s`."""
 
     def kill(self) -> None: ...
+
+    def want_snapshots(self, for_s: float) -> None:
+        """Ask it to send its sources' snapshots for the next `for_s` seconds."""
 
     def made(self, source_ids: Iterable[str]) -> dict[str, int]:
         """Per source, the last seq it made (as far as the supervisor can know)."""
@@ -85,6 +88,10 @@ class ProcessShard:
 
     def kill(self) -> None:
         self._process.kill()
+
+    def want_snapshots(self, for_s: float) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(SendSnapshots(for_s))
 
     def made(self, source_ids: Iterable[str]) -> dict[str, int]:
         return self._ledger.seqs(source_ids)

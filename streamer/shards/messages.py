@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streamer.runtime.stats import Totals
 
@@ -22,6 +22,7 @@ class ShardProgress:
     totals: Totals
     seqs: Mapping[str, int]  # per source, the last seq made
     track_ids: Mapping[str, int]  # per source, the highest track id an event named
+    snapshots: Mapping[str, bytes] = field(default_factory=dict)  # JPEGs, while wanted
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class ShardEnded:
 @dataclass(frozen=True)
 class StopShard:
     drain_timeout_s: float
+
+
+@dataclass(frozen=True)
+class SendSnapshots:
+    """Someone looks at the preview: send the sources' snapshots for `for_s` seconds."""
+
+    for_s: float
 
 
 ShardMessage = ShardStarted | ShardProgress | ShardEnded

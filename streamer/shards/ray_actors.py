@@ -73,6 +73,9 @@ class ShardActor:
     def stop(self, drain_timeout_s: float) -> None:
         self._runner.stop(drain_timeout_s)
 
+    def want_snapshots(self, for_s: float) -> None:
+        self._runner.want_snapshots(for_s)
+
     def node(self) -> tuple[str, str]:
         """The host name and Ray node id this actor runs on."""
         ray = import_ray()
@@ -137,6 +140,10 @@ class RayShard:
 
     def kill(self) -> None:
         self._ray.kill(self._actor, no_restart=True)
+
+    def want_snapshots(self, for_s: float) -> None:
+        if self._exit is None:
+            self._actor.want_snapshots.remote(for_s)
 
     def made(self, source_ids: Iterable[str]) -> dict[str, int]:
         return {sid: self._seqs.get(sid, 0) for sid in source_ids}

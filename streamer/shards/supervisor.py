@@ -33,16 +33,20 @@ from streamer.config.schema import AUTO, PipelineConfig, RayConfig, RedisSinkCon
 from streamer.errors import ConfigError, PipelineFailed
 from streamer.events.factory import new_ulid
 from streamer.models.sessions import first_usable_provider, plan_workers, usable_cores
-from streamer.pipeline.build import check
+from streamer.observability.health import Health, assess
+from streamer.pipeline.build import Recording, check
 from streamer.pipeline.lifecycle import (
     DRAIN_TIMEOUT_S,
     JOIN_TIMEOUT_S,
     UNSET,
     PipelineState,
     Unset,
+    down_budgets,
     redis_url_for,
 )
 from streamer.pipeline.plans import expected_frames
+from streamer.preview.board import encode_jpeg
+from streamer.preview.drawing import blank, draw_notice
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.stats import Totals, render, sum_totals
 from streamer.shards import ray_actors
@@ -60,6 +64,9 @@ WATCH_EVERY_S = 0.05
 RESTART_INITIAL_S = 0.5  # the first restart of a shard that died; doubles up to:
 RESTART_MAX_S = 30.0
 HEALTHY_AFTER_S = 60.0  # a shard that ran this long restarts quickly again
+SNAPSHOTS_FOR_S = 5.0  # a look at the preview has shards send snapshots this long
+SNAPSHOT_WAIT_S = 3.0  # how long the first look waits for a shard's first snapshot
+SNAPSHOTS_ASK_S = 1.0  # how often a shard is asked again while someone looks
 
 
 @dataclass
@@ -83,6 +90,7 @@ class _Shard:
     last_track_ids: dict[str, int] = field(default_factory=dict)  # for the next start
     killed: bool = False  # by the supervisor, when it would not stop
     node_id: str = ""  # the Ray node it last ran on
+    snapshots_asked_at: float | None = None  # monotonic; None: since its start
 
 
 def shard_config(
@@ -136,14 +144,21 @@ class ShardedPipeline:
         launcher: Launcher | None = None,
         max_restarts: int = -1,
         cores_per_shard: int | None = None,
+        record: Path | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """`launcher` starts a shard (default: a process of this machine); `max_restarts`:
         how many times a shard may die and be started again (-1: no limit);
         `cores_per_shard`: the cores each shard's model may use (default: this machine's
         shared out among the shards); `clock`: what the run's timing reads (restart
-        backoff, duration, drain)."""
+        backoff, duration, drain); `record`: where each source's processed video goes
+        (`Pipeline.from_config`'s `record`)."""
         self.name = config.name
+        self.source_ids = [s.id for s in config.sources]
+        self._down_budget_s = down_budgets(config)
+        self._record = None if record is None else Recording(record, len(config.sources) > 1)
+        self._snapshots: dict[str, bytes] = {}  # the latest each shard sent
+        self._snapshots_until = 0.0  # monotonic: shards are asked for snapshots until then
         self._clock = clock
         self.run_id = new_ulid()
         self.expected_frames = expected_frames
@@ -185,6 +200,7 @@ class ShardedPipeline:
         duration_s: float | None = None,
         verbose: bool = False,
         ray_address: str | None = None,
+        record: str | os.PathLike[str] | None = None,
     ) -> ShardedPipeline:
         """The pipeline of `config` in `workers` shards (default: the file's `workers`),
         checked (model, files, Redis) and ready to start; the other keyword arguments are
@@ -207,6 +223,9 @@ class ShardedPipeline:
         if duration_s is not None and not duration_s > 0:
             raise ConfigError(f"duration_s must be more than 0, got {duration_s}")
         checked = check(config)
+        recording = None if record is None else Recording(Path(record), len(config.sources) > 1)
+        if recording is not None:
+            recording.check()
         client = connect_sink(url)
         try:
             template = (config.redis or RedisSinkConfig()).stream
@@ -259,6 +278,7 @@ class ShardedPipeline:
             launcher=launcher,
             max_restarts=max_restarts,
             cores_per_shard=cores_per_shard,
+            record=None if recording is None else recording.path,
         )
 
     def _now(self) -> float:
@@ -290,6 +310,37 @@ class ShardedPipeline:
             doc["run"] = self.run_id
             doc["shards"] = {s.name: self._shard_doc(s) for s in self._shards}
         return doc
+
+    def totals(self) -> Totals:
+        with self._lock:
+            return self._retired + sum_totals(s.totals for s in self._shards)
+
+    def health(self) -> Health:
+        """`Pipeline.health` over every shard's sources."""
+        failure = self._failure
+        return assess(
+            self.totals(),
+            self._down_budget_s,
+            self._clock.time(),
+            None if failure is None else str(failure),
+        )
+
+    def snapshot(self, source_id: str) -> bytes:
+        """`Pipeline.snapshot`, as the shard that runs the source last sent it: shards
+        send snapshots only for a few seconds after someone asked, once a second."""
+        if source_id not in self.source_ids:
+            raise KeyError(source_id)
+        waited_until = self._now() + SNAPSHOT_WAIT_S
+        with self._lock:
+            self._snapshots_until = self._now() + SNAPSHOTS_FOR_S
+        while True:
+            with self._lock:
+                jpeg = self._snapshots.get(source_id)
+            if jpeg is not None:
+                return jpeg
+            if self._now() >= waited_until or self._done.is_set():
+                return encode_jpeg(draw_notice(blank(), "no picture from its shard yet"))
+            time.sleep(WATCH_EVERY_S)
 
     @staticmethod
     def _shard_doc(shard: _Shard) -> dict[str, Any]:
@@ -396,7 +447,9 @@ class ShardedPipeline:
             restarted=shard.why_restarted,
             last_track_ids=shard.last_track_ids,
             verbose=self._verbose,
+            record=self._record,
         )
+        shard.snapshots_asked_at = None
         shard.handle = self._launch(spec)
         shard.pid = shard.handle.pid
         shard.started_at = self._now()
@@ -435,6 +488,10 @@ class ShardedPipeline:
             self._on_message(shard, message)
         how = handle.exited()
         if how is None:
+            asked = shard.snapshots_asked_at
+            if now < self._snapshots_until and (asked is None or now - asked >= SNAPSHOTS_ASK_S):
+                handle.want_snapshots(SNAPSHOTS_FOR_S)
+                shard.snapshots_asked_at = now
             return
         for message in handle.receive():  # what it said last
             self._on_message(shard, message)
@@ -452,6 +509,7 @@ class ShardedPipeline:
     def _on_message(self, shard: _Shard, message: object) -> None:
         if isinstance(message, ShardProgress):
             shard.totals = message.totals
+            self._snapshots.update(message.snapshots)
         elif isinstance(message, ShardStarted):
             shard.host, shard.pid = message.host, message.pid
             if shard.handle is not None:

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -18,12 +19,13 @@ from types import FrameType
 from streamer.config.schema import PipelineConfig
 from streamer.errors import PipelineFailed, StreamerError
 from streamer.observability import logs
-from streamer.pipeline.build import ShardRun, build
-from streamer.pipeline.lifecycle import DRAIN_TIMEOUT_S, Pipeline
+from streamer.pipeline.build import Recording, ShardRun, build
+from streamer.pipeline.lifecycle import DRAIN_TIMEOUT_S, Pipeline, down_budgets
 from streamer.runtime.clock import SYSTEM_CLOCK
 from streamer.runtime.stats import Totals
 from streamer.shards.ledger import EmitLedger
 from streamer.shards.messages import (
+    SendSnapshots,
     ShardEnded,
     ShardMessage,
     ShardProgress,
@@ -34,6 +36,7 @@ from streamer.shards.messages import (
 log = logging.getLogger(__name__)
 
 REPORT_EVERY_S = 0.25  # how often a shard sends its counts
+SNAPSHOT_EVERY_S = 1.0  # how often it sends its sources' snapshots, while wanted
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class ShardSpec:
     restarted: str | None = None  # why it replaces a shard that died; None: first start
     last_track_ids: Mapping[str, int] = field(default_factory=dict)
     verbose: bool = False
+    record: Recording | None = None  # where the processed video of its sources goes
 
 
 class ShardRunner:
@@ -59,6 +63,8 @@ class ShardRunner:
         self._ledger = ledger
         self._sources = [s.id for s in spec.config.sources]
         self._pipeline: Pipeline | None = None
+        self._snapshots_until = 0.0  # monotonic: send snapshots until then
+        self._snapshots_sent = 0.0
 
     def start(self) -> ShardStarted | ShardEnded:
         """Build and start the pipeline; ShardEnded with the reason when it cannot."""
@@ -72,11 +78,16 @@ class ShardRunner:
                 on_event=None,
                 clock=SYSTEM_CLOCK,
                 shard=shard,
+                record=spec.record,
             )
         except StreamerError as exc:
             return ShardEnded(Totals(), str(exc))
         pipeline = Pipeline(
-            spec.config.name, built.run_id, built.parts, expected_frames=built.expected_frames
+            spec.config.name,
+            built.run_id,
+            built.parts,
+            expected_frames=built.expected_frames,
+            down_budget_s=down_budgets(spec.config),
         )
         pipeline.start()
         self._pipeline = pipeline
@@ -89,7 +100,10 @@ class ShardRunner:
             if not pipeline.join(timeout_s):
                 sources = self._sources
                 return ShardProgress(
-                    pipeline.totals(), self._ledger.seqs(sources), self._ledger.track_ids(sources)
+                    pipeline.totals(),
+                    self._ledger.seqs(sources),
+                    self._ledger.track_ids(sources),
+                    self._snapshots(pipeline),
                 )
         except PipelineFailed as exc:
             return ShardEnded(pipeline.totals(), _describe(exc))
@@ -97,6 +111,17 @@ class ShardRunner:
 
     def stop(self, drain_timeout_s: float) -> None:
         self._started().stop(drain_timeout_s, wait=False)
+
+    def want_snapshots(self, for_s: float) -> None:
+        self._snapshots_until = time.monotonic() + for_s
+
+    def _snapshots(self, pipeline: Pipeline) -> dict[str, bytes]:
+        """The sources' snapshots, when wanted and their time has come; else none."""
+        now = time.monotonic()
+        if now >= self._snapshots_until or now - self._snapshots_sent < SNAPSHOT_EVERY_S:
+            return {}
+        self._snapshots_sent = now
+        return {sid: pipeline.snapshot(sid) for sid in self._sources}
 
     def stuck(self) -> list[str]:
         return [] if self._pipeline is None else self._pipeline.threads_alive()
@@ -135,6 +160,8 @@ def run_shard(spec: ShardSpec, conn: Connection, ledger: EmitLedger) -> None:
                 order = conn.recv()
                 if isinstance(order, StopShard):
                     runner.stop(order.drain_timeout_s)
+                elif isinstance(order, SendSnapshots):
+                    runner.want_snapshots(order.for_s)
             message = runner.poll(REPORT_EVERY_S)
             conn.send(message)
     except (EOFError, OSError):

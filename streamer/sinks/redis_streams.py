@@ -293,6 +293,7 @@ class RedisSink:
             )
             self._outage_since = None
             self._lost_in_outage = 0
+            self._stats.sink_down(False)
         self._retry_s = RETRY_INITIAL_S
         return True
 
@@ -376,6 +377,7 @@ class RedisSink:
     def _outage(self, exc: Exception) -> None:
         if self._outage_since is None:
             self._outage_since = self._now_s()
+            self._stats.sink_down(True)
             log.warning(
                 "Redis cannot take events (%s); holding them and retrying", redact(str(exc))
             )

@@ -119,8 +119,7 @@ class VideoSource:
                 "source %s (%s) failed: %s", self.id, redact(self.plan.config.uri), redact(str(exc))
             )
         finally:
-            status = SourceStatus(self.id, SourceState.ENDED, self._clock.time(), reason.value)
-            self._out.put_control(status)
+            self._status(SourceState.ENDED, reason.value)
             self._out.put_control(EndOfStream(self.id, reason))
 
     def _should_stop(self) -> bool:
@@ -171,6 +170,7 @@ class VideoSource:
         self._status(SourceState.CONNECTED, url)
 
     def _status(self, state: SourceState, detail: str) -> None:
+        self._stats.source_state(self.id, state, detail)
         self._out.put_control(SourceStatus(self.id, state, self._clock.time(), detail))
 
     def _frames(self, container: Any) -> Iterator[Frame]:
@@ -204,7 +204,7 @@ class VideoSource:
             try:
                 decoded = packet.decode()
             except av.error.InvalidDataError:
-                self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
+                self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value, self.id)
                 decoded = []
             if decoded:
                 last_frame_ns = self._clock.monotonic_ns()
@@ -220,13 +220,13 @@ class VideoSource:
                 self._stats.frame_decoded(self.id)
                 if av_frame.is_corrupt:
                     # Concealed damage: detections on smeared macroblocks would be false.
-                    self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value)
+                    self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value, self.id)
                     continue
                 pts_s = float(av_frame.time) if av_frame.time is not None else None
                 if limiter is not None and not limiter.keep(
                     pts_s if pts_s is not None else self._clock.monotonic_ns() / 1e9
                 ):
-                    self._stats.frame_dropped(STAGE, DropReason.RATE_LIMIT.value)
+                    self._stats.frame_dropped(STAGE, DropReason.RATE_LIMIT.value, self.id)
                     continue
                 # A file's clock is its own timestamps (made robust by the pacer), whatever
                 # the speed it is read at; a live source's clock is the arrival time.

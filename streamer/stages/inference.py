@@ -81,7 +81,7 @@ class InferenceStage(Stage[Prepared, Inferred]):
         if is_expired(
             item.frame.deadline_ns, now, self._estimate.reserve_ns(len(self._pending) + 1)
         ):
-            self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
+            self._stats.frame_dropped(self.name, DropReason.DEADLINE.value, item.frame.source_id)
             return self._hand_on()
         if not self._pending:
             self._first_ns = now
@@ -110,13 +110,13 @@ class InferenceStage(Stage[Prepared, Inferred]):
             for future, _ in self._running:
                 if not future.cancel() and future.done() and future.exception() is not None:
                     log.error("a model call failed during the stop: %s", future.exception())
-            held = (
-                len(self._pending)
-                + sum(len(batch) for _, batch in self._running)
-                + len(self._ready)
-            )
-            for _ in range(held):
-                self._stats.frame_dropped(self.name, DropReason.SHUTDOWN.value)
+            held = [
+                *self._pending,
+                *(p for _, batch in self._running for p in batch),
+                *(r.prepared for r in self._ready),
+            ]
+            for p in held:
+                self._stats.frame_dropped(self.name, DropReason.SHUTDOWN.value, p.frame.source_id)
         self._pending = []
         self._running.clear()
         self._ready = []
@@ -181,7 +181,9 @@ class InferenceStage(Stage[Prepared, Inferred]):
         kept = []
         for item in group:
             if is_expired(item.frame.deadline_ns, now, reserve):
-                self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
+                self._stats.frame_dropped(
+                    self.name, DropReason.DEADLINE.value, item.frame.source_id
+                )
             else:
                 kept.append(item)
         return kept

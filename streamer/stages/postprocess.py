@@ -14,6 +14,7 @@ from streamer.config.schema import PipelineConfig
 from streamer.events.event import EventType, SourceState
 from streamer.events.factory import EventFactory
 from streamer.models import Model, ModelSpec
+from streamer.preview.board import FrameBoard, Shown
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.deadlines import WorkEstimate
 from streamer.runtime.messages import (
@@ -80,11 +81,13 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         objects: dict[str, ObjectRules],
         estimate: WorkEstimate,
         stats: RunStats,
+        board: FrameBoard,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """`rules.confidence` is the threshold boxes are decoded at (lower than the
-        model's confidence when the tracker uses weak boxes); `detections` events show
-        boxes from `confidence` up. `objects`: per source, empty when nothing is tracked."""
+        model's confidence when the tracker uses weak boxes); `detections` events and
+        `board` show boxes from `confidence` up. `objects`: per source, empty when
+        nothing is tracked. `board` gets every frame with its boxes."""
         self._model = model
         self._rules = rules
         self._factory = factory
@@ -93,6 +96,7 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         self._objects = objects
         self._estimate = estimate
         self._stats = stats
+        self._board = board
         self._clock = clock
 
     def process(self, item: Inferred) -> Iterable[Emitted]:
@@ -101,16 +105,17 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         frame = item.prepared.frame
         objects = self._objects.get(frame.source_id)
         occurrences = objects.on_frame(frame, detections) if objects is not None else []
+        # Boxes below the model's confidence only fed the tracker; each box shown
+        # carries the id of the object it belongs to, once that object is confirmed.
+        shown = np.flatnonzero(detections.confidence >= self._shown_confidence)
+        track_ids = objects.track_ids if objects is not None else {}
+        boxes = Detections(
+            detections.xyxy[shown], detections.confidence[shown], detections.class_id[shown]
+        )
+        ids = tuple(track_ids.get(int(i)) for i in shown)
+        self._board.show(Shown(frame, boxes, ids))
         events = []
         if EventType.DETECTIONS in self._emit:
-            # Boxes below the model's confidence only fed the tracker; each box shown
-            # carries the id of the object it belongs to, once that object is confirmed.
-            shown = np.flatnonzero(detections.confidence >= self._shown_confidence)
-            track_ids = objects.track_ids if objects is not None else {}
-            boxes = Detections(
-                detections.xyxy[shown], detections.confidence[shown], detections.class_id[shown]
-            )
-            ids = [track_ids.get(int(i)) for i in shown]
             events.append(self._factory.detections(frame, boxes, ids))
         if objects is not None:
             events += self._object_events(occurrences, timed=True)
@@ -121,7 +126,7 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         no_event_latency = (
             None if events else (self._clock.monotonic_ns() - frame.captured_ns) / 1e6
         )
-        self._stats.frame_processed(no_event_latency, late=item.late)
+        self._stats.frame_processed(frame.source_id, no_event_latency, late=item.late)
         return events
 
     def control(self, item: Control) -> Iterable[Emitted | Control]:
@@ -137,6 +142,7 @@ class PostprocessStage(Stage[Inferred, Emitted]):
             self._stats.objects_active(item.source_id, 0)
         if isinstance(item, SourceStatus):
             out.append(self._factory.source_status(item))
+        self._board.control(item)
         self._stats.events_emitted(sum(isinstance(e, Emitted) for e in out))
         if isinstance(item, EndOfStream):
             out.append(item)

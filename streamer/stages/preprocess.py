@@ -116,7 +116,7 @@ class PreprocessStage(Stage[Frame, Prepared]):
 
     def process(self, item: Frame) -> Iterable[Prepared]:
         if is_expired(item.deadline_ns, self._clock.monotonic_ns(), self._estimate.reserve_ns()):
-            self._stats.frame_dropped(self.name, DropReason.DEADLINE.value)
+            self._stats.frame_dropped(self.name, DropReason.DEADLINE.value, item.source_id)
             return ()
         frame_hw = (item.height, item.width)
         input_hw = self._input_hw.get(frame_hw)

@@ -1,0 +1,100 @@
+"""Whether a run is healthy, as `/healthz` answers (DESIGN.md section 13): every source
+connected or retrying within its budget, and the sink delivering. Pure: the counts and
+the time are given."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streamer.events.event import SourceState
+from streamer.runtime.messages import EndReason
+from streamer.runtime.stats import STARTING, SourceHealth, Totals
+
+
+@dataclass(frozen=True)
+class SourceCondition:
+    """One source as `/healthz` and the preview page show it."""
+
+    state: str  # a SourceState, or "starting"
+    detail: str | None
+    healthy: bool
+    down_s: float | None  # how long it has been without a connection
+    last_frame_age_s: float | None
+    fps: float
+
+    @property
+    def notice(self) -> str | None:
+        """What to write across its picture: why it shows no live frame (None: it does)."""
+        if self.state == SourceState.CONNECTED:
+            return None
+        return self.state if not self.detail else f"{self.state}: {self.detail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "detail": self.detail,
+            "healthy": self.healthy,
+            "down_s": _round(self.down_s),
+            "last_frame_age_s": _round(self.last_frame_age_s),
+            "fps": round(self.fps, 2),
+        }
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    problems: tuple[str, ...]  # one line each; empty when healthy
+    sources: Mapping[str, SourceCondition]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.healthy else "unhealthy",
+            "problems": list(self.problems),
+            "sources": {sid: c.to_dict() for sid, c in self.sources.items()},
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def condition(health: SourceHealth, down_budget_s: float, now: float) -> SourceCondition:
+    """`down_budget_s`: how long a source may retry before it counts as unhealthy."""
+    down_s = None if health.down_since is None else max(0.0, now - health.down_since)
+    if health.state is SourceState.ENDED:
+        healthy = health.detail != EndReason.FAILED
+    else:
+        healthy = down_s is None or down_s <= down_budget_s
+    return SourceCondition(
+        state=health.state.value if health.state is not None else STARTING,
+        detail=health.detail,
+        healthy=healthy,
+        down_s=down_s,
+        last_frame_age_s=None if health.last_frame_at is None else now - health.last_frame_at,
+        fps=health.fps,
+    )
+
+
+def assess(
+    totals: Totals,
+    down_budget_s: Mapping[str, float],
+    now: float,
+    failure: str | None = None,
+) -> Health:
+    """The run's health at `now` (wall clock); `failure`: why the run failed, if it did."""
+    sources = {
+        sid: condition(totals.health.get(sid, SourceHealth()), down_budget_s.get(sid, 0.0), now)
+        for sid in totals.sources
+    }
+    problems = [] if failure is None else [f"the run failed: {failure}"]
+    for sid, c in sources.items():
+        if not c.healthy:
+            down = "" if c.down_s is None else f" for {c.down_s:.0f} s"
+            problems.append(
+                f"source {sid}: {c.state}{down}" + (f" ({c.detail})" if c.detail else "")
+            )
+    if totals.sink_down_since is not None:
+        problems.append(f"Redis has refused events for {now - totals.sink_down_since:.0f} s")
+    return Health(not problems, tuple(problems), sources)

@@ -1,0 +1,1 @@
+"""What the model sees: annotated frames for the preview page, snapshots and recordings."""

@@ -1,0 +1,120 @@
+"""The latest processed frame of each source, annotated only when someone asks.
+
+The postprocessing thread hands every frame to `FrameBoard.show` with the boxes and
+track ids it found: that only keeps a reference (the decoded picture is never changed,
+see `Frame`), and hands it on to the recorders, if any. Converting, drawing and JPEG
+encoding happen on the thread that asks for a snapshot (the preview page, a recording),
+so a pipeline nobody looks at spends nothing on drawing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import av
+import cv2
+import numpy as np
+
+from streamer.preview.drawing import Regions, blank, draw_detections, draw_notice, draw_regions
+from streamer.runtime.messages import Control, Detections, Frame
+from streamer.runtime.queues import StageQueue
+
+JPEG_QUALITY = 80
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A processed frame with what the pipeline found in it."""
+
+    frame: Frame
+    boxes: Detections  # those shown (from the model's confidence up)
+    track_ids: tuple[int | None, ...]  # per box: the object it belongs to, once confirmed
+
+
+def to_bgr(picture: av.VideoFrame | np.ndarray) -> np.ndarray:
+    """A new H x W x 3 BGR array of a decoded picture (never the picture's own memory)."""
+    if isinstance(picture, av.VideoFrame):
+        return picture.to_ndarray(format="bgr24")
+    return np.array(picture, copy=True)
+
+
+def annotate(shown: Shown, regions: Regions, labels: Sequence[str]) -> np.ndarray:
+    """The frame as BGR with its zones, lines and boxes drawn."""
+    image = to_bgr(shown.frame.picture)
+    draw_regions(image, regions)
+    draw_detections(image, shown.boxes, shown.track_ids, labels)
+    return image
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ValueError(f"cannot encode a {image.shape} picture as JPEG")
+    return bytes(data)
+
+
+class FrameBoard:
+    """Per source, the last frame shown; JPEG snapshots of it on request."""
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        regions: Mapping[str, Regions],
+        recorders: Sequence[StageQueue[Shown]] = (),
+        stop: threading.Event | None = None,
+    ) -> None:
+        """`recorders`: inboxes that get every frame shown, and every control item, in
+        order (lossless: the postprocessing thread waits for room, unless `stop` is set)."""
+        self._labels = list(labels)
+        self._regions = dict(regions)
+        self._recorders = list(recorders)
+        self._stop = stop or threading.Event()
+        self._lock = threading.Lock()
+        self._latest: dict[str, Shown] = {}
+        self._jpegs: dict[str, tuple[tuple[int, str | None], bytes]] = {}
+
+    @property
+    def source_ids(self) -> list[str]:
+        return list(self._regions)
+
+    def regions(self, source_id: str) -> Regions:
+        return self._regions.get(source_id, Regions())
+
+    def show(self, shown: Shown) -> None:
+        with self._lock:
+            self._latest[shown.frame.source_id] = shown
+        for inbox in self._recorders:
+            inbox.put(shown, self._stop)
+
+    def control(self, item: Control) -> None:
+        for inbox in self._recorders:
+            inbox.put_control(item)
+
+    def annotated(self, shown: Shown) -> np.ndarray:
+        return annotate(shown, self.regions(shown.frame.source_id), self._labels)
+
+    def snapshot(self, source_id: str, notice: str | None = None) -> bytes:
+        """The latest frame of `source_id` annotated, as JPEG; dimmed with `notice` across
+        it (a source that is down), or a blank picture with it before any frame came.
+        KeyError for a source the pipeline does not have."""
+        if source_id not in self._regions:
+            raise KeyError(source_id)
+        with self._lock:
+            shown = self._latest.get(source_id)
+            cached = self._jpegs.get(source_id)
+        key = (-1 if shown is None else shown.frame.index, notice)
+        if cached is not None and cached[0] == key:
+            return cached[1]  # several viewers of one frame: drawn and encoded once
+        if shown is None:
+            image = blank()
+            draw_regions(image, self.regions(source_id))
+        else:
+            image = self.annotated(shown)
+        if notice is not None:
+            image = draw_notice(image, notice)
+        data = encode_jpeg(image)
+        with self._lock:
+            self._jpegs[source_id] = (key, data)
+        return data
