@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 
 from streamer import Pipeline
+from streamer.config import load_config
 from streamer.observability.server import OperatorServer
 from streamer.preview.drawing import LINE_COLOUR, PALETTE, ZONE_COLOUR
+from streamer.shards.supervisor import ShardedPipeline
 from tests.conftest import DEMO_CONFIDENCE, DEMO_FPS, REPO, run_cli, wait_until, write_pipeline
 from tools.rtsp import RtspServer
 
@@ -262,3 +264,43 @@ def test_every_metric_served_is_documented_by_the_name_it_is_served_under(
     for doc in (REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))):
         named = set(re.findall(r"\b(streamer_[a-z_]+)(?:\{|`)", doc.read_text()))
         assert named <= documented, f"{doc.name} names metrics not served: {named - documented}"
+
+
+@pytest.mark.integration
+def test_a_sharded_run_shows_every_cameras_frames_and_records_them(
+    tmp_path, redis_server, demo_clip, demo_model
+):
+    """Frames drawn in shard processes reach the supervisor's page, and each shard
+    records its own sources."""
+    sources = "".join(f"  - {{id: {sid}, uri: '{demo_clip}'}}\n" for sid in ("a", "b"))
+    pipeline_file = write_pipeline(
+        tmp_path / "shards.yaml",
+        f"name: shards\nworkers: 2\nevents: {{emit: [detections]}}\nsources:\n{sources}"
+        f"model:\n  path: '{demo_model}'\n{DEMO_CONFIDENCE}{REGIONS}",
+    )
+    pipeline = ShardedPipeline.from_config(
+        load_config(pipeline_file),
+        redis_url=redis_server.url,
+        realtime=True,
+        max_frames=150,
+        record=tmp_path / "site.mkv",
+    )
+    with OperatorServer(pipeline) as server, pipeline:
+        pipeline.start()
+
+        def drawn(sid: str) -> bool:
+            status, body = get(server.url + f"snapshot/{sid}.jpg")
+            image = decode_jpeg(body)
+            return status == 200 and image.shape == (360, 640, 3) and box_pixels(image) > 100
+
+        for sid in ("a", "b"):
+            wait_until(lambda sid=sid: drawn(sid), 30, f"a frame of {sid} with boxes")
+        assert health(server.url)[0] == 200
+        while not pipeline.join(0.5):
+            pass
+        stats = pipeline.stats()
+    assert len(set(stats["shards"])) == 2
+    for sid in ("a", "b"):
+        with av.open(str(tmp_path / f"site.{sid}.mkv")) as container:
+            frames = sum(1 for _ in container.decode(video=0))
+        assert frames == stats["sources"][sid]["processed"] == 150
