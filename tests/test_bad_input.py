@@ -207,3 +207,11 @@ def test_passwords_come_from_the_environment_and_an_unset_one_is_named(
         run_cli("run", str(path)),
         "p.yaml: sink.redis.url: the environment variable T_REDIS_URL is not set",
     )
+
+
+def test_validate_refuses_a_url_that_cannot_work_without_the_network(tmp_path, demo_model):
+    text = pipeline_text("rtspx://viewer:s3cret@10.0.0.7/stream1", demo_model)
+    path = write_pipeline(tmp_path / "p.yaml", text)
+    result = run_cli("validate", str(path))
+    assert_one_line_error(result, "p.yaml: sources[0].uri: rtspx:// is not a kind of URL")
+    assert "s3cret" not in result.stderr

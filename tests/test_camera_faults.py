@@ -156,6 +156,10 @@ def test_a_frozen_camera_is_noticed_and_reconnected(
     assert disconnected, statuses(cam1)
     first = disconnected[0]
     assert first["detail"]  # the reason
+    # Said within read_timeout_s (2 s) of its last frame, not one read timeout later.
+    last_frame = max(e["frame"]["captured_at"] for e in cam1[: cam1.index(first)]
+                     if e["type"] == "detections")  # fmt: skip
+    assert first["emitted_at"] - last_frame < 2 + 0.8, first
     back = max(i for i, e in enumerate(cam1) if e.get("status") == "connected")
     assert back > cam1.index(first)
     assert [e for e in cam1[back:] if e["type"] == "detections"], "no events after the thaw"

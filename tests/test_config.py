@@ -275,3 +275,24 @@ def test_an_unset_or_malformed_variable_names_the_file_and_field(tmp_path, monke
     path = write(tmp_path, MINIMAL.replace("uri: videos/a.mp4", f"uri: '{value}'"))
     with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [("rtspx://10.0.0.7/stream1", "rtspx:// is not a kind of URL streamer reads"),
+     ("rtsp:///stream1", "has no host"),
+     ("rtsp://10.0.0.7:99999/stream1", "has a port that is not a number"),
+     ("http://user:pw@:80/live.m3u8", "has no host")],
+)  # fmt: skip
+def test_urls_that_cannot_work_are_refused_without_the_network(tmp_path, uri, message):
+    path = write(tmp_path, MINIMAL.replace("uri: videos/a.mp4", f"uri: '{uri}'"))
+    with pytest.raises(ConfigError, match=f"sources\\[0\\]\\.uri: .*{re.escape(message)}"):
+        load_config(path)
+
+
+def test_urls_of_every_kind_streamer_reads_are_kept(tmp_path):
+    uris = ("rtsp://viewer:pw@10.0.0.7:554/s", "rtsps://cam.local/s", "srt://10.0.0.7:9000",
+            "udp://@:1234", "https://cdn.example/live.m3u8", "file:///videos/a.mp4")  # fmt: skip
+    for uri in uris:
+        path = write(tmp_path, MINIMAL.replace("uri: videos/a.mp4", f"uri: '{uri}'"))
+        assert load_config(path).sources[0].uri.endswith(uri.rsplit("/", 1)[-1])

@@ -12,7 +12,7 @@ import pytest
 
 from streamer.analytics.rules import rules_by_source
 from streamer.config import parse_config
-from streamer.events.event import EventType, SourceState
+from streamer.events.event import EventType, LeftReason, SourceState
 from streamer.events.factory import EventFactory
 from streamer.models import Model
 from streamer.pipeline.plans import QueuePlan, plan_queues
@@ -106,10 +106,6 @@ def stage(model: Model, clock: FakeClock, emit: Iterable[EventType]):
     return post, stats
 
 
-def events_of(outputs: Iterable[object]) -> list[EventType]:
-    return [o.event.type for o in outputs if isinstance(o, Emitted)]
-
-
 def test_a_frame_without_events_ends_its_latency_in_postprocessing(model):
     clock = FakeClock()
     post, stats = stage(model, clock, emit=[EventType.OBJECT_APPEARED])
@@ -130,11 +126,12 @@ def test_an_object_appears_after_its_confirmation_time_and_leaves_after_its_lost
     seen: list[tuple[int, EventType]] = []
     for i in range(3 * FPS):
         person = (100.0 + i, 100.0) if i < FPS else None  # seen for 1 s, then gone
-        for event in events_of(post.process(camera.frame(person))):
-            seen.append((i, event))
+        for out in post.process(camera.frame(person)):
+            seen.append((i, out.event))
         clock.advance(1 / FPS)
     (appeared, first), (left, last) = seen
-    assert (first, last) == (EventType.OBJECT_APPEARED, EventType.OBJECT_LEFT)
+    assert (first.type, last.type) == (EventType.OBJECT_APPEARED, EventType.OBJECT_LEFT)
+    assert last.reason is LeftReason.LOST
     assert appeared == 8  # 0.5 s after its first frame (3 hits long before)
     last_seen = FPS - 1
     assert 1.0 <= (left - last_seen) / FPS <= 1.0 + 1.5 / FPS  # 1 s after its last frame
@@ -160,12 +157,13 @@ def test_a_camera_that_disconnects_ends_its_objects_and_no_others(model):
         post.process(other.frame((200.0, 100.0)))
         clock.advance(1 / FPS)
     out = list(post.control(SourceStatus("cam", SourceState.DISCONNECTED, clock.time(), "eof")))
-    assert [(o.event.type, o.event.source) for o in out] == [
-        (EventType.OBJECT_LEFT, "cam"),
-        (EventType.SOURCE_STATUS, "cam"),
+    assert [(o.event.type, o.event.source, o.event.reason) for o in out] == [
+        (EventType.OBJECT_LEFT, "cam", LeftReason.DISCONNECTED),
+        (EventType.SOURCE_STATUS, "cam", None),
     ]
     end = list(post.control(EndOfStream("other", EndReason.EOF)))
-    assert [o.event.type for o in end if isinstance(o, Emitted)] == [EventType.OBJECT_LEFT]
+    assert [(o.event.type, o.event.reason) for o in end if isinstance(o, Emitted)] == [
+        (EventType.OBJECT_LEFT, LeftReason.END_OF_STREAM)]  # fmt: skip
     assert end[-1] == EndOfStream("other", EndReason.EOF)  # passed on, after its events
 
 
@@ -190,3 +188,23 @@ def test_queue_plans_take_what_the_file_sets():
     assert plans["decoded"] == QueuePlan(50, Overflow.DROP_NEWEST)
     assert plans["events"] == QueuePlan(10, Overflow.BLOCK)
     assert plans["prepared"] == QueuePlan(4, Overflow.DROP_OLDEST)
+
+
+@pytest.mark.parametrize(
+    ("end", "reason"),
+    [(EndReason.EOF, LeftReason.END_OF_STREAM), (EndReason.STOPPED, LeftReason.SHUTDOWN),
+     (EndReason.FAILED, LeftReason.DISCONNECTED)],
+)  # fmt: skip
+def test_objects_of_a_source_that_ended_say_why_they_left(model, end, reason):
+    clock = FakeClock()
+    post, _ = stage(model, clock, emit=[EventType.OBJECT_LEFT])
+    cam = Camera(clock)
+    for _ in range(FPS):
+        post.process(cam.frame((100.0, 100.0)))
+        clock.advance(1 / FPS)
+    out = list(post.control(SourceStatus("cam", SourceState.ENDED, clock.time(), end.value)))
+    left = [
+        o.event for o in out if isinstance(o, Emitted) and o.event.type is EventType.OBJECT_LEFT
+    ]
+    assert [e.reason for e in left] == [reason]
+    assert left[0].to_dict()["reason"] == reason.value

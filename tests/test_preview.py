@@ -27,7 +27,15 @@ from streamer.config import load_config
 from streamer.observability.server import OperatorServer
 from streamer.preview.drawing import LINE_COLOUR, PALETTE, ZONE_COLOUR
 from streamer.shards.supervisor import ShardedPipeline
-from tests.conftest import DEMO_CONFIDENCE, DEMO_FPS, REPO, run_cli, wait_until, write_pipeline
+from tests.conftest import (
+    DEMO_CONFIDENCE,
+    DEMO_FPS,
+    DEMO_FRAMES,
+    REPO,
+    run_cli,
+    wait_until,
+    write_pipeline,
+)
 from tools.rtsp import RtspServer
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -304,3 +312,33 @@ def test_a_sharded_run_shows_every_cameras_frames_and_records_them(
         with av.open(str(tmp_path / f"site.{sid}.mkv")) as container:
             frames = sum(1 for _ in container.decode(video=0))
         assert frames == stats["sources"][sid]["processed"] == 150
+
+
+def test_snapshots_asked_for_from_many_threads_while_recording(tmp_path, demo_clip, demo_model):
+    """The preview's threads and the recorder convert the same frames at once (a frame's
+    own scaler shared between threads crashed the process)."""
+    pipeline = Pipeline.from_file(
+        preview_pipeline(tmp_path, str(demo_clip), demo_model),
+        on_event=lambda _event: None,
+        record=tmp_path / "out.mp4",
+    )
+    taken = [0]
+    done = threading.Event()
+
+    def look() -> None:
+        while not done.is_set():
+            decode_jpeg(pipeline.snapshot("cam1"))
+            taken[0] += 1
+
+    lookers = [threading.Thread(target=look) for _ in range(3)]
+    pipeline.start()
+    for thread in lookers:
+        thread.start()
+    try:
+        pipeline.join(120)
+    finally:
+        done.set()
+        for thread in lookers:
+            thread.join(30)
+    assert pipeline.stats()["frames"]["processed"] == DEMO_FRAMES
+    assert taken[0] > 100

@@ -16,7 +16,7 @@ from streamer.analytics.geometry import polygon_contour
 from streamer.analytics.rules import LineRule, ObjectRules, Occurrence, ZoneRule, rules_by_source
 from streamer.analytics.tracking import Tracker, TrackerSettings
 from streamer.config import parse_config
-from streamer.events.event import Anchor
+from streamer.events.event import Anchor, LeftReason
 from streamer.runtime.messages import Detections, Frame
 from tools.scenes import SceneObject
 
@@ -80,7 +80,7 @@ def run_scene(
             np.array(classes, np.int64),
         )
         out += rules.on_frame(frame, detections)
-    return out + rules.on_end(), shown
+    return out + rules.on_end(LeftReason.END_OF_STREAM), shown
 
 
 def counts(occurrences: list[Occurrence]) -> Counter[tuple[str, str | None]]:
@@ -164,7 +164,7 @@ def test_a_box_seen_once_or_twice_is_no_object():
     out = rules.on_frame(frame_at(0), seen) + rules.on_frame(frame_at(1), seen)
     for i in range(2, 40):
         out += rules.on_frame(frame_at(i), empty)
-    assert out + rules.on_end() == []
+    assert out + rules.on_end(LeftReason.END_OF_STREAM) == []
 
 
 def test_dropped_frames_do_not_end_tracks_within_lost_after():
@@ -183,9 +183,11 @@ def test_dropped_frames_do_not_end_tracks_within_lost_after():
     kept = [i for i in range(150) if not (30 <= i < 43) and not (80 <= i < 98)]
     for i in kept:  # gaps: frames 30-42 (0.87 s) and 80-97 (1.2 s)
         out += rules.on_frame(frame_at(i), detections(i / FPS))
-    out += rules.on_end()
+    out += rules.on_end(LeftReason.END_OF_STREAM)
     assert [o.type for o in out] == ["object_appeared", "object_left"] * 2
     assert out[1].object.dwell_s == pytest.approx(79 / FPS)
+    # The first left the picture for longer than lost_after_s; the second was there at the end.
+    assert [out[1].reason, out[3].reason] == [LeftReason.LOST, LeftReason.END_OF_STREAM]
 
 
 def test_memory_stays_bounded_over_many_objects():

@@ -12,6 +12,7 @@ library, so the tests' own Python can drive it:
         server.thaw()             # SIGCONT
     RtspServer({"cam1": clip}, codec="h265")  # an H.265 camera (x265enc ! rtph265pay)
     RtspServer({"cam1": clip}, follow_size=True)  # the stream changes size when the file does
+    RtspServer({"cam1": clip}, login="viewer:secret")  # asks for a login (RTSP basic auth)
 
 `rtsp_server_available()` says why the server cannot run here (None when it can), for skips.
 """
@@ -78,8 +79,10 @@ class RtspServer:
         key_int_max: int | None = None,
         codec: str = "h264",
         follow_size: bool = False,
+        login: str | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
+        """`login`: "USER:PASSWORD" that clients must give (none asked by default)."""
         if not mounts:
             raise ValueError("RtspServer needs at least one mount")
         self.mounts = {name: Path(path) for name, path in mounts.items()}
@@ -90,6 +93,7 @@ class RtspServer:
         self.key_int_max = key_int_max
         self.codec = codec
         self.follow_size = follow_size
+        self.login = login
         self.start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
@@ -127,6 +131,8 @@ class RtspServer:
             args += ["--codec", self.codec]
         if self.follow_size:
             args.append("--follow-size")
+        if self.login is not None:
+            args += ["--login", self.login]
         return args
 
     def start(self) -> RtspServer:

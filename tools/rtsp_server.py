@@ -99,6 +99,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="let the stream's frame size change when the file's does (default: the first's)",
     )
+    parser.add_argument(
+        "--login", metavar="USER:PASSWORD", help="ask clients for this login (RTSP basic auth)"
+    )
     parser.add_argument("--check", action="store_true", help="only check that it can run")
     args = parser.parse_args(argv)
     if args.check:
@@ -117,6 +120,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--follow-size and --width/--height exclude each other")
     if args.fps is not None and args.fps <= 0:
         parser.error("--fps must be positive")
+    if args.login is not None and ":" not in args.login:
+        parser.error("--login is USER:PASSWORD")
     return args
 
 
@@ -226,6 +231,17 @@ def serve(args: argparse.Namespace) -> int:
     server.set_address(HOST)
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
+    permissions = None
+    if args.login is not None:
+        user, password = args.login.split(":", 1)
+        auth = rtsp.RTSPAuth()
+        token = rtsp.RTSPToken()
+        token.set_string("media.factory.role", user)
+        auth.add_basic(rtsp.RTSPAuth.make_basic(user, password), token)
+        server.set_auth(auth)
+        permissions = rtsp.RTSPPermissions()
+        permissions.add_permission_for_role(user, "media.factory.access", True)
+        permissions.add_permission_for_role(user, "media.factory.construct", True)
     try:
         for index, mount in enumerate(args.mount):
             feeder = Feeder(gst, mount, f"streamer-feed-{index}", size)
@@ -246,6 +262,8 @@ def serve(args: argparse.Namespace) -> int:
                 + " )"
             )
             factory.set_shared(True)
+            if permissions is not None:
+                factory.set_permissions(permissions)
             mounts.add_factory(f"/{mount.name}", factory)
     except RuntimeError as exc:
         print(f"rtsp_server: {exc}", file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ An object that ends inside a zone exits it, so every `zone_entered` has its `zon
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from streamer.analytics.geometry import (
 )
 from streamer.analytics.tracking import Track, Tracker, TrackerSettings
 from streamer.config.schema import LineConfig, PipelineConfig, ZoneConfig
-from streamer.events.event import Anchor, Direction, EventType
+from streamer.events.event import Anchor, Direction, EventType, LeftReason
 from streamer.runtime.messages import Detections, Frame
 
 MIN_BAND_PX = 2.0
@@ -90,6 +90,7 @@ class Occurrence:
     zone: str | None = None
     line: str | None = None
     direction: Direction | None = None  # on line_crossed
+    reason: LeftReason | None = None  # on object_left
 
 
 @dataclass
@@ -128,7 +129,7 @@ class ObjectRules:
         self.track_ids = {t.detection: t.track_id for t in update.seen if t.confirmed}
         out: list[Occurrence] = []
         for track in update.ended:
-            out += self._end(track, frame)
+            out += self._end(track, frame, LeftReason.LOST)
         for track in update.discarded:
             self._objects.pop(track.track_id, None)
         newly_confirmed = {t.track_id for t in update.confirmed}
@@ -148,14 +149,14 @@ class ObjectRules:
             out += found
         return out
 
-    def on_end(self) -> list[Occurrence]:
+    def on_end(self, reason: LeftReason) -> list[Occurrence]:
         """The source ended (or lost its connection): every object it had leaves."""
         frame = self._last_frame
         tracks = self._tracker.end_all()
         out: list[Occurrence] = []
         if frame is not None:
             for track in tracks:
-                out += self._end(track, frame)
+                out += self._end(track, frame, reason)
         self._objects.clear()
         return out
 
@@ -163,7 +164,7 @@ class ObjectRules:
     def active_objects(self) -> int:
         return sum(1 for t in self._tracker.tracks if t.confirmed)
 
-    def _end(self, track: Track, frame: Frame) -> list[Occurrence]:
+    def _end(self, track: Track, frame: Frame, reason: LeftReason) -> list[Occurrence]:
         state = self._objects.pop(track.track_id)
         out = [
             self._occurrence(
@@ -172,9 +173,8 @@ class ObjectRules:
             )
             for zone, since in state.inside_since.items()
         ]  # fmt: skip
-        out.append(
-            self._occurrence(EventType.OBJECT_LEFT, track, state, frame, dwell_s=track.dwell_s)
-        )
+        left = self._occurrence(EventType.OBJECT_LEFT, track, state, frame, dwell_s=track.dwell_s)
+        out.append(replace(left, reason=reason))
         return out
 
     def _judge(self, track: Track, state: _ObjectState, frame: Frame) -> list[Occurrence]:

@@ -75,7 +75,8 @@ def _more_values_than(data: Any, limit: int) -> bool:
 
 
 def parse_config(data: Any, origin: str) -> PipelineConfig:
-    """Validate already-parsed YAML; `origin` names the file in errors."""
+    """Validate already-parsed YAML, `${NAME}` in its values replaced from the environment;
+    `origin` names the file in errors."""
     if not isinstance(data, dict):
         raise ConfigError(
             f"{origin}: a pipeline file must be a mapping of keys, got {type(data).__name__}"
@@ -85,6 +86,10 @@ def parse_config(data: Any, origin: str) -> PipelineConfig:
             f"{origin}: more than {MAX_VALUES} values (a YAML alias counts each time it is "
             "used): not a pipeline file"
         )
+    try:
+        data = substitute(data, os.environ)  # bounded: the values were counted above
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
@@ -146,10 +151,6 @@ def load_config(path: Path) -> PipelineConfig:
         # Python's own advice after the ';' (sys.set_int_max_str_digits) is not for users.
         problem = str(exc).partition(";")[0]
         raise ConfigError(f"{path}: invalid YAML: a value cannot be read ({problem})") from None
-    try:
-        data = substitute(data, os.environ)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
     config = parse_config(data, str(path))
     base = path.resolve().parent
     sources = [

@@ -12,6 +12,7 @@ import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -59,6 +60,11 @@ class Provider(StrEnum):
 
 
 URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+# What a source URL may be: FFmpeg's network protocols that carry live video.
+NETWORK_SCHEMES = frozenset(
+    {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp", "rtp"}
+)
+LOCAL_SCHEMES = frozenset({"file", "v4l2"})
 # A pipeline file is small: a few hundred values. Past this many, counting each use of a
 # YAML alias again, validating it (and listing its errors) could take minutes.
 MAX_VALUES = 100_000
@@ -102,6 +108,23 @@ class ReconnectConfig(_Model):
         return self
 
 
+def _check_url(uri: str) -> None:
+    """What can be known wrong with a URL without the network: ValueError saying what."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme in LOCAL_SCHEMES:
+        return
+    if scheme not in NETWORK_SCHEMES:
+        known = ", ".join(sorted(NETWORK_SCHEMES))
+        raise ValueError(f"{scheme}:// is not a kind of URL streamer reads ({known}, or a file)")
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+    if not parts.hostname and scheme not in ("udp", "rtp"):  # udp://@:1234 listens
+        raise ValueError("has no host")
+
+
 class SourceConfig(_Model):
     id: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
     """Unique within the file; used in events and stream keys."""
@@ -143,6 +166,8 @@ class SourceConfig(_Model):
             raise ValueError("is blank")
         if any(ord(c) < 32 for c in uri):
             raise ValueError("contains a control character (a newline, a NUL...)")
+        if URI_SCHEME.match(uri):
+            _check_url(uri)
         return uri
 
     @field_validator("ffmpeg_options")

@@ -45,6 +45,24 @@ class SourceState(StrEnum):
     ENDED = "ended"
 
 
+class SourceProblem(StrEnum):
+    """Of a `source_status` event (`reason`): why a source is down, when it is no passing
+    outage but something a person must fix; said once, when it is first seen."""
+
+    UNAUTHORIZED = "unauthorized"  # the camera refused the login (401, 403)
+    NOT_FOUND = "not_found"  # no such stream on the server (404)
+    INVALID_URL = "invalid_url"  # a scheme this cannot read, a host that does not exist
+
+
+class LeftReason(StrEnum):
+    """Of an `object_left` event (`reason`): why the object's track ended."""
+
+    LOST = "lost"  # it was not seen for `tracking.lost_after_s`: it went away
+    END_OF_STREAM = "end_of_stream"  # the file or stream ended
+    DISCONNECTED = "disconnected"  # the camera dropped (or its source failed)
+    SHUTDOWN = "shutdown"  # the pipeline was stopped
+
+
 class Direction(StrEnum):
     """Of a `line_crossed` event: `in` is towards the side where cross(B - A, P - A) > 0."""
 
@@ -129,7 +147,9 @@ class Event:
     - object events (`OBJECT_EVENT_TYPES`): `object`; `zone` on zone events; `line` and
       `direction` on `line_crossed`;
     - `detections`: `objects`, every box of the frame;
-    - `source_status`: `status`, and `detail` when there is more to say; `frame` is None.
+    - `source_status`: `status`, and `detail` when there is more to say; `frame` is None;
+      `reason` when a source is down for something a person must fix (`SourceProblem`);
+    - `object_left` also says why in `reason` (`LeftReason`).
 
     `entry_id` and `stream` are the id and the key of the Redis stream entry the event
     was read from (None for an event handed over in process); they are not part of the
@@ -151,6 +171,7 @@ class Event:
     direction: Direction | None = None
     status: SourceState | None = None
     detail: str | None = None
+    reason: SourceProblem | LeftReason | None = None
     schema: int = SCHEMA_VERSION
     entry_id: str | None = field(default=None, compare=False)
     stream: str | None = field(default=None, compare=False)
@@ -179,6 +200,8 @@ class Event:
                 out["detail"] = self.detail
         else:
             out["object"] = None if self.object is None else self.object.to_dict()
+        if self.reason is not None:
+            out["reason"] = str(self.reason)
         return out
 
     @classmethod
@@ -193,8 +216,12 @@ class Event:
         except ValueError:
             raise UnknownEventType(f"unknown event type {e['type']!r}") from None
         frame, obj, direction, status = e["frame"], e.get("object"), e.get("direction"), None
+        reason: SourceProblem | LeftReason | None = None
         if type_ is EventType.SOURCE_STATUS:
             status = SourceState(e["status"])
+            reason = None if e.get("reason") is None else SourceProblem(e["reason"])
+        elif type_ is EventType.OBJECT_LEFT and e.get("reason") is not None:
+            reason = LeftReason(e["reason"])
         return cls(
             id=e["id"],
             run=e["run"],
@@ -213,6 +240,7 @@ class Event:
             direction=None if direction is None else Direction(direction),
             status=status,
             detail=e.get("detail"),
+            reason=reason,
             schema=e["schema"],
             entry_id=entry_id,
             stream=stream,

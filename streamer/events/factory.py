@@ -19,6 +19,8 @@ from streamer.events.event import (
     Event,
     EventType,
     FrameRef,
+    LeftReason,
+    SourceProblem,
     SourceState,
     TrackedObject,
 )
@@ -101,6 +103,7 @@ class EventFactory:
         direction: Direction | None = None,
         status: SourceState | None = None,
         detail: str | None = None,
+        reason: SourceProblem | LeftReason | None = None,
     ) -> Event:
         self._seq[source_id] += 1
         now = self._clock.time()
@@ -123,6 +126,7 @@ class EventFactory:
             direction=direction,
             status=status,
             detail=detail,
+            reason=reason,
         )
 
     def boxes(
@@ -182,6 +186,7 @@ class EventFactory:
             zone=occurrence.zone,
             line=occurrence.line,
             direction=occurrence.direction,
+            reason=occurrence.reason,
         )
         return Emitted.of(event, frame.captured_ns if timed else None)
 
@@ -193,5 +198,6 @@ class EventFactory:
             emitted_at=status.at,
             status=status.status,
             detail=status.detail,
+            reason=status.problem,
         )
         return Emitted.of(event, None)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.events.event import SourceState
+from streamer.events.event import SourceProblem, SourceState
 from streamer.runtime.messages import EndReason
 from streamer.runtime.stats import STARTING, SourceHealth, Totals
 
@@ -19,6 +19,7 @@ class SourceCondition:
 
     state: str  # a SourceState, or "starting"
     detail: str | None
+    problem: SourceProblem | None  # down for something a person must fix
     healthy: bool
     down_s: float | None  # how long it has been without a connection
     last_frame_age_s: float | None
@@ -29,12 +30,14 @@ class SourceCondition:
         """What to write across its picture: why it shows no live frame (None: it does)."""
         if self.state == SourceState.CONNECTED:
             return None
-        return self.state if not self.detail else f"{self.state}: {self.detail}"
+        what = self.state if self.problem is None else self.problem.value
+        return what if not self.detail else f"{what}: {self.detail}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "state": self.state,
             "detail": self.detail,
+            "problem": None if self.problem is None else self.problem.value,
             "healthy": self.healthy,
             "down_s": _round(self.down_s),
             "last_frame_age_s": _round(self.last_frame_age_s),
@@ -65,11 +68,14 @@ def condition(health: SourceHealth, down_budget_s: float, now: float) -> SourceC
     down_s = None if health.down_since is None else max(0.0, now - health.down_since)
     if health.state is SourceState.ENDED:
         healthy = health.detail != EndReason.FAILED
+    elif health.problem is not None:
+        healthy = False  # no retry will mend it
     else:
         healthy = down_s is None or down_s <= down_budget_s
     return SourceCondition(
         state=health.state.value if health.state is not None else STARTING,
         detail=health.detail,
+        problem=health.problem,
         healthy=healthy,
         down_s=down_s,
         last_frame_age_s=None if health.last_frame_at is None else now - health.last_frame_at,
@@ -91,10 +97,9 @@ def assess(
     problems = [] if failure is None else [f"the run failed: {failure}"]
     for sid, c in sources.items():
         if not c.healthy:
+            what = c.state if c.problem is None else f"{c.state}, {c.problem}"
             down = "" if c.down_s is None else f" for {c.down_s:.0f} s"
-            problems.append(
-                f"source {sid}: {c.state}{down}" + (f" ({c.detail})" if c.detail else "")
-            )
+            problems.append(f"source {sid}: {what}{down}" + (f" ({c.detail})" if c.detail else ""))
     if totals.sink_down_since is not None:
         problems.append(f"Redis has refused events for {now - totals.sink_down_since:.0f} s")
     return Health(not problems, tuple(problems), sources)

@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streamer.events.event import SourceState
+from streamer.events.event import SourceProblem, SourceState
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.stats import STARTING
 
@@ -96,6 +96,11 @@ class StatsCollector(Collector):
         fps = GaugeMetricFamily(
             "streamer_source_fps", "Frames decoded a second, over the last 5 s", labels=["source"]
         )
+        problem = GaugeMetricFamily(
+            "streamer_source_problem",
+            "1 while the source is down for something a person must fix",
+            labels=["source", "problem"],
+        )
         now = self._clock.time()
         for sid, info in sources.items():
             connected.add_metric([sid], float(info["state"] == SourceState.CONNECTED))
@@ -109,4 +114,6 @@ class StatsCollector(Collector):
             if info["last_frame_at"] is not None:
                 age.add_metric([sid], max(0.0, now - info["last_frame_at"]))
             fps.add_metric([sid], info["fps"])
-        yield from (connected, state, reconnects, decoded, processed, dropped, age, fps)
+            for name in SourceProblem:
+                problem.add_metric([sid, name.value], float(info["problem"] == name))
+        yield from (connected, state, problem, reconnects, decoded, processed, dropped, age, fps)

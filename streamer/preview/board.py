@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from streamer.preview.drawing import Regions, blank, draw_detections, draw_notice, draw_regions
 from streamer.runtime.messages import Control, Detections, Frame
@@ -33,16 +34,22 @@ class Shown:
     track_ids: tuple[int | None, ...]  # per box: the object it belongs to, once confirmed
 
 
-def to_bgr(picture: av.VideoFrame | np.ndarray) -> np.ndarray:
-    """A new H x W x 3 BGR array of a decoded picture (never the picture's own memory)."""
+def to_bgr(picture: av.VideoFrame | np.ndarray, reformatter: VideoReformatter) -> np.ndarray:
+    """A new H x W x 3 BGR array of a decoded picture (never the picture's own memory).
+
+    Converted with the caller's `reformatter`, never the frame's own: several threads
+    (the preview, a recording, preprocessing) read one frame at once, and a scaler used
+    by two threads at once crashes the process."""
     if isinstance(picture, av.VideoFrame):
-        return picture.to_ndarray(format="bgr24")
+        return reformatter.reformat(picture, format="bgr24").to_ndarray()
     return np.array(picture, copy=True)
 
 
-def annotate(shown: Shown, regions: Regions, labels: Sequence[str]) -> np.ndarray:
+def annotate(
+    shown: Shown, regions: Regions, labels: Sequence[str], reformatter: VideoReformatter
+) -> np.ndarray:
     """The frame as BGR with its zones, lines and boxes drawn."""
-    image = to_bgr(shown.frame.picture)
+    image = to_bgr(shown.frame.picture, reformatter)
     draw_regions(image, regions)
     draw_detections(image, shown.boxes, shown.track_ids, labels)
     return image
@@ -72,6 +79,8 @@ class FrameBoard:
         self._recorders = list(recorders)
         self._stop = stop or threading.Event()
         self._lock = threading.Lock()
+        self._drawing = threading.Lock()  # one snapshot drawn at a time, with:
+        self._reformatter = VideoReformatter()
         self._latest: dict[str, Shown] = {}
         self._jpegs: dict[str, tuple[tuple[int, str | None], bytes]] = {}
 
@@ -92,8 +101,9 @@ class FrameBoard:
         for inbox in self._recorders:
             inbox.put_control(item)
 
-    def annotated(self, shown: Shown) -> np.ndarray:
-        return annotate(shown, self.regions(shown.frame.source_id), self._labels)
+    def annotated(self, shown: Shown, reformatter: VideoReformatter) -> np.ndarray:
+        """`shown` drawn; `reformatter`: the calling thread's own."""
+        return annotate(shown, self.regions(shown.frame.source_id), self._labels, reformatter)
 
     def snapshot(self, source_id: str, notice: str | None = None) -> bytes:
         """The latest frame of `source_id` annotated, as JPEG; dimmed with `notice` across
@@ -107,14 +117,15 @@ class FrameBoard:
         key = (-1 if shown is None else shown.frame.index, notice)
         if cached is not None and cached[0] == key:
             return cached[1]  # several viewers of one frame: drawn and encoded once
-        if shown is None:
-            image = blank()
-            draw_regions(image, self.regions(source_id))
-        else:
-            image = self.annotated(shown)
-        if notice is not None:
-            image = draw_notice(image, notice)
-        data = encode_jpeg(image)
+        with self._drawing:
+            if shown is None:
+                image = blank()
+                draw_regions(image, self.regions(source_id))
+            else:
+                image = self.annotated(shown, self._reformatter)
+            if notice is not None:
+                image = draw_notice(image, notice)
+            data = encode_jpeg(image)
         with self._lock:
             self._jpegs[source_id] = (key, data)
         return data

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+from av.video.reformatter import VideoReformatter
 
 from streamer.preview.board import FrameBoard, Shown
 from streamer.runtime.messages import EndOfStream
@@ -76,6 +77,7 @@ class Recorder:
         self._paths = paths
         self._supervisor = supervisor
         self._codec = video_codec()
+        self._reformatter = VideoReformatter()  # this thread's own (see `to_bgr`)
         self._outputs: dict[str, _Output] = {}
         self.frames: dict[str, int] = dict.fromkeys(paths, 0)
 
@@ -99,7 +101,7 @@ class Recorder:
 
     def _write(self, shown: Shown) -> None:
         source_id = shown.frame.source_id
-        image = self._board.annotated(shown)
+        image = self._board.annotated(shown, self._reformatter)
         out = self._outputs.get(source_id) or self._open(source_id, shown, image.shape)
         # yuv420p needs even sides: an odd row or column is left out of the recording.
         frame = av.VideoFrame.from_ndarray(image[: out.height, : out.width], format="bgr24")

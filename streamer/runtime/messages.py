@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from streamer.enums import StrEnum
-from streamer.events.event import Event, SourceState
+from streamer.events.event import Event, SourceProblem, SourceState
 
 
 class DropReason(StrEnum):
@@ -138,6 +138,7 @@ class SourceStatus:
     status: SourceState
     at: float  # wall clock
     detail: str | None = None
+    problem: SourceProblem | None = None  # down for something a person must fix
 
 
 class EndReason(StrEnum):

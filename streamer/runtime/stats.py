@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from streamer.events.event import SourceState
+from streamer.events.event import SourceProblem, SourceState
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 
 _BUCKET_GROWTH = 1.01  # latency buckets 1 % wide: percentiles within 1 %
@@ -90,6 +90,7 @@ class SourceHealth:
     state: SourceState | None = None  # None: before the source first said anything
     detail: str | None = None  # why, for a source that is not connected
     since: float = 0.0  # wall clock: when it entered `state`
+    problem: SourceProblem | None = None  # down for something a person must fix
     down_since: float | None = None  # wall clock: not connected since (None: it is)
     last_frame_at: float | None = None  # wall clock of its last decoded frame
     fps: float = 0.0  # frames decoded a second, lately
@@ -105,6 +106,7 @@ class SourceHealth:
             state=newer.state,
             detail=newer.detail,
             since=newer.since,
+            problem=newer.problem,
             down_since=newer.down_since,
             last_frame_at=max(frames) if frames else None,
             fps=newer.fps,
@@ -253,6 +255,7 @@ def _source_doc(t: Totals, sid: str) -> dict[str, Any]:
         "dropped": dict(sorted(h.dropped.items())),
         "state": h.state.value if h.state is not None else STARTING,
         "detail": h.detail,
+        "problem": None if h.problem is None else h.problem.value,
         "last_frame_at": h.last_frame_at,
         "fps": round(h.fps, 2),
     }
@@ -265,6 +268,7 @@ class _SourceCounts:
     state: SourceState | None = None
     detail: str | None = None
     since: float = 0.0
+    problem: SourceProblem | None = None
     down_since: float | None = None
     last_frame_at: float | None = None
     rate: RateMeter = field(default_factory=RateMeter)
@@ -273,8 +277,8 @@ class _SourceCounts:
 
     def health(self, now_ns: int) -> SourceHealth:
         return SourceHealth(
-            self.state, self.detail, self.since, self.down_since, self.last_frame_at,
-            self.rate.rate(now_ns),
+            self.state, self.detail, self.since, self.problem, self.down_since,
+            self.last_frame_at, self.rate.rate(now_ns),
             self.processed, dict(self.dropped),
         )  # fmt: skip
 
@@ -374,12 +378,19 @@ class RunStats:
         with self._lock:
             self._reconnects[source_id] += 1
 
-    def source_state(self, source_id: str, state: SourceState, detail: str | None) -> None:
-        """A source changed state; `detail` says why."""
+    def source_state(
+        self,
+        source_id: str,
+        state: SourceState,
+        detail: str | None,
+        problem: SourceProblem | None = None,
+    ) -> None:
+        """A source changed state; `detail` says why, `problem` what a person must fix."""
         now = self._clock.time()
         with self._lock:
             counts = self._health[source_id]
             counts.state, counts.detail, counts.since = state, detail, now
+            counts.problem = problem
             if state in (SourceState.DISCONNECTED, SourceState.RECONNECTING):
                 counts.down_since = counts.down_since or now
             else:

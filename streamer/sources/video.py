@@ -18,7 +18,7 @@ import av.error
 
 from streamer.config.schema import PipelineConfig, SkipFrames, SourceConfig
 from streamer.errors import ConfigError
-from streamer.events.event import SourceState
+from streamer.events.event import SourceProblem, SourceState
 from streamer.observability.redact import redact
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.messages import DropReason, EndOfStream, EndReason, Frame, SourceStatus
@@ -26,6 +26,7 @@ from streamer.runtime.queues import POLL_S, StageQueue
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
 from streamer.sources.opening import choose_hwaccel, open_container
+from streamer.sources.problems import diagnose
 from streamer.sources.timing import Backoff, Pacer, RateLimiter
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ def plan_sources(config: PipelineConfig, max_frames: int | None) -> list[SourceP
 
 
 class Stalled(Exception):
-    """A live connection that delivers data but no frame (see `stall_timeout_s`)."""
+    """A live connection that delivers data but no frame (see `stall_timeout_s`), or
+    nothing at all for `read_timeout_s`."""
 
 
 class NoVideoTrack(Exception):
@@ -96,6 +98,7 @@ class VideoSource:
         self._supervisor = supervisor
         self._clock = clock
         self._index = 0
+        self._problem: SourceProblem | None = None  # said once, until it connects again
         self.failure: Exception | None = None  # why the source failed for good
         self._hwaccel = choose_hwaccel(plan.config)
 
@@ -142,6 +145,7 @@ class VideoSource:
         attempt = 0
         while not self._should_stop():
             opened_ns = self._clock.monotonic_ns()
+            diagnosis = None
             try:
                 self._decode_once()
                 detail = "stream ended"
@@ -149,29 +153,51 @@ class VideoSource:
                 detail = str(exc)
             except (av.error.FFmpegError, OSError) as exc:
                 detail = redact(str(exc))
+                diagnosis = diagnose(exc, config.uri)
             if (self._clock.monotonic_ns() - opened_ns) / 1e9 >= config.reconnect.healthy_after_s:
                 backoff.reset()  # it worked for a while: start the backoff afresh
                 attempt = 0
             if self._should_stop():
                 return
-            delay_s = backoff.next_delay_s()
             attempt += 1
-            log.warning("source %s (%s): %s; retrying in %.1f s", self.id, url, detail, delay_s)
-            self._status(SourceState.DISCONNECTED, detail)
             self._stats.source_reconnected(self.id)
+            if diagnosis is None:
+                self._problem = None
+                delay_s = backoff.next_delay_s()
+                log.warning("source %s (%s): %s; retrying in %.1f s", self.id, url, detail, delay_s)
+                self._status(SourceState.DISCONNECTED, detail)
+            else:
+                # Retrying soon cannot help: someone must change the camera or the file.
+                delay_s = config.reconnect.max_delay_s
+                if diagnosis.problem is not self._problem:
+                    log.error(
+                        "source %s (%s): %s: %s (%s); retrying every %.1f s",
+                        self.id, url, diagnosis.problem, diagnosis.advice, detail, delay_s,
+                    )  # fmt: skip
+                    self._problem = diagnosis.problem
+                    status = SourceStatus(
+                        self.id, SourceState.DISCONNECTED, self._clock.time(),
+                        f"{diagnosis.advice} ({detail})", diagnosis.problem,
+                    )  # fmt: skip
+                    self._report(status)
             if self._clock.wait(self._supervisor.stop_sources, delay_s):
                 return
-            self._status(SourceState.RECONNECTING, f"attempt {attempt}")
+            if self._problem is None:
+                self._status(SourceState.RECONNECTING, f"attempt {attempt}")
 
     def _announce_connected(self) -> None:
         url = redact(self.plan.config.uri)
         if not self.plan.config.is_file:
             log.info("source %s connected (%s)", self.id, url)
+        self._problem = None
         self._status(SourceState.CONNECTED, url)
 
     def _status(self, state: SourceState, detail: str) -> None:
-        self._stats.source_state(self.id, state, detail)
-        self._out.put_control(SourceStatus(self.id, state, self._clock.time(), detail))
+        self._report(SourceStatus(self.id, state, self._clock.time(), detail))
+
+    def _report(self, status: SourceStatus) -> None:
+        self._stats.source_state(self.id, status.status, status.detail, status.problem)
+        self._out.put_control(status)
 
     def _frames(self, container: Any) -> Iterator[Frame]:
         config = self.plan.config
@@ -199,8 +225,16 @@ class VideoSource:
         # The watchdog of a live source: data that arrives but never decodes into a frame
         # (a silent socket is caught by the read timeout instead).
         stall_s = None if config.is_file else config.stall_timeout_s
-        last_frame_ns = self._clock.monotonic_ns()
+        read_timeout_ns = None if config.is_file else int(config.read_timeout_s * 1e9)
+        last_frame_ns = last_packet_ns = self._clock.monotonic_ns()
         for packet in container.demux(stream):
+            now_ns = self._clock.monotonic_ns()
+            if read_timeout_ns is not None and now_ns - last_packet_ns >= read_timeout_ns:
+                # The read timed out: FFmpeg's RTSP demuxer hands over what it held before
+                # it gives up on the next read, one read timeout later. A silent camera is
+                # down now, not then.
+                raise Stalled(f"no data for {(now_ns - last_packet_ns) / 1e9:.1f} s")
+            last_packet_ns = now_ns
             try:
                 decoded = packet.decode()
             except av.error.InvalidDataError:

@@ -11,7 +11,7 @@ from streamer.analytics.boxes import nms, unletterbox
 from streamer.analytics.rules import ObjectRules, Occurrence
 from streamer.analytics.tracking import TrackerSettings
 from streamer.config.schema import PipelineConfig
-from streamer.events.event import EventType, SourceState
+from streamer.events.event import EventType, LeftReason, SourceState
 from streamer.events.factory import EventFactory
 from streamer.models import Model, ModelSpec
 from streamer.preview.board import FrameBoard, Shown
@@ -22,6 +22,7 @@ from streamer.runtime.messages import (
     Detections,
     Emitted,
     EndOfStream,
+    EndReason,
     Inferred,
     SourceStatus,
 )
@@ -63,6 +64,23 @@ def detections_from_output(model: Model, item: Inferred, rules: DetectionRules) 
         confidence=scores[keep].astype(np.float32),
         class_id=class_ids[keep].astype(np.int64),
     )
+
+
+def left_reason(item: Control) -> LeftReason | None:
+    """Why the objects of a source leave at `item`; None: they do not."""
+    if isinstance(item, EndOfStream):
+        end = item.reason
+    elif item.status is SourceState.DISCONNECTED:
+        return LeftReason.DISCONNECTED
+    elif item.status is SourceState.ENDED:
+        end = EndReason(item.detail)  # an ended source's detail is its EndReason
+    else:
+        return None
+    return {
+        EndReason.EOF: LeftReason.END_OF_STREAM,
+        EndReason.STOPPED: LeftReason.SHUTDOWN,
+        EndReason.FAILED: LeftReason.DISCONNECTED,
+    }[end]
 
 
 class PostprocessStage(Stage[Inferred, Emitted]):
@@ -133,12 +151,9 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         out: list[Emitted | Control] = []
         objects = self._objects.get(item.source_id)
         # A source that ended or lost its connection no longer shows its objects: they left.
-        ends = isinstance(item, EndOfStream) or (
-            isinstance(item, SourceStatus)
-            and item.status in (SourceState.DISCONNECTED, SourceState.ENDED)
-        )
-        if objects is not None and ends:
-            out += self._object_events(objects.on_end(), timed=False)
+        reason = left_reason(item)
+        if objects is not None and reason is not None:
+            out += self._object_events(objects.on_end(reason), timed=False)
             self._stats.objects_active(item.source_id, 0)
         if isinstance(item, SourceStatus):
             out.append(self._factory.source_status(item))
