@@ -215,3 +215,26 @@ def test_validate_refuses_a_url_that_cannot_work_without_the_network(tmp_path, d
     result = run_cli("validate", str(path))
     assert_one_line_error(result, "p.yaml: sources[0].uri: rtspx:// is not a kind of URL")
     assert "s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(("--duration", "nan"), "nan is not a number of seconds"),
+     (("--duration", "inf"), "inf is not a number of seconds"),
+     (("--stats-json", "/nonexistent-folder/stats.json"), "the folder /nonexistent-folder"),
+     (("--stats-json", "."), "is a folder")],
+)  # fmt: skip
+def test_flags_that_cannot_work_are_refused_before_the_run(tmp_path, demo_clip, demo_model, args,
+                                                           says):  # fmt: skip
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model, "sink: none\n"))
+    result = run_cli("run", str(path), *args)
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr and "Traceback" not in result.stderr
+    assert "model demo-detector.onnx" not in result.stderr  # refused before any work
+
+
+def test_the_start_up_log_names_the_stream(tmp_path, redis_server, demo_clip, demo_model):
+    path = write_pipeline(tmp_path / "p.yaml", pipeline_text(demo_clip, demo_model))
+    result = run_cli("run", str(path), "--redis-url", redis_server.url, "--max-frames", "2")
+    assert result.returncode == 0, result.stderr
+    assert f"writing events to {redis_server.url}, stream streamer:t:events" in result.stderr

@@ -341,3 +341,30 @@ def test_the_api_is_exported_from_the_package():
 
     assert (streamer.Consumer, streamer.Event) == (Consumer, Event)
     assert (streamer.TrackedObject, streamer.FrameRef) == (TrackedObject, FrameRef)
+
+
+def test_tail_lines_show_the_video_time_and_why_an_object_left(redis_server, redis_client):
+    factory = EventFactory("p", new_ulid(), ("person",))
+    obj = {"track_id": 3, "label": "person", "class_id": 0, "confidence": 0.9,
+           "bbox": [1.0, 2.0, 30.0, 60.0], "first_seen": T0, "last_seen": T0 + 4,
+           "dwell_s": 4.0}  # fmt: skip
+    left = object_event(factory, "object_left", obj, reason="lost")
+    left["frame"] = {"index": 1851, "pts": 3725.4, "captured_at": T0 + 5}
+    add(redis_client, left)
+    result = run_cli("events", "tail", "--redis-url", redis_server.url)
+    assert result.returncode == 0, result.stderr
+    assert "(video 1:02:05.4) cam1 #1 object_left person #3 4.0 s lost [1, 2, 30, 60]" in (
+        result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(("--count", "99999999999999999999"), "--count"),
+     (("--group", "g", "--claim-idle-ms", "99999999999999999999"), "--claim-idle-ms"),
+     (("--consumer", "c1"), "--consumer needs --group")],
+)  # fmt: skip
+def test_tail_answers_bad_numbers_and_a_consumer_without_a_group_as_usage(redis_server, args, says):
+    result = run_cli("events", "tail", "--redis-url", redis_server.url, *args)
+    assert result.returncode == 2
+    assert says in result.stderr and "Traceback" not in result.stderr

@@ -17,6 +17,10 @@ from streamer.client.streams import StreamsConsumer, is_pattern
 from streamer.errors import StreamerError
 from streamer.events.event import Event, EventType
 
+DEFAULT_CONSUMER = "streamer-cli"
+MAX_COUNT = 10**9  # more than any stream holds; Redis refuses counts beyond 64 bits
+MAX_IDLE_MS = 10**12  # 31 years
+
 
 @click.group()
 def events() -> None:
@@ -32,19 +36,21 @@ def events() -> None:
     help="Stream key, or a pattern such as 'streamer:site:*' (repeatable) "
     "[default: the only streamer:* stream].",
 )
-@click.option("--count", type=click.IntRange(min=0), help="Show the last N events (or N new ones).")
+@click.option(
+    "--count",
+    type=click.IntRange(0, MAX_COUNT),
+    help="Show the last N events (or N new ones).",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep waiting for new events.")
 @click.option("--group", help="Read as this consumer group (acknowledging each event).")
 @click.option(
     "--consumer",
     "consumer_name",
-    default="streamer-cli",
-    show_default=True,
-    help="Consumer name within --group.",
+    help=f"Consumer name within --group [default: {DEFAULT_CONSUMER}].",
 )
 @click.option(
     "--claim-idle-ms",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_IDLE_MS),
     help="With --group, also take over events other consumers left pending this long.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print each event's JSON on one line.")
@@ -54,13 +60,16 @@ def events_tail(
     count: int | None,
     follow: bool,
     group: str | None,
-    consumer_name: str,
+    consumer_name: str | None,
     claim_idle_ms: int | None,
     as_json: bool,
 ) -> None:
     """Print events from a stream (or several): the last ones, then new ones with --follow."""
     if claim_idle_ms is not None and not group:
         fail_usage("--claim-idle-ms needs --group")
+    if consumer_name is not None and not group:
+        fail_usage("--consumer needs --group (a consumer is a member of a group)")
+    consumer_name = consumer_name or DEFAULT_CONSUMER
     try:
         client = connect(redis_url)
         keys = list(streams) or [_only_stream(client)]
@@ -101,11 +110,23 @@ def _only_stream(client: RedisClient) -> str:
     raise StreamerError(f"several streams, choose one with --stream: {', '.join(streams)}")
 
 
+def _video_time(pts: float) -> str:
+    """A position in a video as a player shows it: 1:02.3, or 1:02:03.4."""
+    minutes, seconds = divmod(max(0.0, pts), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{seconds:04.1f}" if hours else f"{minutes}:{seconds:04.1f}"
+
+
 def _one_line(event: Event) -> str:
+    """The wall time the event was made, and where it is in the video (of a file: the
+    position to seek to; of a camera: its stream time)."""
     when = time.strftime("%H:%M:%S", time.localtime(event.emitted_at))
+    if event.frame is not None and event.frame.pts is not None:
+        when += f" (video {_video_time(event.frame.pts)})"
     head = f"{event.entry_id} {when} {event.source} #{event.seq} {event.type}"
     if event.type is EventType.SOURCE_STATUS:
-        return f"{head} {event.status}" + (f" ({event.detail})" if event.detail else "")
+        status = f"{event.status}, {event.reason}" if event.reason else str(event.status)
+        return f"{head} {status}" + (f" ({event.detail})" if event.detail else "")
     if event.type is EventType.DETECTIONS:
         frame = event.frame.index if event.frame else "?"
         boxes = ", ".join(f"{o.label} {o.confidence:.2f} {_box(o.bbox)}" for o in event.objects)
@@ -119,6 +140,8 @@ def _one_line(event: Event) -> str:
         parts.append(f"{where} {event.direction}" if event.direction else where)
     if o.dwell_s is not None:
         parts.append(f"{o.dwell_s:.1f} s")
+    if event.reason is not None:
+        parts.append(str(event.reason))
     parts.append(_box(o.bbox))
     return " ".join(parts)
 

@@ -32,7 +32,6 @@ from streamer.config.loader import naming_file
 from streamer.config.schema import AUTO, MAX_WORKERS
 from streamer.errors import PipelineFailed, StreamerError
 from streamer.events.event import Event
-from streamer.observability.redact import redact
 from streamer.observability.server import DEFAULT_HOST, OperatorServer
 from streamer.observability.status import StatusPublisher
 from streamer.pipeline.build import check
@@ -218,7 +217,8 @@ def run(
             pipeline.stop(0.0)
             fail_usage(f"--metrics-port {metrics_host}:{metrics_port}: {exc.strerror or exc}")
         server.start()
-    log.info("writing events to %s", redact(url) if url else "stdout (sink: none)")
+    if url is None:
+        log.info("writing events to stdout (sink: none)")
     publisher = None
     if url is not None:
         try:

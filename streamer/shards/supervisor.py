@@ -55,7 +55,7 @@ from streamer.shards.handles import Launcher, ProcessLauncher, ShardHandle
 from streamer.shards.messages import ShardEnded, ShardProgress, ShardStarted
 from streamer.shards.sizing import auto_workers
 from streamer.shards.worker import ShardSpec
-from streamer.sinks.redis_streams import check_stream_keys, connect_sink
+from streamer.sinks.redis_streams import check_stream_keys, connect_sink, stream_keys
 from streamer.sources.video import plan_sources
 
 log = logging.getLogger(__name__)
@@ -229,8 +229,8 @@ class ShardedPipeline:
         client = connect_sink(url)
         try:
             template = (config.redis or RedisSinkConfig()).stream
-            keys = {template.format(pipeline=config.name, source=s.id) for s in config.sources}
-            check_stream_keys(client, sorted(keys), url)
+            keys = stream_keys(template, config.name, [s.id for s in config.sources])
+            check_stream_keys(client, keys, url)
         finally:
             client.close()
         plans = plan_sources(config, max_frames)

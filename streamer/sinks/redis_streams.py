@@ -19,6 +19,7 @@ batch Redis already has.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -46,6 +47,7 @@ SOCKET_TIMEOUT_S = 5.0
 FINAL_FLUSH_S = 2.0  # how long a halted sink still tries to deliver what it holds
 # How far Redis's clock (stream entry ids) may be behind the clock that made the events.
 CLOCK_SKEW_MS = 60_000
+SHOWN_KEYS = 3  # stream keys the start-up log names
 
 # Replies that mean "not now" rather than "never": the batch is retried.
 RETRYABLE = (
@@ -82,6 +84,11 @@ return replies
 def connect_sink(url: str) -> RedisClient:
     """`connect` with the sink's socket timeout: an outage shows within seconds."""
     return connect(url, socket_timeout_s=SOCKET_TIMEOUT_S)
+
+
+def stream_keys(template: str, pipeline: str, source_ids: Iterable[str]) -> list[str]:
+    """The streams a pipeline's sources write to, each once, sorted."""
+    return sorted({template.format(pipeline=pipeline, source=sid) for sid in source_ids})
 
 
 def check_stream_keys(client: RedisClient, keys: list[str], url: str) -> None:
@@ -154,9 +161,13 @@ class RedisSink:
         written; RedisUnavailable or SinkError naming what is wrong."""
         client = connect_sink(url)
         spool = open_spool(config.spool_path, config.spool_max_events)
-        keys = {config.stream.format(pipeline=pipeline, source=sid) for sid in source_ids}
+        keys = stream_keys(config.stream, pipeline, source_ids)
         # Also the streams of events an earlier run left in the spool file.
-        check_stream_keys(client, sorted(keys | spool.keys()), url)
+        check_stream_keys(client, sorted(set(keys) | spool.keys()), url)
+        shown = ", ".join(keys[:SHOWN_KEYS]) + (
+            f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+        )
+        log.info("writing events to %s, stream %s", redact(url), shown)
         return cls(
             client, config.stream, pipeline, config.maxlen, spool, inbox, source_ids, stats,
             supervisor, clock,
