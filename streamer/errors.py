@@ -30,6 +30,11 @@ class SourceError(StreamerError):
 class RedisUnavailable(StreamerError):
     """Redis cannot be reached, or refused the login, at start."""
 
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        """`unreachable`: no answer (it may come up later), rather than a refusal."""
+        super().__init__(message)
+        self.unreachable = unreachable
+
 
 class SinkError(StreamerError):
     """The event sink cannot be used: a stream key holds something else, a spool file is

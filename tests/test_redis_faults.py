@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,11 @@ from tests.conftest import (
     CliResult,
     one_source_pipeline,
     read_events,
+    run_cli,
     run_with_stats,
+    write_pipeline,
 )
-from tools.local_redis import RedisServer
+from tools.local_redis import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -233,3 +237,61 @@ def test_a_spool_file_that_cannot_be_used_fails_at_start(
     result = run_with_stats(pipeline, redis_server.url, "--max-frames", "1")[0]
     line = one_line_error(result)
     assert f"{tmp_path / 'taken'}: event spool file cannot be" in line
+
+
+def test_a_run_that_starts_before_redis_waits_for_it(tmp_path, demo_clip, demo_model):
+    """Services started together: Redis comes up 2 s after the pipeline, within wait_s."""
+    late = RedisServer(tmp_path / "late")
+    path = write_pipeline(
+        tmp_path / "p.yaml",
+        f"name: late\nsources:\n  - {{id: cam1, uri: '{demo_clip}'}}\n"
+        f"model:\n  path: '{demo_model}'\nevents: {{emit: [detections]}}\n"
+        f"sink:\n  redis:\n    url: {late.url}\n    wait_s: 30\n",
+    )
+    starter = threading.Timer(2.0, late.start)
+    starter.start()
+    try:
+        result = run_cli("run", str(path), "--max-frames", "5")
+        assert result.returncode == 0, result.stderr
+        assert "waiting up to 30 s for it (sink.redis.wait_s)" in result.stderr
+        client = redis.Redis.from_url(late.url)
+        assert client.xlen("streamer:late:events") == 5 + 2  # connected, 5 frames, ended
+        client.close()
+    finally:
+        starter.cancel()
+        starter.join()
+        late.stop()
+
+
+def test_ctrl_c_while_waiting_for_redis_exits_130_without_a_traceback(
+    tmp_path, demo_clip, demo_model
+):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    path = write_pipeline(
+        tmp_path / "p.yaml",
+        f"name: t\nsources:\n  - {{id: cam1, uri: '{demo_clip}'}}\n"
+        f"model:\n  path: '{demo_model}'\nsink:\n  redis:\n    url: {url}\n    wait_s: 60\n",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "run", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "waiting up to" in line:
+                break
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    stderr = "".join(lines) + rest
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in stderr
+    assert "interrupted while starting" in stderr

@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import click
 import orjson
@@ -209,22 +210,27 @@ def run(
                 )
     except StreamerError as exc:
         fail_usage(str(exc))
-    server = None
-    if metrics_port is not None:
-        try:
-            server = OperatorServer(pipeline, metrics_host, metrics_port)
-        except OSError as exc:
-            pipeline.stop(0.0)
-            fail_usage(f"--metrics-port {metrics_host}:{metrics_port}: {exc.strerror or exc}")
-        server.start()
-    if url is None:
-        log.info("writing events to stdout (sink: none)")
-    publisher = None
-    if url is not None:
-        try:
-            publisher = StatusPublisher(url, config.name, pipeline.stats)
-        except StreamerError as exc:
-            log.warning("no status for `streamer status`: %s", exc)
+    except KeyboardInterrupt:
+        _interrupted_while_starting()
+    server = publisher = None
+    try:
+        if metrics_port is not None:
+            try:
+                server = OperatorServer(pipeline, metrics_host, metrics_port)
+            except OSError as exc:
+                pipeline.stop(0.0)
+                fail_usage(f"--metrics-port {metrics_host}:{metrics_port}: {exc.strerror or exc}")
+            server.start()
+        if url is None:
+            log.info("writing events to stdout (sink: none)")
+        else:
+            try:
+                publisher = StatusPublisher(url, config.name, pipeline.stats)
+            except StreamerError as exc:
+                log.warning("no status for `streamer status`: %s", exc)
+    except KeyboardInterrupt:
+        pipeline.stop(0.0)
+        _interrupted_while_starting()
     code = _run_until_done(pipeline)
     if publisher is not None:
         publisher.close()
@@ -241,6 +247,14 @@ def run(
     if pipeline.threads_alive():
         os._exit(code)  # threads stuck in a library call: do not wait for them
     sys.exit(code)
+
+
+def _interrupted_while_starting() -> NoReturn:
+    """Ctrl-C before the run began: nothing ran, nothing to drain or report."""
+    click.echo("streamer: interrupted while starting", err=True)
+    sys.stderr.flush()
+    # Threads that building started (a model's warm-up workers) must not hold the exit up.
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _run_until_done(pipeline: Pipeline | ShardedPipeline) -> int:

@@ -67,7 +67,10 @@ def connect(url: str, *, socket_timeout_s: float = SOCKET_TIMEOUT_S) -> RedisCli
                 client = redis.RedisCluster.from_url(url, **options)
         client.ping()
     except (redis.RedisError, ValueError, IndexError) as exc:
-        raise RedisUnavailable(connection_failure(url, exc)) from None
+        unreachable = isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not (
+            isinstance(exc, redis.AuthenticationError)
+        )
+        raise RedisUnavailable(connection_failure(url, exc), unreachable=unreachable) from None
     return client
 
 

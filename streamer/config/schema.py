@@ -431,6 +431,9 @@ class RedisSinkConfig(_Model):
     yet, so that a crash or a restart loses none of them; default: they are kept in memory."""
     spool_max_events: Annotated[int, Field(ge=1)] = 100_000
     """Most events kept while Redis is away; beyond, the oldest are lost (and counted)."""
+    wait_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    """How long a run that starts before Redis does waits for it, retrying, before it
+    gives up (exit 2); 0: at once. Once running, Redis going away never stops a run."""
 
     @field_validator("stream")
     @classmethod

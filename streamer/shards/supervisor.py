@@ -226,7 +226,7 @@ class ShardedPipeline:
         recording = None if record is None else Recording(Path(record), len(config.sources) > 1)
         if recording is not None:
             recording.check()
-        client = connect_sink(url)
+        client = connect_sink(url, (config.redis or RedisSinkConfig()).wait_s)
         try:
             template = (config.redis or RedisSinkConfig()).stream
             keys = stream_keys(template, config.name, [s.id for s in config.sources])

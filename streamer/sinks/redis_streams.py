@@ -19,6 +19,7 @@ batch Redis already has.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,7 +28,7 @@ from redis.commands.core import Script
 
 from streamer.client.connection import RedisClient, connect, is_cluster
 from streamer.config.schema import RedisSinkConfig
-from streamer.errors import SinkError
+from streamer.errors import RedisUnavailable, SinkError
 from streamer.events.factory import ulid_ms
 from streamer.observability.redact import redact
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
@@ -48,6 +49,7 @@ FINAL_FLUSH_S = 2.0  # how long a halted sink still tries to deliver what it hol
 # How far Redis's clock (stream entry ids) may be behind the clock that made the events.
 CLOCK_SKEW_MS = 60_000
 SHOWN_KEYS = 3  # stream keys the start-up log names
+WAIT_RETRY_S = 0.5  # how often Redis is tried again while a run waits for it at start
 
 # Replies that mean "not now" rather than "never": the batch is retried.
 RETRYABLE = (
@@ -81,9 +83,22 @@ return replies
 """
 
 
-def connect_sink(url: str) -> RedisClient:
-    """`connect` with the sink's socket timeout: an outage shows within seconds."""
-    return connect(url, socket_timeout_s=SOCKET_TIMEOUT_S)
+def connect_sink(url: str, wait_s: float = 0.0, clock: Clock = SYSTEM_CLOCK) -> RedisClient:
+    """`connect` with the sink's socket timeout (an outage shows within seconds); while
+    Redis cannot be reached, retried for up to `wait_s` (RedisUnavailable after that)."""
+    deadline_ns = clock.monotonic_ns() + int(wait_s * 1e9)
+    told = False
+    while True:
+        try:
+            return connect(url, socket_timeout_s=SOCKET_TIMEOUT_S)
+        except RedisUnavailable as exc:
+            left_s = (deadline_ns - clock.monotonic_ns()) / 1e9
+            if left_s <= 0 or not exc.unreachable:
+                raise
+            if not told:
+                log.warning("%s; waiting up to %.0f s for it (sink.redis.wait_s)", exc, left_s)
+                told = True
+            clock.wait(threading.Event(), min(WAIT_RETRY_S, left_s))
 
 
 def stream_keys(template: str, pipeline: str, source_ids: Iterable[str]) -> list[str]:
@@ -159,7 +174,7 @@ class RedisSink:
     ) -> RedisSink:
         """Connect to Redis at `url`, open the spool, and check that the streams can be
         written; RedisUnavailable or SinkError naming what is wrong."""
-        client = connect_sink(url)
+        client = connect_sink(url, config.wait_s, clock)
         spool = open_spool(config.spool_path, config.spool_max_events)
         keys = stream_keys(config.stream, pipeline, source_ids)
         # Also the streams of events an earlier run left in the spool file.
