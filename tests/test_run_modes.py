@@ -389,3 +389,42 @@ def test_a_halt_with_redis_frozen_counts_every_event_and_frame(tmp_path, demo_cl
     assert events["lost"] > 0
     assert events["emitted"] == events["delivered"] + events["lost"], events
     assert frames["decoded"] == frames["processed"] + sum(frames["dropped"].values()), frames
+
+
+def faststart_copy(clip: Path, out: Path) -> Path:
+    """`clip` remuxed with its index first, as streaming MP4s are: cut short, it still
+    opens and announces every frame."""
+    with (
+        av.open(str(clip)) as src,
+        av.open(str(out), "w", options={"movflags": "faststart"}) as dst,
+    ):
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    return out
+
+
+def test_a_file_that_ends_before_its_announced_frames_fails_its_run(
+    tmp_path, redis_server, demo_clip, demo_model
+):
+    whole = faststart_copy(demo_clip, tmp_path / "whole.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: len(whole) // 2])
+    pipeline = one_source_pipeline(tmp_path, "cut", cut, demo_model, extra=DEMO_CONFIDENCE)
+    result, stats = run_with_stats(pipeline, redis_server.url)
+    assert result.returncode == 1, result.stderr
+    assert f"{cut} ended after" in result.stderr
+    assert f"of the {DEMO_FRAMES} frames it announces (truncated or damaged)" in result.stderr
+    frames = stats["frames"]
+    assert 0 < frames["decoded"] < DEMO_FRAMES
+    assert frames["decoded"] + frames["dropped"]["decode:decode_error"] == DEMO_FRAMES
+    assert stats["sources"]["cam1"]["detail"] == "failed"
+    # The whole file, and any file cut by --max-frames, is no failure.
+    (tmp_path / "whole.mp4").write_bytes(whole)
+    whole_pipeline = one_source_pipeline(tmp_path, "whole", tmp_path / "whole.mp4", demo_model)
+    for extra in ((), ("--max-frames", "20")):
+        result, stats = run_with_stats(whole_pipeline, redis_server.url, *extra)
+        assert result.returncode == 0, result.stderr
+        assert "decode:decode_error" not in stats["frames"]["dropped"]

@@ -150,6 +150,14 @@ def recognise(
         num_classes = d2 - 5
         centered, rgb, scale = False, False, 1.0
 
+    if format != "auto":
+        hw = fixed_hw or (imgsz or DEFAULT_IMGSZ,) * 2
+        problem = _not_of_family(family, session, batch, hw, input_dtype, num_classes)
+        if problem is not None:
+            raise ModelError(
+                f"{path}: model.format {family}: its output cannot be that family's ({problem}); "
+                f"{_describe(session)}; set model.format: auto or the model's own family"
+            )
     found_labels = given_labels or _default_labels(num_classes)
     if len(found_labels) != num_classes:
         raise ModelError(
@@ -168,6 +176,34 @@ def recognise(
         centered=centered,
         input_dtype=input_dtype,
     )
+
+
+MAX_CLASSES = 2000  # more than any detection dataset has (LVIS: 1203)
+SCORE_SLACK = 1e-3  # sigmoid outputs in fp16 may exceed 1 by rounding
+
+
+def _not_of_family(
+    family: str,
+    session: ort.InferenceSession,
+    batch: int | None,
+    input_hw: tuple[int, int],
+    dtype: str,
+    num_classes: int,
+) -> str | None:
+    """Why a model told to be of `family` cannot be (None: it can): a class count no
+    dataset has, or scores outside 0..1 on an input of noise (they are probabilities in
+    both families; a box coordinate read as a score is not)."""
+    if num_classes > MAX_CLASSES:
+        return f"{num_classes} classes"
+    scale = 1.0 if family == "yolov8" else 255.0
+    noise = np.random.default_rng(0).uniform(0, scale, (batch or 1, 3, *input_hw)).astype(dtype)
+    (output,) = session.run(None, {session.get_inputs()[0].name: noise})
+    scores = output[0, 4:, :] if family == "yolov8" else output[0, :, 4:]
+    if scores.size and not (
+        float(scores.min()) >= -SCORE_SLACK and float(scores.max()) <= 1 + SCORE_SLACK
+    ):
+        return f"scores from {float(scores.min()):.3g} to {float(scores.max()):.3g}, not 0 to 1"
+    return None
 
 
 def _probe_output_shape(

@@ -320,11 +320,11 @@ class RunStats:
             counts.last_frame_at = now
             counts.rate.add(now_ns)
 
-    def frame_dropped(self, stage: str, reason: str, source_id: str) -> None:
+    def frame_dropped(self, stage: str, reason: str, source_id: str, n: int = 1) -> None:
         key = f"{stage}:{reason}"
         with self._lock:
-            self._dropped[key] += 1
-            self._health[source_id].dropped[key] += 1
+            self._dropped[key] += n
+            self._health[source_id].dropped[key] += n
 
     def frame_processed(self, source_id: str, latency_ms: float | None, late: bool = False) -> None:
         """A frame left postprocessing; with a latency when it caused no event. `late`:

@@ -75,6 +75,11 @@ class Stalled(Exception):
     nothing at all for `read_timeout_s`."""
 
 
+class EndedEarly(Exception):
+    """A file whose data ends before the frames its container announces: truncated (a copy
+    or a recording cut short) or damaged."""
+
+
 class NoVideoTrack(Exception):
     """A live stream opened without a video track (an audio-only feed, a garbage answer):
     retried like any other failure, since a camera may come back with video."""
@@ -227,7 +232,10 @@ class VideoSource:
         stall_s = None if config.is_file else config.stall_timeout_s
         read_timeout_ns = None if config.is_file else int(config.read_timeout_s * 1e9)
         last_frame_ns = last_packet_ns = self._clock.monotonic_ns()
+        announced = int(stream.frames) if config.is_file else 0  # 0: unknown
+        packets = undecodable = 0
         for packet in container.demux(stream):
+            packets += packet.size > 0  # the demuxer ends with an empty packet
             now_ns = self._clock.monotonic_ns()
             if read_timeout_ns is not None and now_ns - last_packet_ns >= read_timeout_ns:
                 # The read timed out: FFmpeg's RTSP demuxer hands over what it held before
@@ -239,6 +247,7 @@ class VideoSource:
                 decoded = packet.decode()
             except av.error.InvalidDataError:
                 self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value, self.id)
+                undecodable += 1
                 decoded = []
             if decoded:
                 last_frame_ns = self._clock.monotonic_ns()
@@ -282,6 +291,14 @@ class VideoSource:
                     time_s=(media_ns if media_ns is not None else captured_ns) / 1e9,
                 )
                 yield frame
+        if packets < announced:
+            # A file is opened once: every frame it gave is counted in `_index`.
+            missing = max(0, announced - self._index - undecodable)
+            self._stats.frame_dropped(STAGE, DropReason.DECODE_ERROR.value, self.id, missing)
+            raise EndedEarly(
+                f"{redact(config.uri)} ended after {packets} of the {announced} frames it "
+                f"announces (truncated or damaged)"
+            )
 
     def _sleep_until(self, due_ns: int) -> None:
         stop = self._supervisor.stop_sources
