@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -156,6 +157,22 @@ class Consumer:
         if not ids:
             return 0
         return int(self.client.xack(self.stream, group, *ids))
+
+    def snapshot(self, event: Event) -> bytes | None:
+        """The JPEG an event names in `snapshot` (`events.snapshots`): from its Redis key,
+        or its file for a pipeline that stores them on disk (on this machine); None when
+        the event has none, or it expired."""
+        if event.snapshot is None:
+            return None
+        if event.snapshot.startswith("/"):
+            try:
+                return Path(event.snapshot).read_bytes()
+            except FileNotFoundError:
+                return None
+        data = self.client.get(event.snapshot)
+        if isinstance(data, str):
+            raise TypeError("this client decodes replies as text; a picture needs its bytes")
+        return data
 
     def claim_stale(self, min_idle_ms: int, limit: int | None = None) -> list[Event]:
         """Take over entries of the group pending for longer than `min_idle_ms`, at most

@@ -166,6 +166,11 @@ def load_config(path: Path) -> PipelineConfig:
         model_update["engine_cache"] = Path(cache)
     model = config.model.model_copy(update=model_update)
     update: dict[str, Any] = {"sources": sources, "model": model}
+    snapshots = config.events.snapshot_settings
+    if snapshots is not None:
+        folder = resolve_path(str(snapshots.folder), base, f"{path}: events.snapshots.folder")
+        snapshots = snapshots.model_copy(update={"folder": Path(folder)})
+        update["events"] = config.events.model_copy(update={"snapshots": snapshots})
     redis_sink = config.redis
     if redis_sink is not None and redis_sink.spool_path is not None:
         where = f"{path}: sink.redis.spool_path"

@@ -332,10 +332,54 @@ class QueuesConfig(_Model):
     """Events, before each sink; never drops."""
 
 
+class SnapshotStore(StrEnum):
+    REDIS = "redis"  # a key of its own beside the stream, expiring after ttl_s
+    DISK = "disk"  # a file under `folder`, removed after ttl_s
+
+
+class SnapshotsConfig(_Model):
+    """A JPEG of the frame that made an event (its boxes, zones and lines drawn), named in
+    the event's `snapshot`, so that a consumer can show what happened."""
+
+    store: SnapshotStore = SnapshotStore.REDIS
+    """Where the pictures go: Redis (the pipeline's sink) or disk."""
+    types: list[EventType] = Field(
+        default_factory=lambda: [
+            EventType.OBJECT_APPEARED, EventType.LINE_CROSSED, EventType.ZONE_ENTERED
+        ]
+    )  # fmt: skip
+    """The events that carry one."""
+    ttl_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 86_400.0
+    """How long a picture is kept: Redis expires its key, the disk store removes its file."""
+    folder: Path = Path("snapshots")
+    """store: disk: the folder (relative to the pipeline file); pictures go in
+    FOLDER/PIPELINE/SOURCE/."""
+    quality: Annotated[int, Field(ge=1, le=100)] = 80
+    """JPEG quality."""
+
+    @field_validator("types")
+    @classmethod
+    def _object_events(cls, types: list[EventType]) -> list[EventType]:
+        for type_ in types:
+            if type_ not in OBJECT_EVENT_TYPES:
+                names = ", ".join(t.value for t in OBJECT_EVENT_TYPES)
+                raise ValueError(f"{type_.value} has no frame of its own to show (one of: {names})")
+        return types
+
+
 class EventsConfig(_Model):
     emit: list[EventType] = Field(default_factory=lambda: list(OBJECT_EVENT_TYPES))
     """Event types to emit besides source_status, which is always emitted. `detections`
     (every frame's boxes) is high volume: a pipeline turns it on."""
+    snapshots: bool | SnapshotsConfig = False
+    """true (or settings) gives object_appeared, line_crossed and zone_entered events a
+    picture of their frame; see SnapshotsConfig."""
+
+    @property
+    def snapshot_settings(self) -> SnapshotsConfig | None:
+        if self.snapshots is True:
+            return SnapshotsConfig()
+        return self.snapshots or None
 
     @field_validator("emit", mode="before")
     @classmethod

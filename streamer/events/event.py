@@ -149,7 +149,9 @@ class Event:
     - `detections`: `objects`, every box of the frame;
     - `source_status`: `status`, and `detail` when there is more to say; `frame` is None;
       `reason` when a source is down for something a person must fix (`SourceProblem`);
-    - `object_left` also says why in `reason` (`LeftReason`).
+    - `object_left` also says why in `reason` (`LeftReason`);
+    - object events may name a picture of their frame in `snapshot` (a Redis key, or a
+      file path), when the pipeline takes snapshots.
 
     `entry_id` and `stream` are the id and the key of the Redis stream entry the event
     was read from (None for an event handed over in process); they are not part of the
@@ -172,6 +174,7 @@ class Event:
     status: SourceState | None = None
     detail: str | None = None
     reason: SourceProblem | LeftReason | None = None
+    snapshot: str | None = None  # where a picture of its frame is: a Redis key or a file
     schema: int = SCHEMA_VERSION
     entry_id: str | None = field(default=None, compare=False)
     stream: str | None = field(default=None, compare=False)
@@ -202,6 +205,8 @@ class Event:
             out["object"] = None if self.object is None else self.object.to_dict()
         if self.reason is not None:
             out["reason"] = str(self.reason)
+        if self.snapshot is not None:
+            out["snapshot"] = self.snapshot
         return out
 
     @classmethod
@@ -241,6 +246,7 @@ class Event:
             status=status,
             detail=e.get("detail"),
             reason=reason,
+            snapshot=e.get("snapshot"),
             schema=e["schema"],
             entry_id=entry_id,
             stream=stream,

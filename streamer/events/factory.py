@@ -25,7 +25,7 @@ from streamer.events.event import (
     TrackedObject,
 )
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
-from streamer.runtime.messages import Detections, Emitted, Frame, SourceStatus
+from streamer.runtime.messages import Attachment, Detections, Emitted, Frame, SourceStatus
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -104,6 +104,7 @@ class EventFactory:
         status: SourceState | None = None,
         detail: str | None = None,
         reason: SourceProblem | LeftReason | None = None,
+        snapshot: str | None = None,
     ) -> Event:
         self._seq[source_id] += 1
         now = self._clock.time()
@@ -127,6 +128,7 @@ class EventFactory:
             status=status,
             detail=detail,
             reason=reason,
+            snapshot=snapshot,
         )
 
     def boxes(
@@ -162,9 +164,16 @@ class EventFactory:
         )
         return Emitted.of(event, frame.captured_ns)
 
-    def occurrence(self, occurrence: Occurrence, timed: bool = True) -> Emitted:
+    def occurrence(
+        self,
+        occurrence: Occurrence,
+        timed: bool = True,
+        snapshot: str | None = None,
+        attachment: Attachment | None = None,
+    ) -> Emitted:
         """An object event; `timed`: its frame's latency counts (not for the events a
-        source's end causes after its last frame)."""
+        source's end causes after its last frame); `snapshot`: where a picture of its
+        frame is, `attachment`: the picture, when the Redis sink is to store it."""
         frame = occurrence.frame
         o = occurrence.object
         x1, y1, x2, y2 = (_round(max(v, 0.0), 1) for v in o.bbox)
@@ -187,8 +196,9 @@ class EventFactory:
             line=occurrence.line,
             direction=occurrence.direction,
             reason=occurrence.reason,
+            snapshot=snapshot,
         )
-        return Emitted.of(event, frame.captured_ns if timed else None)
+        return Emitted.of(event, frame.captured_ns if timed else None, attachment)
 
     def source_status(self, status: SourceStatus) -> Emitted:
         event = self._event(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamer.analytics.rules import LineRule, ZoneRule, rules_by_source
-from streamer.config.schema import PipelineConfig, RedisSinkConfig
+from streamer.config.schema import PipelineConfig, RedisSinkConfig, SnapshotStore
 from streamer.errors import ConfigError
 from streamer.events.event import SourceState
 from streamer.events.factory import EmitLog, EventFactory, new_ulid
@@ -26,6 +26,7 @@ from streamer.pipeline.plans import QueuePlan, expected_frames, plan_queues
 from streamer.preview.board import FrameBoard, Shown
 from streamer.preview.drawing import regions_by_source
 from streamer.preview.recording import RECORD_QUEUE, RECORD_SUFFIXES, Recorder, recording_path
+from streamer.preview.snapshots import EventSnapshots
 from streamer.runtime.clock import Clock
 from streamer.runtime.deadlines import WorkEstimate
 from streamer.runtime.messages import DropReason, Emitted, SourceStatus, source_of
@@ -186,6 +187,7 @@ def build(
     if record is not None:
         paths = {sid: record.path_of(sid) for sid in source_ids}
         sinks.append(Recorder(recorders[0], board, paths, supervisor))
+    snapshots = event_snapshots(config, run_id, board, clock, has_redis=redis_url is not None)
 
     estimate = WorkEstimate(clock)
     inference = InferenceStage(
@@ -221,6 +223,7 @@ def build(
         stats,
         board,
         clock,
+        snapshots,
     )
     parts = Parts(
         sources=[VideoSource(p, frames["decoded"], stats, supervisor, clock) for p in plans],
@@ -246,6 +249,31 @@ def build(
             stats.source_state(sid, status.status, status.detail)
             frames["decoded"].put_control(status)
     return Built(run_id, parts, expected_frames(plans, checked.file_frames), last_seqs)
+
+
+def event_snapshots(
+    config: PipelineConfig, run_id: str, board: FrameBoard, clock: Clock, *, has_redis: bool
+) -> EventSnapshots | None:
+    """What takes the pictures object events carry (None: the pipeline takes none);
+    ConfigError when they cannot be stored where the file says."""
+    settings = config.events.snapshot_settings
+    if settings is None:
+        return None
+    if settings.store is SnapshotStore.REDIS and not has_redis:
+        raise ConfigError(
+            "events.snapshots: store: redis needs the pipeline's Redis sink, and it has none "
+            "(sink: none); use store: disk"
+        )
+    if settings.store is SnapshotStore.DISK:
+        try:
+            settings.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"events.snapshots.folder: cannot make {settings.folder} ({exc.strerror or exc})"
+            ) from None
+        if not os.access(settings.folder, os.W_OK):
+            raise ConfigError(f"events.snapshots.folder: cannot write in {settings.folder}")
+    return EventSnapshots(settings, config.name, run_id, board, clock)
 
 
 def _unrecorded(stats: RunStats, item: Shown, reason: DropReason) -> None:

@@ -55,8 +55,8 @@ def annotate(
     return image
 
 
-def encode_jpeg(image: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError(f"cannot encode a {image.shape} picture as JPEG")
     return bytes(data)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,7 +33,7 @@ from streamer.errors import RedisUnavailable, SinkError
 from streamer.events.factory import ulid_ms
 from streamer.observability.redact import redact
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
-from streamer.runtime.messages import Emitted, EndOfStream
+from streamer.runtime.messages import Attachment, Emitted, EndOfStream
 from streamer.runtime.queues import POLL_S, StageQueue
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
@@ -49,6 +50,7 @@ FINAL_FLUSH_S = 2.0  # how long a halted sink still tries to deliver what it hol
 # How far Redis's clock (stream entry ids) may be behind the clock that made the events.
 CLOCK_SKEW_MS = 60_000
 SHOWN_KEYS = 3  # stream keys the start-up log names
+MAX_ATTACHMENTS = 256  # event pictures held while Redis is away; beyond, the oldest go
 WAIT_RETRY_S = 0.5  # how often Redis is tried again while a run waits for it at start
 
 # Replies that mean "not now" rather than "never": the batch is retried.
@@ -158,6 +160,7 @@ class RedisSink:
         self._retry_at = 0.0  # monotonic; no write before it (backoff)
         self._outage_since: float | None = None
         self._lost_in_outage = 0
+        self._attachments: deque[Attachment] = deque()  # written before the next batch
         self._closed = False
 
     @classmethod
@@ -235,6 +238,8 @@ class RedisSink:
         if self._closed:
             return
         self._closed = True
+        if self._attachments:
+            log.error("%d snapshots could not be stored in Redis", len(self._attachments))
         lost = self._spool.close()
         if lost:
             log.error("%d events could not be delivered to Redis and are lost", lost)
@@ -256,6 +261,8 @@ class RedisSink:
             if isinstance(item, EndOfStream):
                 ended.add(item.source_id)
             elif isinstance(item, Emitted):
+                if item.attachment is not None:
+                    self._attach(item.attachment)
                 taken.append(
                     Pending(
                         self.stream_key(item.event.source),
@@ -270,6 +277,23 @@ class RedisSink:
         if taken:
             self._keep(taken)
         return ended
+
+    def _attach(self, attachment: Attachment) -> None:
+        if len(self._attachments) >= MAX_ATTACHMENTS:
+            lost = self._attachments.popleft()
+            log.warning(
+                "Redis is away: the snapshot %s is lost (its event still names it)", lost.key
+            )
+        self._attachments.append(attachment)
+
+    def _write_attachments(self) -> None:
+        """Store the pictures taken since the last batch, each under its own expiring key,
+        before the events that name them."""
+        pipe = self._client.pipeline(transaction=False)
+        for a in self._attachments:
+            pipe.set(a.key, a.data, px=max(1, int(a.ttl_s * 1000)))
+        pipe.execute()
+        self._attachments.clear()
 
     def _keep(self, taken: list[Pending]) -> None:
         dropped = self._spool.extend(taken)
@@ -290,6 +314,12 @@ class RedisSink:
         except RETRYABLE as exc:  # the batch in doubt stays so, to be checked next time
             self._outage(exc)
             return False
+        if self._attachments:
+            try:
+                self._write_attachments()
+            except RETRYABLE as exc:
+                self._outage(exc)
+                return False
         batch = self._spool.head(BATCH_SIZE)
         self._unconfirmed = len(batch)
         try:

@@ -15,6 +15,7 @@ from streamer.events.event import EventType, LeftReason, SourceState
 from streamer.events.factory import EventFactory
 from streamer.models import Model, ModelSpec
 from streamer.preview.board import FrameBoard, Shown
+from streamer.preview.snapshots import EventSnapshots
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.deadlines import WorkEstimate
 from streamer.runtime.messages import (
@@ -101,11 +102,13 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         stats: RunStats,
         board: FrameBoard,
         clock: Clock = SYSTEM_CLOCK,
+        snapshots: EventSnapshots | None = None,
     ) -> None:
         """`rules.confidence` is the threshold boxes are decoded at (lower than the
         model's confidence when the tracker uses weak boxes); `detections` events and
         `board` show boxes from `confidence` up. `objects`: per source, empty when
-        nothing is tracked. `board` gets every frame with its boxes."""
+        nothing is tracked. `board` gets every frame with its boxes; `snapshots` takes the
+        pictures object events carry, if any."""
         self._model = model
         self._rules = rules
         self._factory = factory
@@ -116,6 +119,7 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         self._stats = stats
         self._board = board
         self._clock = clock
+        self._snapshots = snapshots
 
     def process(self, item: Inferred) -> Iterable[Emitted]:
         started = self._clock.monotonic_ns()
@@ -131,12 +135,13 @@ class PostprocessStage(Stage[Inferred, Emitted]):
             detections.xyxy[shown], detections.confidence[shown], detections.class_id[shown]
         )
         ids = tuple(track_ids.get(int(i)) for i in shown)
-        self._board.show(Shown(frame, boxes, ids))
+        seen = Shown(frame, boxes, ids)
+        self._board.show(seen)
         events = []
         if EventType.DETECTIONS in self._emit:
             events.append(self._factory.detections(frame, boxes, ids))
         if objects is not None:
-            events += self._object_events(occurrences, timed=True)
+            events += self._object_events(occurrences, timed=True, shown=seen)
             self._stats.objects_active(frame.source_id, objects.active_objects)
         self._stats.events_emitted(len(events))
         self._estimate.record_postprocess(self._clock.monotonic_ns() - started)
@@ -163,7 +168,22 @@ class PostprocessStage(Stage[Inferred, Emitted]):
             out.append(item)
         return out
 
-    def _object_events(self, occurrences: list[Occurrence], timed: bool) -> list[Emitted]:
+    def _object_events(
+        self, occurrences: list[Occurrence], timed: bool, shown: Shown | None = None
+    ) -> list[Emitted]:
+        """The events of `occurrences`; those of `shown`'s frame carry its picture when
+        the pipeline takes snapshots (one picture per frame, stored once)."""
+        out = []
+        snapshots, snapshot = self._snapshots, None
         for o in occurrences:
             self._stats.object_event(o.type, o.zone or o.line, o.direction)
-        return [self._factory.occurrence(o, timed) for o in occurrences if o.type in self._emit]
+            if o.type not in self._emit:
+                continue
+            if shown is None or snapshots is None or not snapshots.wants(o.type):
+                out.append(self._factory.occurrence(o, timed))
+                continue
+            attachment = None
+            if snapshot is None:
+                snapshot, attachment = snapshots.take(shown)
+            out.append(self._factory.occurrence(o, timed, snapshot, attachment))
+        return out
