@@ -15,7 +15,7 @@ import json
 import sys
 import types
 import typing
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import annotated_types
@@ -118,6 +118,8 @@ def _default(field: FieldInfo) -> str:
         return f"`{value.value}`"
     if isinstance(value, list):
         value = [v.value if isinstance(v, enum.Enum) else v for v in value]
+    if isinstance(value, PurePath):
+        value = str(value)
     return f"`{json.dumps(value)}`"
 
 

@@ -372,8 +372,8 @@ class EventsConfig(_Model):
     """Event types to emit besides source_status, which is always emitted. `detections`
     (every frame's boxes) is high volume: a pipeline turns it on."""
     snapshots: bool | SnapshotsConfig = False
-    """true (or settings) gives object_appeared, line_crossed and zone_entered events a
-    picture of their frame; see SnapshotsConfig."""
+    """true (or the settings below) gives object_appeared, line_crossed and zone_entered
+    events a picture of their frame, named in their `snapshot`."""
 
     @property
     def snapshot_settings(self) -> SnapshotsConfig | None:
