@@ -281,3 +281,14 @@ def test_a_forced_format_the_outputs_cannot_be_is_refused(tmp_path, demo_clip, r
         says = "model.format yolov8: its output cannot be that family's (scores from"
         assert_one_line_error(result, says)
         assert_one_line_error(run_cli("run", str(path), "--redis-url", redis_server.url), says)
+
+
+def test_an_ffmpeg_option_ffmpeg_does_not_know_is_warned_about(tmp_path, demo_clip, demo_model):
+    text = pipeline_text(demo_clip, demo_model).replace(
+        "uri: '", "ffmpeg_options: {stimeout: 5000000, probesize: 100000, threads: 2}, uri: '"
+    )
+    result = run_cli("validate", str(write_pipeline(tmp_path / "p.yaml", text)))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "ffmpeg_options" in line]
+    assert len(warnings) == 1, result.stderr  # probesize (a demuxer's), threads (a decoder's)
+    assert "sources[0].ffmpeg_options: FFmpeg has no option 'stimeout'" in warnings[0]

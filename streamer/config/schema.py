@@ -157,7 +157,8 @@ class SourceConfig(_Model):
     reconnect: ReconnectConfig = ReconnectConfig()
     """Live sources: how a source that failed is retried."""
     ffmpeg_options: dict[str, str | int | float] = Field(default_factory=dict)
-    """Extra FFmpeg demuxer/protocol options, e.g. {stimeout: 5000000, fflags: nobuffer}."""
+    """Extra FFmpeg demuxer/protocol options, e.g. {fflags: nobuffer, buffer_size: 1048576};
+    a name FFmpeg does not know is warned about at start."""
 
     @field_validator("uri")
     @classmethod

@@ -10,6 +10,7 @@ named in class filters, zones and lines, Redis) is found here, before any thread
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,11 +36,14 @@ from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
 from streamer.sinks.local import EventCallback, LocalSink
 from streamer.sinks.redis_streams import RedisSink
+from streamer.sources.ffmpeg_options import unknown_options
 from streamer.sources.opening import file_options, probe_file
 from streamer.sources.video import VideoSource, plan_sources
 from streamer.stages.inference import InferenceStage
 from streamer.stages.postprocess import DetectionRules, PostprocessStage
 from streamer.stages.preprocess import PreprocessStage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ def check(config: PipelineConfig, model: Model | None = None) -> Checked:
         for i, ln in enumerate(config.lines)
     ]
     plan_sources(config, None)
+    for i, source in enumerate(config.sources):
+        for name in unknown_options(source.ffmpeg_options):
+            log.warning(
+                "sources[%d].ffmpeg_options: FFmpeg has no option %r; it does nothing", i, name
+            )
     frames = {s.id: probe_file(s.uri, file_options(s)) for s in config.sources if s.is_file}
     return Checked(model, rules, zones, lines, frames)
 
