@@ -25,7 +25,10 @@ import pytest
 from streamer import Pipeline
 from streamer.config import load_config
 from streamer.observability.server import OperatorServer
-from streamer.preview.drawing import LINE_COLOUR, PALETTE, ZONE_COLOUR
+from streamer.preview.board import WATCHED_S, FrameBoard, Shown
+from streamer.preview.drawing import LINE_COLOUR, PALETTE, ZONE_COLOUR, Regions
+from streamer.runtime.clock import FakeClock
+from streamer.runtime.messages import Detections, Frame
 from streamer.shards.supervisor import ShardedPipeline
 from tests.conftest import (
     DEMO_CONFIDENCE,
@@ -342,3 +345,28 @@ def test_snapshots_asked_for_from_many_threads_while_recording(tmp_path, demo_cl
             thread.join(30)
     assert pipeline.stats()["frames"]["processed"] == DEMO_FRAMES
     assert taken[0] > 100
+
+
+def test_a_source_nobody_looks_at_holds_no_frame():
+    """Frames are kept only for sources someone asked a snapshot of lately."""
+    clock = FakeClock()
+    board = FrameBoard(["person"], {"a": Regions(), "b": Regions()}, clock=clock)
+    empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def show(source: str, index: int) -> None:
+        picture = np.full((36, 64, 3), 10 * index, np.uint8)
+        frame = Frame(source, index, None, 0, clock.time(), None, picture, 0.0)
+        board.show(Shown(frame, empty, ()))
+
+    show("a", 1)
+    assert board.held() == set()  # nobody looked yet
+    later = threading.Timer(0.2, show, ("a", 2))
+    later.start()
+    assert decode_jpeg(board.snapshot("a")).mean() == pytest.approx(20, abs=2)  # the next one
+    later.join(5)
+    show("a", 3)
+    show("b", 3)
+    assert board.held() == {"a"}
+    clock.advance(WATCHED_S + 1)
+    show("a", 4)
+    assert board.held() == set()  # not looked at for WATCHED_S: let go

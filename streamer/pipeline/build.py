@@ -191,7 +191,7 @@ def build(
         on_drop = functools.partial(_unrecorded, stats)
         recorders.append(StageQueue("record", RECORD_QUEUE, Overflow.BLOCK, on_drop))
     board = FrameBoard(
-        model.spec.labels, regions_by_source(config), recorders, stop=supervisor.halt
+        model.spec.labels, regions_by_source(config), recorders, stop=supervisor.halt, clock=clock
     )
     if record is not None:
         paths = {sid: record.path_of(sid) for sid in source_ids}

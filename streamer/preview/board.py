@@ -1,10 +1,13 @@
 """The latest processed frame of each source, annotated only when someone asks.
 
 The postprocessing thread hands every frame to `FrameBoard.show` with the boxes and
-track ids it found: that only keeps a reference (the decoded picture is never changed,
-see `Frame`), and hands it on to the recorders, if any. Converting, drawing and JPEG
-encoding happen on the thread that asks for a snapshot (the preview page, a recording),
-so a pipeline nobody looks at spends nothing on drawing.
+track ids it found, and `show` hands it on to the recorders, if any. While someone looks
+at a source (a snapshot of it was asked for in the last `WATCHED_S`), it also keeps a
+reference to the source's latest frame (the decoded picture is never changed, see
+`Frame`); otherwise none, so a source nobody looks at holds no extra frame (a 4K frame is
+12 MB).
+Converting, drawing and JPEG encoding happen on the thread that asks for a snapshot (the
+preview page, a recording), so a pipeline nobody looks at spends nothing on drawing.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from streamer.preview.drawing import Regions, blank, draw_detections, draw_notice, draw_regions
+from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.messages import Control, Detections, Frame
 from streamer.runtime.queues import StageQueue
 
 JPEG_QUALITY = 80
+WATCHED_S = 30.0  # after a snapshot, latest frames are kept this long for the next one
+FIRST_LOOK_S = 1.0  # how long a first snapshot waits for a frame to be shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +77,7 @@ class FrameBoard:
         regions: Mapping[str, Regions],
         recorders: Sequence[StageQueue[Shown]] = (),
         stop: threading.Event | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """`recorders`: inboxes that get every frame shown, and every control item, in
         order (lossless: the postprocessing thread waits for room, unless `stop` is set)."""
@@ -78,7 +85,10 @@ class FrameBoard:
         self._regions = dict(regions)
         self._recorders = list(recorders)
         self._stop = stop or threading.Event()
+        self._clock = clock
         self._lock = threading.Lock()
+        self._shown = threading.Condition(self._lock)
+        self._watched_until_ns: dict[str, int] = {}  # per source: its frames are kept
         self._drawing = threading.Lock()  # one snapshot drawn at a time, with:
         self._reformatter = VideoReformatter()
         self._latest: dict[str, Shown] = {}
@@ -92,10 +102,21 @@ class FrameBoard:
         return self._regions.get(source_id, Regions())
 
     def show(self, shown: Shown) -> None:
+        source_id = shown.frame.source_id
+        now_ns = self._clock.monotonic_ns()
         with self._lock:
-            self._latest[shown.frame.source_id] = shown
+            if now_ns < self._watched_until_ns.get(source_id, 0):
+                self._latest[source_id] = shown
+                self._shown.notify_all()
+            elif source_id in self._latest:
+                del self._latest[source_id]  # nobody looks any more: hold no frame
         for inbox in self._recorders:
             inbox.put(shown, self._stop)
+
+    def held(self) -> set[str]:
+        """The sources whose latest frame is kept now."""
+        with self._lock:
+            return set(self._latest)
 
     def control(self, item: Control) -> None:
         for inbox in self._recorders:
@@ -111,7 +132,12 @@ class FrameBoard:
         KeyError for a source the pipeline does not have."""
         if source_id not in self._regions:
             raise KeyError(source_id)
+        now_ns = self._clock.monotonic_ns()
         with self._lock:
+            first_look = now_ns >= self._watched_until_ns.get(source_id, 0)
+            self._watched_until_ns[source_id] = now_ns + int(WATCHED_S * 1e9)
+            if first_look:  # nobody looked lately, so no frame was kept: the next one is
+                self._shown.wait_for(lambda: source_id in self._latest, FIRST_LOOK_S)
             shown = self._latest.get(source_id)
             cached = self._jpegs.get(source_id)
         key = (-1 if shown is None else shown.frame.index, notice)
