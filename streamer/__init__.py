@@ -18,9 +18,12 @@ from streamer.events.event import (
     Event,
     EventType,
     FrameRef,
+    LeftReason,
+    SourceProblem,
     SourceState,
     TrackedObject,
 )
+from streamer.observability.server import OperatorServer
 from streamer.pipeline import Pipeline, PipelineState
 from streamer.shards.supervisor import ShardedPipeline
 
@@ -36,10 +39,13 @@ __all__ = [
     "Event",
     "EventType",
     "FrameRef",
+    "LeftReason",
+    "OperatorServer",
     "Pipeline",
     "PipelineFailed",
     "PipelineState",
     "ShardedPipeline",
+    "SourceProblem",
     "SourceState",
     "StreamerError",
     "StreamsConsumer",
