@@ -5,6 +5,7 @@ per-source metrics the operator's port serves."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -315,6 +316,36 @@ def test_a_sharded_run_shows_every_cameras_frames_and_records_them(
         with av.open(str(tmp_path / f"site.{sid}.mkv")) as container:
             frames = sum(1 for _ in container.decode(video=0))
         assert frames == stats["sources"][sid]["processed"] == 150
+
+
+@pytest.mark.integration
+def test_a_dead_shards_cameras_show_dimmed_until_their_new_shard_sends_pictures(
+    tmp_path, redis_server, demo_clip, demo_model
+):
+    sources = "".join(f"  - {{id: {sid}, uri: '{demo_clip}'}}\n" for sid in ("a", "b"))
+    pipeline_file = write_pipeline(
+        tmp_path / "shards.yaml",
+        f"name: dying\nworkers: 2\nevents: {{emit: [detections]}}\nsources:\n{sources}"
+        f"model:\n  path: '{demo_model}'\n{DEMO_CONFIDENCE}{REGIONS}",
+    )
+    config = load_config(pipeline_file)
+    pipeline = ShardedPipeline.from_config(config, redis_url=redis_server.url, realtime=True)
+    with OperatorServer(pipeline) as server, pipeline:
+        pipeline.start()
+        victim = next(name for name, sources in pipeline.shards.items() if "a" in sources)
+
+        def picture() -> np.ndarray:
+            return decode_jpeg(get(server.url + "snapshot/a.jpg")[1])
+
+        wait_until(lambda: box_pixels(picture()) > 100, 30, "a frame of a with boxes")
+        live = picture().mean()
+        pid = pipeline.shard_pid(victim)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: picture().mean() < 0.6 * live, 10, "the dead shard's picture dimmed")
+        wait_until(lambda: box_pixels(picture()) > 100, 30, "pictures from the new shard")
+        assert pipeline.shard_pid(victim) not in (None, pid)
+        pipeline.stop(0.0)
 
 
 def test_snapshots_asked_for_from_many_threads_while_recording(tmp_path, demo_clip, demo_model):

@@ -68,6 +68,13 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return bytes(data)
 
 
+def decode_jpeg(data: bytes) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("not a JPEG picture")
+    return np.asarray(image)
+
+
 class FrameBoard:
     """Per source, the last frame shown; JPEG snapshots of it on request."""
 

@@ -45,7 +45,7 @@ from streamer.pipeline.lifecycle import (
     redis_url_for,
 )
 from streamer.pipeline.plans import expected_frames
-from streamer.preview.board import encode_jpeg
+from streamer.preview.board import decode_jpeg, encode_jpeg
 from streamer.preview.drawing import blank, draw_notice
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.stats import Totals, render, sum_totals
@@ -91,6 +91,7 @@ class _Shard:
     killed: bool = False  # by the supervisor, when it would not stop
     node_id: str = ""  # the Ray node it last ran on
     snapshots_asked_at: float | None = None  # monotonic; None: since its start
+    pictures_stale: bool = False  # it died: its sources' pictures are of the dead one
 
 
 def shard_config(
@@ -327,7 +328,9 @@ class ShardedPipeline:
 
     def snapshot(self, source_id: str) -> bytes:
         """`Pipeline.snapshot`, as the shard that runs the source last sent it: shards
-        send snapshots only for a few seconds after someone asked, once a second."""
+        send snapshots only for a few seconds after someone asked, once a second. From a
+        shard's death until its successor sends pictures, the last one is dimmed, saying
+        that the shard restarts."""
         if source_id not in self.source_ids:
             raise KeyError(source_id)
         waited_until = self._now() + SNAPSHOT_WAIT_S
@@ -336,6 +339,10 @@ class ShardedPipeline:
         while True:
             with self._lock:
                 jpeg = self._snapshots.get(source_id)
+                shard = next(s for s in self._shards if source_id in s.sources)
+                stale = shard.pictures_stale
+            if jpeg is not None and stale:
+                return encode_jpeg(draw_notice(decode_jpeg(jpeg), f"{shard.name} restarting"))
             if jpeg is not None:
                 return jpeg
             if self._now() >= waited_until or self._done.is_set():
@@ -510,6 +517,7 @@ class ShardedPipeline:
         if isinstance(message, ShardProgress):
             shard.totals = message.totals
             self._snapshots.update(message.snapshots)
+            shard.pictures_stale = shard.pictures_stale and not message.snapshots
         elif isinstance(message, ShardStarted):
             shard.host, shard.pid = message.host, message.pid
             if shard.handle is not None:
@@ -534,6 +542,7 @@ class ShardedPipeline:
         """A shard ended without saying its run ended: start it again, after a backoff."""
         self._retired = self._retired + shard.totals.ended()
         shard.totals = Totals()
+        shard.pictures_stale = True
         # Kept across deaths: a shard that dies before it said anything made nothing new.
         shard.made_before_death = _most(shard.made_before_death, handle.made(shard.sources))
         shard.last_track_ids = _most(shard.last_track_ids, handle.track_ids(shard.sources))
