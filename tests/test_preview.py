@@ -28,8 +28,11 @@ from streamer.config import load_config
 from streamer.observability.server import OperatorServer
 from streamer.preview.board import WATCHED_S, FrameBoard, Shown
 from streamer.preview.drawing import LINE_COLOUR, PALETTE, ZONE_COLOUR, Regions
+from streamer.preview.recording import Recorder
 from streamer.runtime.clock import FakeClock
-from streamer.runtime.messages import Detections, Frame
+from streamer.runtime.messages import Detections, EndOfStream, EndReason, Frame
+from streamer.runtime.queues import Overflow, StageQueue
+from streamer.runtime.threads import Supervisor
 from streamer.shards.supervisor import ShardedPipeline
 from tests.conftest import (
     DEMO_CONFIDENCE,
@@ -401,3 +404,22 @@ def test_a_source_nobody_looks_at_holds_no_frame():
     clock.advance(WATCHED_S + 1)
     show("a", 4)
     assert board.held() == set()  # not looked at for WATCHED_S: let go
+
+
+def test_a_recording_keeps_its_size_when_the_stream_changes_size(tmp_path):
+    """Frames of another size (a camera that changed resolution, an odd side) are scaled
+    to the recording's size rather than failing the encoder."""
+    board = FrameBoard(["person"], {"a": Regions()})
+    inbox: StageQueue[Shown] = StageQueue("record", 64, Overflow.BLOCK, lambda _i, _r: None)
+    recorder = Recorder(inbox, board, {"a": tmp_path / "a.mp4"}, Supervisor())
+    empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    sizes = [(48, 64)] * 5 + [(24, 32)] * 5 + [(25, 33)] * 5
+    never = threading.Event()
+    for i, (h, w) in enumerate(sizes):
+        frame = Frame("a", i, None, 0, 0.0, None, np.full((h, w, 3), 100, np.uint8), i / 15)
+        inbox.put(Shown(frame, empty, ()), never)
+    inbox.put_control(EndOfStream("a", EndReason.EOF))
+    recorder.run()
+    with av.open(str(tmp_path / "a.mp4")) as container:
+        frames = [(f.height, f.width) for f in container.decode(video=0)]
+    assert frames == [(48, 64)] * len(sizes)

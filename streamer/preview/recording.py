@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 from av.video.reformatter import VideoReformatter
 
 from streamer.preview.board import FrameBoard, Shown
@@ -79,7 +80,6 @@ class Recorder:
         self._codec = video_codec()
         self._reformatter = VideoReformatter()  # this thread's own (see `to_bgr`)
         self._outputs: dict[str, _Output] = {}
-        self.frames: dict[str, int] = dict.fromkeys(paths, 0)
 
     def run(self) -> None:
         remaining = set(self._paths)
@@ -103,8 +103,11 @@ class Recorder:
         source_id = shown.frame.source_id
         image = self._board.annotated(shown, self._reformatter)
         out = self._outputs.get(source_id) or self._open(source_id, shown, image.shape)
-        # yuv420p needs even sides: an odd row or column is left out of the recording.
-        frame = av.VideoFrame.from_ndarray(image[: out.height, : out.width], format="bgr24")
+        if image.shape[:2] != (out.height, out.width):
+            # The stream changed size midway, or had an odd side (yuv420p needs even
+            # ones): the recording keeps the size it started with.
+            image = cv2.resize(image, (out.width, out.height), interpolation=cv2.INTER_AREA)
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         # Strictly increasing: two frames with one timestamp would be one to the muxer.
         pts = max(round((shown.frame.time_s - out.first_s) / TIME_BASE), out.last_pts + 1)
         frame.pts, frame.time_base = pts, TIME_BASE
@@ -112,7 +115,6 @@ class Recorder:
         for packet in out.stream.encode(frame):
             out.container.mux(packet)
         out.frames += 1
-        self.frames[source_id] = out.frames
 
     def _open(self, source_id: str, shown: Shown, shape: Sequence[int]) -> _Output:
         path = self._paths[source_id]
