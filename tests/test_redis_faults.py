@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from tests.conftest import (
     CliResult,
     one_source_pipeline,
     read_events,
-    run_cli,
     run_with_stats,
     write_pipeline,
 )
@@ -240,7 +238,7 @@ def test_a_spool_file_that_cannot_be_used_fails_at_start(
 
 
 def test_a_run_that_starts_before_redis_waits_for_it(tmp_path, demo_clip, demo_model):
-    """Services started together: Redis comes up 2 s after the pipeline, within wait_s."""
+    """Services started together: Redis comes up after the pipeline, within wait_s."""
     late = RedisServer(tmp_path / "late")
     path = write_pipeline(
         tmp_path / "p.yaml",
@@ -248,18 +246,27 @@ def test_a_run_that_starts_before_redis_waits_for_it(tmp_path, demo_clip, demo_m
         f"model:\n  path: '{demo_model}'\nevents: {{emit: [detections]}}\n"
         f"sink:\n  redis:\n    url: {late.url}\n    wait_s: 30\n",
     )
-    starter = threading.Timer(2.0, late.start)
-    starter.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "run", str(path), "--max-frames", "5"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        result = run_cli("run", str(path), "--max-frames", "5")
-        assert result.returncode == 0, result.stderr
-        assert "waiting up to 30 s for it (sink.redis.wait_s)" in result.stderr
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:  # until it says it waits: then Redis comes up
+            lines.append(line)
+            if "waiting up to 30 s for it (sink.redis.wait_s)" in line:
+                break
+        late.start()
+        _, rest = proc.communicate(timeout=60)
+        assert proc.returncode == 0, "".join(lines) + rest
         client = redis.Redis.from_url(late.url)
         assert client.xlen("streamer:late:events") == 5 + 2  # connected, 5 frames, ended
         client.close()
     finally:
-        starter.cancel()
-        starter.join()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
         late.stop()
 
 
