@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 1000)  # milliseconds: frames keep their own timing
 PREFERRED_CODECS = ("libx264", "h264", "mpeg4")  # the first this PyAV build can encode
+# With x264's default preset, recording 4 demo sources on 2 cores took the pipeline from
+# 159 to 53 frames/s (veryfast: 79, ultrafast: 93, `python -m benchmarks.preview`): a
+# recording is for looking at, so it takes the fastest, at a larger file.
+CODEC_OPTIONS: dict[str, dict[str, object]] = {"libx264": {"preset": "ultrafast"}}
 RECORD_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
 RECORD_QUEUE = 8  # frames waiting to be encoded before the pipeline waits
 
@@ -124,6 +128,7 @@ class Recorder:
         height, width = int(shape[0]) // 2 * 2, int(shape[1]) // 2 * 2
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
+        stream.options = CODEC_OPTIONS.get(self._codec, {})
         stream.time_base = TIME_BASE
         stream.codec_context.time_base = TIME_BASE
         out = _Output(container, stream, width, height, shown.frame.time_s)
