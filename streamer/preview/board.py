@@ -5,9 +5,9 @@ track ids it found, and `show` hands it on to the recorders, if any. While someo
 at a source (a snapshot of it was asked for in the last `WATCHED_S`), it also keeps a
 reference to the source's latest frame (the decoded picture is never changed, see
 `Frame`); otherwise none, so a source nobody looks at holds no extra frame (a 4K frame is
-12 MB).
-Converting, drawing and JPEG encoding happen on the thread that asks for a snapshot (the
-preview page, a recording), so a pipeline nobody looks at spends nothing on drawing.
+12 MB). Converting, drawing and JPEG encoding happen on the thread that asks for a
+snapshot (the preview page, a recording), so a pipeline nobody looks at spends nothing on
+drawing.
 """
 
 from __future__ import annotations
