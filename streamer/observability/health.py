@@ -87,9 +87,9 @@ def assess(
     totals: Totals,
     down_budget_s: Mapping[str, float],
     now: float,
-    failure: str | None = None,
+    failure: BaseException | None = None,
 ) -> Health:
-    """The run's health at `now` (wall clock); `failure`: why the run failed, if it did."""
+    """The run's health at `now` (wall clock); `failure`: what failed the run, if anything did."""
     sources = {
         sid: condition(totals.health.get(sid, SourceHealth()), down_budget_s.get(sid, 0.0), now)
         for sid in totals.sources

@@ -95,8 +95,7 @@ class Recording:
         folder = self.path.parent
         if not folder.is_dir():
             raise ConfigError(f"--record {self.path}: the folder {folder} does not exist")
-        if not os.access(folder, os.W_OK):
-            raise ConfigError(f"--record {self.path}: cannot write in {folder}")
+        _check_writable(folder, f"--record {self.path}")
         if self.path.suffix.lower() not in RECORD_SUFFIXES:
             raise ConfigError(
                 f"--record {self.path}: name a video file ({', '.join(RECORD_SUFFIXES)})"
@@ -280,9 +279,13 @@ def event_snapshots(
             raise ConfigError(
                 f"events.snapshots.folder: cannot make {settings.folder} ({exc.strerror or exc})"
             ) from None
-        if not os.access(settings.folder, os.W_OK):
-            raise ConfigError(f"events.snapshots.folder: cannot write in {settings.folder}")
+        _check_writable(settings.folder, "events.snapshots.folder")
     return EventSnapshots(settings, config.name, run_id, board, clock)
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{what}: cannot write in {folder}")
 
 
 def _unrecorded(stats: RunStats, item: Shown, reason: DropReason) -> None:

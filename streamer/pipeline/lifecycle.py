@@ -200,13 +200,7 @@ class Pipeline:
     def health(self) -> Health:
         """Whether every source is connected or retrying within its budget (its
         `reconnect.max_delay_s`), the sink delivers and the run has not failed."""
-        failure = self._failure
-        return assess(
-            self.totals(),
-            self._down_budget_s,
-            self._clock.time(),
-            None if failure is None else str(failure),
-        )
+        return assess(self.totals(), self._down_budget_s, self._clock.time(), self._failure)
 
     def snapshot(self, source_id: str) -> bytes:
         """The latest processed frame of `source_id` as JPEG, with its boxes, track ids,

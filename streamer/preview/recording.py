@@ -23,7 +23,7 @@ from av.video.reformatter import VideoReformatter
 
 from streamer.preview.board import FrameBoard, Shown
 from streamer.runtime.messages import EndOfStream
-from streamer.runtime.queues import POLL_S, StageQueue
+from streamer.runtime.queues import StageQueue, until_ended
 from streamer.runtime.threads import Supervisor
 
 log = logging.getLogger(__name__)
@@ -86,13 +86,9 @@ class Recorder:
         self._outputs: dict[str, _Output] = {}
 
     def run(self) -> None:
-        remaining = set(self._paths)
-        halt = self._supervisor.halt
         try:
-            while remaining and not halt.is_set():
-                item = self._inbox.get(POLL_S)
+            for item in until_ended(self._inbox, self._paths, self._supervisor.halt):
                 if isinstance(item, EndOfStream):
-                    remaining.discard(item.source_id)
                     self._finish(item.source_id)
                 elif isinstance(item, Shown):
                     self._write(item)

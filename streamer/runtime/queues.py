@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from streamer.enums import StrEnum
@@ -179,3 +179,17 @@ class FanOut(Generic[T]):
 
     def wait_for_room(self, timeout: float = POLL_S) -> bool:
         return all(q.wait_for_room(timeout) for q in self.queues)
+
+
+def until_ended(
+    inbox: StageQueue[T], source_ids: Iterable[str], halt: threading.Event
+) -> Iterator[T | Control]:
+    """What `inbox` brings, end-of-stream markers included, until every one of
+    `source_ids` has sent its end of stream or `halt` is set: a sink's whole loop."""
+    remaining = set(source_ids)
+    while remaining and not halt.is_set():
+        item = inbox.get(POLL_S)
+        if isinstance(item, EndOfStream):
+            remaining.discard(item.source_id)
+        if item is not None:
+            yield item

@@ -318,13 +318,7 @@ class ShardedPipeline:
 
     def health(self) -> Health:
         """`Pipeline.health` over every shard's sources."""
-        failure = self._failure
-        return assess(
-            self.totals(),
-            self._down_budget_s,
-            self._clock.time(),
-            None if failure is None else str(failure),
-        )
+        return assess(self.totals(), self._down_budget_s, self._clock.time(), self._failure)
 
     def snapshot(self, source_id: str) -> bytes:
         """`Pipeline.snapshot`, as the shard that runs the source last sent it: shards

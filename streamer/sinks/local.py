@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from streamer.events.event import Event
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.messages import Emitted, EndOfStream, EndReason
-from streamer.runtime.queues import POLL_S, Overflow, StageQueue
+from streamer.runtime.queues import POLL_S, Overflow, StageQueue, until_ended
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
 
@@ -133,14 +133,9 @@ class LocalSink:
         self.end()
 
     def run(self) -> None:
-        remaining = set(self._source_ids)
-        halt = self._supervisor.halt
         try:
-            while remaining and not halt.is_set():
-                item = self._inbox.get(POLL_S)
-                if isinstance(item, EndOfStream):
-                    remaining.discard(item.source_id)
-                elif isinstance(item, Emitted):
+            for item in until_ended(self._inbox, self._source_ids, self._supervisor.halt):
+                if isinstance(item, Emitted):
                     self._deliver(item)
         finally:
             # Halted: what is still queued is counted by the pipeline as it stops.
