@@ -11,6 +11,7 @@ import click
 
 from streamer.cli.events import events
 from streamer.cli.models import inspect, quantize
+from streamer.cli.profile import profile
 from streamer.cli.run import run, validate
 from streamer.cli.status import status
 from streamer.observability import logs
@@ -25,5 +26,5 @@ def main(verbose: bool) -> None:
     logs.setup(verbose)
 
 
-for command in (run, validate, status, inspect, quantize, events):
+for command in (run, validate, profile, status, inspect, quantize, events):
     main.add_command(command)

@@ -231,7 +231,7 @@ def run(
     except KeyboardInterrupt:
         pipeline.stop(0.0)
         _interrupted_while_starting()
-    code = _run_until_done(pipeline)
+    code = run_until_done(pipeline)
     if publisher is not None:
         publisher.close()
     if server is not None:
@@ -257,7 +257,7 @@ def _interrupted_while_starting() -> NoReturn:
     os._exit(EXIT_INTERRUPTED)
 
 
-def _run_until_done(pipeline: Pipeline | ShardedPipeline) -> int:
+def run_until_done(pipeline: Pipeline | ShardedPipeline) -> int:
     """Run with signals mapped onto stops: the first drains, the second stops at once, a
     third exits without waiting for anything. The exit code."""
     signals: list[int] = []

@@ -171,6 +171,9 @@ def load_config(path: Path) -> PipelineConfig:
         folder = resolve_path(str(snapshots.folder), base, f"{path}: events.snapshots.folder")
         snapshots = snapshots.model_copy(update={"folder": Path(folder)})
         update["events"] = config.events.model_copy(update={"snapshots": snapshots})
+    if config.health is not None and config.health.profile is not None:
+        profile = resolve_path(str(config.health.profile), base, f"{path}: health.profile")
+        update["health"] = config.health.model_copy(update={"profile": Path(profile)})
     redis_sink = config.redis
     if redis_sink is not None and redis_sink.spool_path is not None:
         where = f"{path}: sink.redis.spool_path"

@@ -17,7 +17,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from streamer.enums import StrEnum
-from streamer.events.event import OBJECT_EVENT_TYPES, Anchor, EventType
+from streamer.events.event import (
+    OBJECT_EVENT_TYPES,
+    Anchor,
+    DriftFeature,
+    EventType,
+    HealthCondition,
+)
 from streamer.runtime.queues import Overflow
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -387,6 +393,8 @@ class EventsConfig(_Model):
     def _known_types(cls, emit: Any) -> Any:
         # Strings only: pydantic's own message says what else is wrong.
         for name in emit if isinstance(emit, list) else ():
+            if name in (EventType.CAMERA_HEALTH, EventType.DRIFT):
+                raise ValueError(f"{name!r} is emitted by the `health:` section, not listed here")
             if isinstance(name, str) and name not in EMITTABLE_TYPES:
                 available = ", ".join(t.value for t in EMITTABLE_TYPES)
                 raise ValueError(f"{name!r} is not an event type (available: {available})")
@@ -520,6 +528,62 @@ class RayConfig(_Model):
     -1: always. Beyond it the run fails."""
 
 
+class ConditionConfig(_Model):
+    """One camera-health condition's settings; what is left out keeps its default
+    (docs/operations.md, "Camera health", has them with the measurements behind them)."""
+
+    enabled: bool = True
+    """false: the condition is not watched."""
+    threshold: float | None = None
+    """The measure's bound the condition is raised beyond (brightness: the darker bound,
+    a ratio to the reference; the brighter bound is its inverse)."""
+    clear_at: float | None = None
+    """The bound it is cleared beyond: between the threshold and normal (hysteresis)."""
+    hold_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
+    """How long the measure must stay past the threshold before the condition is raised."""
+    clear_s: Annotated[float, Field(ge=0, le=86_400)] | None = None
+    """How long it must stay back past `clear_at` before the condition is cleared."""
+
+
+class DriftConfig(_Model):
+    """Detection drift: each window of a source's detections compared with its reference
+    profile, feature by feature, by the Jensen-Shannon divergence (0..1)."""
+
+    enabled: bool = True
+    """false: no drift events."""
+    window_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 300.0
+    """The length of each window judged, in the source's time."""
+    thresholds: dict[DriftFeature, Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=dict
+    )
+    """Per feature (`confidence`, `class_mix`, `box_size`, `detections_per_frame`), the
+    divergence beyond which it drifted; the ones left out keep their defaults."""
+    min_frames: Annotated[int, Field(ge=1)] = 100
+    """A window (and the reference) with fewer processed frames is not judged."""
+    min_detections: Annotated[int, Field(ge=1)] = 100
+    """A window with fewer boxes is not judged (a quiet night is no drift); the
+    baseline goes on learning until it has this many."""
+
+
+class HealthConfig(_Model):
+    """Camera health and detection drift (DESIGN.md section 12): `camera_health` and
+    `drift` events, per-source gauges, the stats file's `health` section."""
+
+    baseline_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 60.0
+    """Each source's reference is learnt from its first this many seconds (its own
+    time), unless `profile` has one for it."""
+    profile: Path | None = None
+    """A profile file written by `streamer profile` (relative to the pipeline file):
+    the references of the sources it has."""
+    sample_fps: Annotated[float, Field(gt=0, le=30)] = 4.0
+    """How many pictures a second of each source are measured (a small grey thumbnail)."""
+    conditions: dict[HealthCondition, ConditionConfig] = Field(default_factory=dict)
+    """Per condition (`blackout`, `covered`, `frozen`, `moved`, `blur`, `brightness`),
+    settings that differ from the defaults."""
+    drift: DriftConfig = DriftConfig()
+    """Detection drift."""
+
+
 class PipelineConfig(_Model):
     name: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
     """The pipeline's name: in events, stream keys and logs."""
@@ -554,6 +618,9 @@ class PipelineConfig(_Model):
     a Redis sink when more than 1."""
     ray: RayConfig | None = None
     """Run the shards on a Ray cluster instead of this machine's processes (`--ray`)."""
+    health: HealthConfig | None = None
+    """Watch each camera's picture and the detector's output: `camera_health` and
+    `drift` events (`health: {}` for the defaults)."""
 
     @field_validator("sink", mode="before")
     @classmethod

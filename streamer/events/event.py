@@ -24,6 +24,8 @@ class EventType(StrEnum):
     LINE_CROSSED = "line_crossed"
     DETECTIONS = "detections"
     SOURCE_STATUS = "source_status"
+    CAMERA_HEALTH = "camera_health"
+    DRIFT = "drift"
 
 
 OBJECT_EVENT_TYPES = (
@@ -76,6 +78,98 @@ class Anchor(StrEnum):
     BOTTOM_CENTER = "bottom_center"
     CENTER = "center"
     TOP_CENTER = "top_center"
+
+
+class HealthCondition(StrEnum):
+    """Of a `camera_health` event: what is wrong with the camera's picture."""
+
+    BLACKOUT = "blackout"  # no picture: (nearly) all black
+    COVERED = "covered"  # most of the scene lost its detail: a hand, tape, a bag
+    FROZEN = "frozen"  # the picture stopped changing while time goes on
+    MOVED = "moved"  # the scene's fixed edges are no longer where they were
+    BLUR = "blur"  # the detail is gone: out of focus, fog, a smeared lens
+    BRIGHTNESS = "brightness"  # far darker or brighter than it was: a lamp, the exposure
+
+
+class AlertState(StrEnum):
+    """Of `camera_health` and `drift` events: said once when a condition starts, once
+    when it ends."""
+
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+class DriftFeature(StrEnum):
+    """Of a `drift` event: which part of the detector's output moved away from the
+    source's reference profile."""
+
+    CONFIDENCE = "confidence"
+    CLASS_MIX = "class_mix"
+    BOX_SIZE = "box_size"
+    DETECTIONS_PER_FRAME = "detections_per_frame"
+
+
+@dataclass(frozen=True, slots=True)
+class CameraHealth:
+    """A `camera_health` event's `health`: a condition raised or cleared."""
+
+    condition: HealthCondition
+    state: AlertState
+    value: float  # the measure the condition is judged by, at the change
+    threshold: float  # the bound it crossed
+    since: float  # wall clock: when the condition started (raised) or ended (cleared)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "condition": str(self.condition),
+            "state": str(self.state),
+            "value": self.value,
+            "threshold": self.threshold,
+            "since": self.since,
+        }
+
+    @classmethod
+    def from_dict(cls, o: dict[str, Any]) -> CameraHealth:
+        return cls(
+            HealthCondition(o["condition"]),
+            AlertState(o["state"]),
+            o["value"],
+            o["threshold"],
+            o["since"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A `drift` event's `drift`: a window of detections judged against the reference."""
+
+    feature: DriftFeature
+    score: float  # Jensen-Shannon divergence (bits, 0..1) of the window from the reference
+    threshold: float
+    state: AlertState
+    window_start: float  # wall clock
+    window_end: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": str(self.feature),
+            "score": self.score,
+            "threshold": self.threshold,
+            "state": str(self.state),
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+        }
+
+    @classmethod
+    def from_dict(cls, o: dict[str, Any]) -> Drift:
+        return cls(
+            DriftFeature(o["feature"]),
+            o["score"],
+            o["threshold"],
+            AlertState(o["state"]),
+            o["window_start"],
+            o["window_end"],
+        )
 
 
 class UnknownEventType(ValueError):
@@ -150,6 +244,8 @@ class Event:
     - `source_status`: `status`, and `detail` when there is more to say; `frame` is None;
       `reason` when a source is down for something a person must fix (`SourceProblem`);
     - `object_left` also says why in `reason` (`LeftReason`);
+    - `camera_health`: `health`; `drift`: `drift` (DESIGN.md section 12), both with
+      `object` None and `frame` the frame at which the state changed;
     - object events may name a picture of their frame in `snapshot` (a Redis key, or a
       file path), when the pipeline takes snapshots.
 
@@ -175,6 +271,8 @@ class Event:
     detail: str | None = None
     reason: SourceProblem | LeftReason | None = None
     snapshot: str | None = None  # where a picture of its frame is: a Redis key or a file
+    health: CameraHealth | None = None
+    drift: Drift | None = None
     schema: int = SCHEMA_VERSION
     entry_id: str | None = field(default=None, compare=False)
     stream: str | None = field(default=None, compare=False)
@@ -201,6 +299,12 @@ class Event:
             out["status"] = None if self.status is None else str(self.status)
             if self.detail is not None:
                 out["detail"] = self.detail
+        elif self.type is EventType.CAMERA_HEALTH:
+            out["object"] = None
+            out["health"] = None if self.health is None else self.health.to_dict()
+        elif self.type is EventType.DRIFT:
+            out["object"] = None
+            out["drift"] = None if self.drift is None else self.drift.to_dict()
         else:
             out["object"] = None if self.object is None else self.object.to_dict()
         if self.reason is not None:
@@ -247,6 +351,8 @@ class Event:
             detail=e.get("detail"),
             reason=reason,
             snapshot=e.get("snapshot"),
+            health=None if e.get("health") is None else CameraHealth.from_dict(e["health"]),
+            drift=None if e.get("drift") is None else Drift.from_dict(e["drift"]),
             schema=e["schema"],
             entry_id=entry_id,
             stream=stream,

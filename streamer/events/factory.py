@@ -15,7 +15,9 @@ from typing import Protocol
 
 from streamer.analytics.rules import Occurrence
 from streamer.events.event import (
+    CameraHealth,
     Direction,
+    Drift,
     Event,
     EventType,
     FrameRef,
@@ -25,7 +27,14 @@ from streamer.events.event import (
     TrackedObject,
 )
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
-from streamer.runtime.messages import Attachment, Detections, Emitted, Frame, SourceStatus
+from streamer.runtime.messages import (
+    Attachment,
+    Detections,
+    Emitted,
+    Frame,
+    HealthChange,
+    SourceStatus,
+)
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -105,6 +114,8 @@ class EventFactory:
         detail: str | None = None,
         reason: SourceProblem | LeftReason | None = None,
         snapshot: str | None = None,
+        health: CameraHealth | None = None,
+        drift: Drift | None = None,
     ) -> Event:
         self._seq[source_id] += 1
         now = self._clock.time()
@@ -129,6 +140,8 @@ class EventFactory:
             detail=detail,
             reason=reason,
             snapshot=snapshot,
+            health=health,
+            drift=drift,
         )
 
     def boxes(
@@ -210,4 +223,19 @@ class EventFactory:
             detail=status.detail,
             reason=status.problem,
         )
+        return Emitted.of(event, None)
+
+    def camera_health(self, change: HealthChange) -> Emitted:
+        """A camera-health condition raised or cleared, at the frame it changed at."""
+        event = self._event(
+            EventType.CAMERA_HEALTH,
+            change.source_id,
+            frame_ref(change.frame),
+            health=change.health,
+        )
+        return Emitted.of(event, None)
+
+    def drift(self, frame: Frame, drift: Drift) -> Emitted:
+        """A drift raised or cleared by the window that `frame` closed."""
+        event = self._event(EventType.DRIFT, frame.source_id, frame_ref(frame), drift=drift)
         return Emitted.of(event, None)

@@ -28,6 +28,8 @@ from streamer.preview.board import FrameBoard, Shown
 from streamer.preview.drawing import regions_by_source
 from streamer.preview.recording import RECORD_QUEUE, RECORD_SUFFIXES, Recorder, recording_path
 from streamer.preview.snapshots import EventSnapshots
+from streamer.quality.profiles import SourceProfile, load_profiles
+from streamer.quality.settings import watchers
 from streamer.runtime.clock import Clock
 from streamer.runtime.deadlines import WorkEstimate
 from streamer.runtime.messages import DropReason, Emitted, SourceStatus, source_of
@@ -53,6 +55,7 @@ class Checked:
     zones: list[ZoneRule]
     lines: list[LineRule]
     file_frames: dict[str, int | None]  # frames each file source announces (None: unknown)
+    profiles: dict[str, SourceProfile]  # the references of `health.profile`, per source
 
 
 def check(config: PipelineConfig, model: Model | None = None) -> Checked:
@@ -77,7 +80,11 @@ def check(config: PipelineConfig, model: Model | None = None) -> Checked:
                 "sources[%d].ffmpeg_options: FFmpeg has no option %r; it does nothing", i, name
             )
     frames = {s.id: probe_file(s.uri, file_options(s)) for s in config.sources if s.is_file}
-    return Checked(model, rules, zones, lines, frames)
+    health = config.health
+    profiles: dict[str, SourceProfile] = {}
+    if health is not None and health.profile is not None:
+        profiles = load_profiles(health.profile, spec.labels)
+    return Checked(model, rules, zones, lines, frames, profiles)
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,7 @@ def build(
         log=None if shard is None else shard.log,
     )
     last_track_ids = {} if shard is None else shard.last_track_ids
+    watching = watchers(config.health, source_ids, len(model.spec.labels), checked.profiles)
     postprocess = PostprocessStage(
         model,
         checked.rules,
@@ -232,9 +240,15 @@ def build(
         board,
         clock,
         snapshots,
+        watching.drift,
     )
     parts = Parts(
-        sources=[VideoSource(p, frames["decoded"], stats, supervisor, clock) for p in plans],
+        sources=[
+            VideoSource(
+                p, frames["decoded"], stats, supervisor, clock, watching.cameras.get(p.config.id)
+            )
+            for p in plans
+        ],
         stages=[
             StageThread(
                 PreprocessStage(model, estimate, stats, clock),
@@ -250,6 +264,8 @@ def build(
         stats=stats,
         supervisor=supervisor,
         board=board,
+        watchers=watching,
+        labels=model.spec.labels,
     )
     if shard is not None and shard.restarted is not None:
         for sid in source_ids:

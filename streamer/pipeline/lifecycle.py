@@ -35,6 +35,7 @@ from streamer.events.event import Event
 from streamer.observability.health import Health, assess
 from streamer.pipeline.build import Recording, build
 from streamer.pipeline.parts import Parts
+from streamer.quality.profiles import SourceProfile
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.messages import DropReason
 from streamer.runtime.queues import POLL_S
@@ -196,6 +197,16 @@ class Pipeline:
     def totals(self) -> Totals:
         """The counts of `stats()`, as a value that adds up with another run's."""
         return self._parts.stats.totals()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The model's class names."""
+        return self._parts.labels
+
+    def profiles(self) -> dict[str, SourceProfile]:
+        """Each source's reference profile as it is now (learnt, loaded, or as far as
+        learnt): what `streamer profile` writes. Empty without a `health:` section."""
+        return self._parts.watchers.profiles()
 
     def health(self) -> Health:
         """Whether every source is connected or retrying within its budget (its

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from streamer.preview.board import FrameBoard
+from streamer.quality.settings import Watchers
 from streamer.runtime.queues import Outbox, StageQueue
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Stage, Supervisor
@@ -50,3 +51,5 @@ class Parts:
     stats: RunStats
     supervisor: Supervisor
     board: FrameBoard  # the latest frame of each source, for the preview and snapshots
+    watchers: Watchers  # camera health and drift, per source (none without `health:`)
+    labels: tuple[str, ...]  # the model's class names

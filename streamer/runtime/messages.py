@@ -1,8 +1,8 @@
 """Frozen messages that travel between the pipeline's threads.
 
 Data items (`Frame`, `Prepared`, `Inferred`, `Emitted`) can be dropped by a leaky queue;
-control items (`SourceStatus`, `EndOfStream`) never are, and travel in order with the
-frames of their source so that per-source event order holds end to end.
+control items (`SourceStatus`, `HealthChange`, `EndOfStream`) never are, and travel in
+order with the frames of their source so that per-source event order holds end to end.
 
 Times: `*_ns` fields are the pipeline clock's `monotonic_ns()`, used for deadlines and
 latency; `*_at` fields are its wall-clock seconds since the epoch, used only in events.
@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from streamer.enums import StrEnum
-from streamer.events.event import Event, SourceProblem, SourceState
+from streamer.events.event import CameraHealth, Event, SourceProblem, SourceState
 
 
 class DropReason(StrEnum):
@@ -153,6 +153,16 @@ class SourceStatus:
     problem: SourceProblem | None = None  # down for something a person must fix
 
 
+@dataclass(frozen=True, slots=True)
+class HealthChange:
+    """A camera-health condition raised or cleared at `frame`: becomes a `camera_health`
+    event."""
+
+    source_id: str
+    health: CameraHealth
+    frame: Frame
+
+
 class EndReason(StrEnum):
     EOF = "eof"  # the file or stream ended
     STOPPED = "stopped"  # the pipeline was asked to stop
@@ -167,7 +177,7 @@ class EndOfStream:
     reason: EndReason
 
 
-Control = SourceStatus | EndOfStream
+Control = SourceStatus | HealthChange | EndOfStream
 
 
 def source_of(item: Frame | Prepared | Inferred | object) -> str:

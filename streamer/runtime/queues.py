@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar
 
 from streamer.enums import StrEnum
-from streamer.runtime.messages import Control, DropReason, EndOfStream, SourceStatus
+from streamer.runtime.messages import Control, DropReason, EndOfStream, HealthChange, SourceStatus
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
@@ -31,8 +31,8 @@ class Overflow(StrEnum):
 
 
 def is_control(item: object) -> bool:
-    """Source status and end of stream: items a queue never drops."""
-    return isinstance(item, (SourceStatus, EndOfStream))
+    """Source status, health changes and end of stream: items a queue never drops."""
+    return isinstance(item, (SourceStatus, HealthChange, EndOfStream))
 
 
 class StageQueue(Generic[T]):

@@ -118,6 +118,44 @@ class SourceHealth:
         return replace(self, fps=0.0)
 
 
+@dataclass(frozen=True)
+class Gauge:
+    """A watched measure's latest value and whether it has raised its alarm."""
+
+    value: float
+    raised: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": round(self.value, 4), "raised": self.raised}
+
+
+@dataclass(frozen=True)
+class SourceQuality:
+    """A source's camera health and detection drift (`health:`): each condition's
+    measure and each drift feature's latest score."""
+
+    conditions: Mapping[str, Gauge] = field(default_factory=dict)  # HealthCondition
+    drift: Mapping[str, Gauge] = field(default_factory=dict)  # DriftFeature
+    at: float = 0.0  # wall clock of the latest change: across shards, the newer wins
+
+    def __add__(self, other: SourceQuality) -> SourceQuality:
+        return other if other.at >= self.at else self
+
+    @property
+    def raised(self) -> list[str]:
+        """What is wrong now: raised conditions, and drifted features as `drift:FEATURE`."""
+        return [c for c, g in self.conditions.items() if g.raised] + [
+            f"drift:{f}" for f, g in self.drift.items() if g.raised
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "raised": self.raised,
+            "conditions": {c: g.to_dict() for c, g in sorted(self.conditions.items())},
+            "drift": {f: g.to_dict() for f, g in sorted(self.drift.items())},
+        }
+
+
 def _add(a: Mapping[Any, int], b: Mapping[Any, int]) -> dict[Any, int]:
     out = dict(a)
     for key, n in b.items():
@@ -147,6 +185,7 @@ class Totals:
     providers: tuple[str, ...] = ()
     health: Mapping[str, SourceHealth] = field(default_factory=dict)  # per source
     sink_down_since: float | None = None  # wall clock: Redis has refused events since
+    quality: Mapping[str, SourceQuality] = field(default_factory=dict)  # per source watched
 
     def __add__(self, other: Totals) -> Totals:
         """Both runs' counts together (the sources of shards are disjoint)."""
@@ -175,6 +214,11 @@ class Totals:
                 (t for t in (self.sink_down_since, other.sink_down_since) if t is not None),
                 default=None,
             ),
+            quality={
+                sid: self.quality.get(sid, SourceQuality())
+                + other.quality.get(sid, SourceQuality())
+                for sid in {**self.quality, **other.quality}
+            },
         )
 
     def ended(self) -> Totals:
@@ -243,6 +287,7 @@ def render(totals: Totals, wall_s: float) -> dict[str, Any]:
             name: {"in": c.get("in", 0), "out": c.get("out", 0)}
             for name, c in sorted(t.lines.items())
         },
+        "health": {sid: q.to_dict() for sid, q in sorted(t.quality.items())},
     }
 
 
@@ -303,6 +348,7 @@ class RunStats:
         self._lines: dict[str, Counter[str]] = {}  # line -> in, out
         self._source_ids = list(source_ids)
         self._health = {sid: _SourceCounts() for sid in source_ids}
+        self._quality: dict[str, SourceQuality] = {}
         self._sink_down_since: float | None = None
         self.providers: list[str] = []
 
@@ -405,6 +451,20 @@ class RunStats:
             elif self._sink_down_since is None:
                 self._sink_down_since = now
 
+    def camera_health(self, source_id: str, gauges: Mapping[str, Gauge]) -> None:
+        """A source's condition measures, as its picture watcher last judged them."""
+        now = self._clock.time()
+        with self._lock:
+            q = self._quality.get(source_id, SourceQuality())
+            self._quality[source_id] = replace(q, conditions=dict(gauges), at=now)
+
+    def drift(self, source_id: str, gauges: Mapping[str, Gauge]) -> None:
+        """A source's drift scores, as its last judged window left them."""
+        now = self._clock.time()
+        with self._lock:
+            q = self._quality.get(source_id, SourceQuality())
+            self._quality[source_id] = replace(q, drift=dict(gauges), at=now)
+
     def totals(self) -> Totals:
         now_ns = self._clock.monotonic_ns()
         with self._lock:
@@ -427,6 +487,7 @@ class RunStats:
                 providers=tuple(self.providers),
                 health={sid: c.health(now_ns) for sid, c in self._health.items()},
                 sink_down_since=self._sink_down_since,
+                quality=dict(self._quality),
             )
 
     def wall_s(self) -> float:

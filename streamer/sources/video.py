@@ -20,8 +20,16 @@ from streamer.config.schema import PipelineConfig, SkipFrames, SourceConfig
 from streamer.errors import ConfigError
 from streamer.events.event import SourceProblem, SourceState
 from streamer.observability.redact import redact
+from streamer.quality.camera import CameraWatch
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
-from streamer.runtime.messages import DropReason, EndOfStream, EndReason, Frame, SourceStatus
+from streamer.runtime.messages import (
+    DropReason,
+    EndOfStream,
+    EndReason,
+    Frame,
+    HealthChange,
+    SourceStatus,
+)
 from streamer.runtime.queues import POLL_S, StageQueue
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Supervisor
@@ -95,7 +103,9 @@ class VideoSource:
         stats: RunStats,
         supervisor: Supervisor,
         clock: Clock = SYSTEM_CLOCK,
+        watch: CameraWatch | None = None,
     ) -> None:
+        """`watch`: judges the picture's health, when the pipeline watches it."""
         self.plan = plan
         self.id = plan.config.id
         self._out = out
@@ -106,6 +116,7 @@ class VideoSource:
         self._problem: SourceProblem | None = None  # said once, until it connects again
         self.failure: Exception | None = None  # why the source failed for good
         self._hwaccel = choose_hwaccel(plan.config)
+        self._watch = watch
 
     @property
     def failed(self) -> bool:
@@ -142,6 +153,17 @@ class VideoSource:
             self._announce_connected()
             for frame in self._frames(container):
                 self._out.put(frame, self._supervisor.halt)
+                if self._watch is not None:
+                    self._watch_picture(frame, self._watch)
+
+    def _watch_picture(self, frame: Frame, watch: CameraWatch) -> None:
+        # After the frame is handed on: the health change travels in band behind it.
+        changes = watch.observe(frame)
+        if changes is None:
+            return
+        self._stats.camera_health(self.id, watch.gauges)
+        for health in changes:
+            self._out.put_control(HealthChange(self.id, health, frame))
 
     def _decode_live(self) -> None:
         config = self.plan.config

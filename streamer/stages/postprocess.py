@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +16,7 @@ from streamer.events.factory import EventFactory
 from streamer.models import Model, ModelSpec
 from streamer.preview.board import FrameBoard, Shown
 from streamer.preview.snapshots import EventSnapshots
+from streamer.quality.drift import DriftWatch
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.deadlines import WorkEstimate
 from streamer.runtime.messages import (
@@ -24,6 +25,7 @@ from streamer.runtime.messages import (
     Emitted,
     EndOfStream,
     EndReason,
+    HealthChange,
     Inferred,
     SourceStatus,
 )
@@ -71,6 +73,8 @@ def left_reason(item: Control) -> LeftReason | None:
     """Why the objects of a source leave at `item`; None: they do not."""
     if isinstance(item, EndOfStream):
         end = item.reason
+    elif isinstance(item, HealthChange):
+        return None
     elif item.status is SourceState.DISCONNECTED:
         return LeftReason.DISCONNECTED
     elif item.status is SourceState.ENDED:
@@ -103,12 +107,14 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         board: FrameBoard,
         clock: Clock = SYSTEM_CLOCK,
         snapshots: EventSnapshots | None = None,
+        drift: Mapping[str, DriftWatch] | None = None,
     ) -> None:
         """`rules.confidence` is the threshold boxes are decoded at (lower than the
         model's confidence when the tracker uses weak boxes); `detections` events and
         `board` show boxes from `confidence` up. `objects`: per source, empty when
         nothing is tracked. `board` gets every frame with its boxes; `snapshots` takes the
-        pictures object events carry, if any."""
+        pictures object events carry, if any; `drift` judges each source's boxes, when
+        the pipeline watches for drift."""
         self._model = model
         self._rules = rules
         self._factory = factory
@@ -120,6 +126,7 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         self._board = board
         self._clock = clock
         self._snapshots = snapshots
+        self._drift = drift or {}
 
     def process(self, item: Inferred) -> Iterable[Emitted]:
         started = self._clock.monotonic_ns()
@@ -143,6 +150,9 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         if objects is not None:
             events += self._object_events(occurrences, timed=True, shown=seen)
             self._stats.objects_active(frame.source_id, objects.active_objects)
+        drift = self._drift.get(frame.source_id)
+        if drift is not None:
+            events += self._judge_drift(drift, seen)
         self._stats.events_emitted(len(events))
         self._estimate.record_postprocess(self._clock.monotonic_ns() - started)
         # A frame's latency ends with its events being delivered, or here if it has none.
@@ -162,11 +172,25 @@ class PostprocessStage(Stage[Inferred, Emitted]):
             self._stats.objects_active(item.source_id, 0)
         if isinstance(item, SourceStatus):
             out.append(self._factory.source_status(item))
+        elif isinstance(item, HealthChange):
+            out.append(self._factory.camera_health(item))
         self._board.control(item)
         self._stats.events_emitted(sum(isinstance(e, Emitted) for e in out))
         if isinstance(item, EndOfStream):
             out.append(item)
         return out
+
+    def _judge_drift(self, drift: DriftWatch, seen: Shown) -> list[Emitted]:
+        frame, boxes = seen.frame, seen.boxes
+        wh = boxes.xyxy[:, 2:] - boxes.xyxy[:, :2]
+        area_share = wh[:, 0] * wh[:, 1] / max(frame.width * frame.height, 1)
+        changes = drift.observe(
+            frame.time_s, frame.captured_at, boxes.confidence, boxes.class_id, area_share
+        )
+        if changes is None:
+            return []
+        self._stats.drift(frame.source_id, drift.gauges())
+        return [self._factory.drift(frame, change) for change in changes]
 
     def _object_events(
         self, occurrences: list[Occurrence], timed: bool, shown: Shown | None = None
