@@ -9,15 +9,18 @@ the clip's clock, and clear it after the end. The clean clips raise nothing at a
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from streamer import Pipeline
 from streamer.config.schema import HealthConfig
 from streamer.errors import ConfigError
 from streamer.events.event import AlertState, DriftFeature, HealthCondition
+from streamer.observability.server import OperatorServer
 from streamer.quality.camera import CameraWatch
 from streamer.quality.conditions import Alarm, Rule
 from streamer.quality.drift import DriftRules, DriftWatch, Histograms, js_divergence
@@ -31,8 +34,10 @@ from tests.conftest import (
     run_cli,
     run_with_stats,
     sources_pipeline,
+    wait_until,
 )
-from tools.fault_clips import RAISES, make_fault_clips
+from tests.test_preview import get, health, near, screenshot
+from tools.fault_clips import RAISES, Fault, make_fault_clips
 from tools.make_sample_video import write_clip
 from tools.scenes import Scene, SceneObject
 
@@ -42,6 +47,7 @@ ONSET_S, END_S = 12.0, 32.0  # the fault's span in every fault clip: frozen for 
 LENGTH_S = 40.0
 RAISE_WITHIN_S = 10.0
 HEALTH = "health:\n  baseline_s: 8\n"
+RAISED_COLOUR = (51, 187, 255)  # BGR of the page's amber (#fb3)
 
 
 def fault_clips(folder: Path, source: Path, loops: int) -> dict[str, Path]:
@@ -118,12 +124,36 @@ def test_each_fault_raises_its_own_condition_live(
     assert_each_fault_raises_only_its_own(read_events(redis_client, "streamer:live-faults:events"))
 
 
+def test_the_preview_page_and_metrics_mark_a_camera_with_a_raised_condition(tmp_path, demo_model):
+    black = make_fault_clips(
+        DEMO_CLIP, tmp_path, 3.0, 60.0, loops=2, length_s=30.0, faults=[Fault.BLACK]
+    )[Fault.BLACK]
+    file = sources_pipeline(
+        tmp_path, "site", {"cam1": str(black)}, demo_model,
+        extra="health: {baseline_s: 1, drift: {enabled: false}}\nsink: none\n",
+    )  # fmt: skip
+    pipeline = Pipeline.from_file(file, realtime=True, on_event=lambda _event: None)
+    with OperatorServer(pipeline) as server, pipeline:
+        pipeline.start()
+
+        def raised() -> bool:
+            return health(server.url)[1]["sources"]["cam1"]["raised"] == ["blackout"]
+
+        wait_until(raised, 20, "/healthz to list the blackout")
+        assert health(server.url)[0] == 200  # the camera needs a person, the run is fine
+        page = screenshot(server.url, tmp_path / "page.png")
+        assert near(page, RAISED_COLOUR, tolerance=30) > 1000, "the camera is not marked"
+        metrics = get(server.url + "metrics")[1].decode()
+    assert 'streamer_camera_health_raised{condition="blackout",source="cam1"} 1.0' in metrics
+    assert 'streamer_camera_health_raised{condition="blur",source="cam1"} 0.0' in metrics
+
+
 def cars_scene(duration_s: float) -> Scene:
     """The demo clip's parking lot with only cars driving through: another class mix."""
     cars = tuple(
         SceneObject("car", ((-120, 230 + 60 * (i % 2)), (760, 230 + 60 * (i % 2))), speed=160,
                     size=150, colour=(30 + 40 * i % 200, 60, 160), start_s=2.0 * i)
-        for i in range(int(duration_s / 2))
+        for i in range(int(duration_s / 2) - 1)
     )  # fmt: skip
     return Scene(640, 360, 15, duration_s, cars, seed=7, kerb_y=0.25)
 
@@ -143,8 +173,11 @@ def test_a_changed_scene_drifts_against_a_recorded_profile(
     result = run_cli("profile", str(learn), "-o", str(profile_file))
     assert result.returncode == 0, result.stderr
     assert "profile of 2 source(s)" in result.stdout
-    cars = tmp_path / "cars.mp4"
-    write_clip(cars_scene(45.0), cars)
+    # Ten seconds of cars rendered, played five times over.
+    write_clip(cars_scene(10.0), tmp_path / "cars.mp4")
+    cars = make_fault_clips(
+        tmp_path / "cars.mp4", tmp_path, 0.0, 0.0, loops=5, faults=[Fault.CLEAN]
+    )[Fault.CLEAN]
     window_s = 20.0
     pipeline = sources_pipeline(
         tmp_path, "lot", {"same": str(demo_faults["clean"]), "changed": str(cars)}, demo_model,
@@ -164,6 +197,13 @@ def test_a_changed_scene_drifts_against_a_recorded_profile(
     features = {e["drift"]["feature"] for e in drift if e["drift"]["state"] == "raised"}
     assert DriftFeature.CLASS_MIX in features
     assert f"drift:{DriftFeature.CLASS_MIX}" in stats["health"]["changed"]["raised"]
+    tail = run_cli(
+        "events", "tail", "--redis-url", redis_server.url, "--stream", "streamer:lot:events"
+    )
+    assert tail.returncode == 0, tail.stderr
+    assert re.search(
+        r" changed #\d+ drift class_mix raised \(score 0\.\d+, threshold 0\.2\)", tail.stdout
+    )
 
 
 def test_a_profile_of_another_version_or_model_is_refused(tmp_path, demo_model):

@@ -282,7 +282,7 @@ def test_pending_entries_trimmed_away_are_skipped_and_no_longer_pending(redis_cl
 def test_events_of_a_type_this_version_does_not_know_are_skipped(redis_client):
     factory = EventFactory("p", new_ulid(), ("person",))
     known = factory.source_status(SourceStatus("cam1", SourceState.CONNECTED, T0)).event.to_dict()
-    newer = {**known, "type": "camera_health", "seq": 2, "health": {"condition": "blur"}}
+    newer = {**known, "type": "speed_violation", "seq": 2, "speed": {"kmh": 71}}
     ids = [add(redis_client, known), add(redis_client, newer), add_many(redis_client, 1)[0]]
     assert [e.entry_id for e in Consumer(redis_client, STREAM).events()] == [ids[0], ids[2]]
     group = Consumer(redis_client, STREAM, group="g", name="w1", auto_ack=True)

@@ -13,10 +13,18 @@ from hypothesis import strategies as st
 
 from streamer import Direction, Event, EventType, SourceState
 from streamer.analytics.rules import ObjectSnapshot, Occurrence
-from streamer.events.event import OBJECT_EVENT_TYPES, UnknownEventType
+from streamer.events.event import (
+    OBJECT_EVENT_TYPES,
+    AlertState,
+    CameraHealth,
+    Drift,
+    DriftFeature,
+    HealthCondition,
+    UnknownEventType,
+)
 from streamer.events.factory import EventFactory, new_ulid
 from streamer.runtime.clock import FakeClock
-from streamer.runtime.messages import Detections, Frame, SourceStatus
+from streamer.runtime.messages import Detections, Frame, HealthChange, SourceStatus
 from tests.conftest import SCHEMA
 from tests.test_config_fuzz import fuzz
 
@@ -57,7 +65,18 @@ def occurrences(draw: st.DrawFn) -> Occurrence:
 
 
 def emitted_events(draw: st.DrawFn, factory: EventFactory) -> Event:
-    kind = draw(st.sampled_from(["object", "detections", "status"]))
+    kind = draw(st.sampled_from(["object", "detections", "status", "health", "drift"]))
+    at = draw(st.floats(1.7e9, 1.8e9))
+    state = draw(st.sampled_from(AlertState))
+    if kind == "health":
+        health = CameraHealth(draw(st.sampled_from(HealthCondition)), state,
+                              draw(unit), draw(unit), at)  # fmt: skip
+        change = HealthChange("cam1", health, frame(draw(st.integers(0, 10**7)), None, at))
+        return factory.camera_health(change).event
+    if kind == "drift":
+        drift = Drift(draw(st.sampled_from(DriftFeature)), draw(unit), draw(unit), state,
+                      at, at + draw(seconds))  # fmt: skip
+        return factory.drift(frame(3, draw(st.none() | seconds), at), drift).event
     if kind == "object":
         return factory.occurrence(draw(occurrences())).event
     if kind == "detections":
@@ -92,14 +111,17 @@ def test_the_schema_and_the_enums_name_the_same_values():
     assert properties["type"]["enum"] == [t.value for t in EventType]
     assert properties["status"]["enum"] == [s.value for s in SourceState]
     assert properties["direction"]["enum"] == [d.value for d in Direction] + [None]
+    assert properties["health"]["properties"]["condition"]["enum"] == list(HealthCondition)
+    assert properties["drift"]["properties"]["feature"]["enum"] == list(DriftFeature)
+    assert SCHEMA["$defs"]["alert_state"]["enum"] == list(AlertState)
 
 
 def test_an_event_of_an_unknown_type_is_told_apart():
     event = EventFactory("p", new_ulid(), LABELS).source_status(
         SourceStatus("cam1", SourceState.CONNECTED, 1.75e9)
     )
-    data = {**event.event.to_dict(), "type": "camera_health"}
-    with pytest.raises(UnknownEventType, match="camera_health"):
+    data = {**event.event.to_dict(), "type": "speed_violation"}
+    with pytest.raises(UnknownEventType, match="speed_violation"):
         Event.from_dict(data)
 
 

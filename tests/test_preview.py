@@ -57,12 +57,15 @@ lines:
 SERVING = re.compile(r"on (http://127\.0\.0\.1:\d+/)")
 
 
-def preview_pipeline(folder: Path, uri: str, model: Path, extra: str = "") -> Path:
+def preview_pipeline(
+    folder: Path, uri: str, model: Path, extra: str = "", sections: str = ""
+) -> Path:
+    """`extra`: more of the source's keys; `sections`: more of the pipeline's."""
     return write_pipeline(
         folder / "preview.yaml",
         f"name: site\nevents: {{emit: [object_appeared, object_left]}}\n"
         f"sources:\n  - {{id: cam1, uri: '{uri}'{extra}}}\n"
-        f"model:\n  path: '{model}'\n{DEMO_CONFIDENCE}{REGIONS}sink: none\n",
+        f"model:\n  path: '{model}'\n{DEMO_CONFIDENCE}{REGIONS}sink: none\n{sections}",
     )
 
 
@@ -262,16 +265,18 @@ def test_snapshots_and_metrics_of_a_run_in_python(tmp_path, demo_clip, demo_mode
 def test_every_metric_served_is_documented_by_the_name_it_is_served_under(
     tmp_path, demo_clip, demo_model
 ):
+    # Drift judged every 0.2 s of video: its families have samples too.
+    health = "health: {baseline_s: 0.2, drift: {window_s: 0.2, min_frames: 1, min_detections: 1}}\n"
     pipeline = Pipeline.from_file(
-        preview_pipeline(tmp_path, str(demo_clip), demo_model, ", max_fps: 5"),
-        max_frames=10,
+        preview_pipeline(tmp_path, str(demo_clip), demo_model, ", max_fps: 5", health),
+        max_frames=30,
         on_event=lambda _event: None,
     )
     pipeline.run()  # at 5 of 15 fps, frames are dropped: every family has samples
     with OperatorServer(pipeline) as server:
         text = get(server.url + "metrics")[1].decode()
     served = set(re.findall(r"^(streamer_\w+?)[{ ]", text, re.M))
-    assert "streamer_source_frames_dropped_total" in served
+    assert {"streamer_source_frames_dropped_total", "streamer_drift_score"} <= served
     sharded_only = {"streamer_shard_restarts_total", "streamer_shard_sources"}
     table = (REPO / "docs" / "operations.md").read_text()
     documented = set(re.findall(r"^\| `(streamer_\w+)", table, re.M))

@@ -14,7 +14,7 @@ and 4 %), `black` (no picture). `clean` is the footage untouched.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -94,11 +94,12 @@ def make_fault_clips(
     end_s: float,
     loops: int = 1,
     length_s: float | None = None,
+    faults: Iterable[Fault] = tuple(Fault),
 ) -> dict[Fault, Path]:
     """`source` (played `loops` times, cut at `length_s`) once per fault, the fault from
     `onset_s` to `end_s`, as H.264 files `folder/SOURCE.FAULT.mp4`; read once for all."""
-    paths = {fault: folder / f"{source.stem}.{fault}.mp4" for fault in Fault}
-    held: dict[Fault, list[np.ndarray]] = {fault: [] for fault in Fault}
+    paths = {fault: folder / f"{source.stem}.{fault}.mp4" for fault in faults}
+    held: dict[Fault, list[np.ndarray]] = {fault: [] for fault in paths}
     containers = {fault: av.open(str(path), "w") for fault, path in paths.items()}
     streams: dict[Fault, Any] = {}
     try:

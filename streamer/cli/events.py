@@ -131,6 +131,12 @@ def _one_line(event: Event) -> str:
         frame = event.frame.index if event.frame else "?"
         boxes = ", ".join(f"{o.label} {o.confidence:.2f} {_box(o.bbox)}" for o in event.objects)
         return f"{head} frame {frame}: {boxes or 'nothing'}"
+    if event.health is not None:
+        h = event.health
+        return f"{head} {h.condition} {h.state} ({h.value:.3g}, threshold {h.threshold:.3g})"
+    if event.drift is not None:
+        d = event.drift
+        return f"{head} {d.feature} {d.state} (score {d.score:.3f}, threshold {d.threshold:.3g})"
     o = event.object
     if o is None:
         return f"{head} {json.dumps(event.to_dict())}"

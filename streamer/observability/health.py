@@ -1,6 +1,10 @@
 """Whether a run is healthy, as `/healthz` answers (DESIGN.md section 13): every source
 connected or retrying within its budget, and the sink delivering. Pure: the counts and
-the time are given."""
+the time are given.
+
+A camera-health condition or a drift (`health:`) is listed with its source (`raised`)
+but leaves the run healthy: the pipeline works, it is the camera or the scene that needs
+a person, and `camera_health` events say so."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ class SourceCondition:
     down_s: float | None  # how long it has been without a connection
     last_frame_age_s: float | None
     fps: float
+    raised: tuple[str, ...] = ()  # camera-health conditions raised, drifted features
 
     @property
     def notice(self) -> str | None:
@@ -42,6 +47,7 @@ class SourceCondition:
             "down_s": _round(self.down_s),
             "last_frame_age_s": _round(self.last_frame_age_s),
             "fps": round(self.fps, 2),
+            "raised": list(self.raised),
         }
 
 
@@ -63,8 +69,11 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def condition(health: SourceHealth, down_budget_s: float, now: float) -> SourceCondition:
-    """`down_budget_s`: how long a source may retry before it counts as unhealthy."""
+def condition(
+    health: SourceHealth, down_budget_s: float, now: float, raised: tuple[str, ...] = ()
+) -> SourceCondition:
+    """`down_budget_s`: how long a source may retry before it counts as unhealthy;
+    `raised`: what its camera-health and drift watchers have raised."""
     down_s = None if health.down_since is None else max(0.0, now - health.down_since)
     if health.state is SourceState.ENDED:
         healthy = health.detail != EndReason.FAILED
@@ -80,6 +89,7 @@ def condition(health: SourceHealth, down_budget_s: float, now: float) -> SourceC
         down_s=down_s,
         last_frame_age_s=None if health.last_frame_at is None else now - health.last_frame_at,
         fps=health.fps,
+        raised=raised,
     )
 
 
@@ -91,7 +101,12 @@ def assess(
 ) -> Health:
     """The run's health at `now` (wall clock); `failure`: what failed the run, if anything did."""
     sources = {
-        sid: condition(totals.health.get(sid, SourceHealth()), down_budget_s.get(sid, 0.0), now)
+        sid: condition(
+            totals.health.get(sid, SourceHealth()),
+            down_budget_s.get(sid, 0.0),
+            now,
+            tuple(totals.quality[sid].raised) if sid in totals.quality else (),
+        )
         for sid in totals.sources
     }
     problems = [] if failure is None else [f"the run failed: {failure}"]

@@ -52,6 +52,7 @@ class StatsCollector(Collector):
             latency.add_metric([q], s["latency_ms"][q])
         yield latency
         yield from self._sources(s["sources"])
+        yield from self._quality(s["health"])
         shards = s.get("shards")
         if shards is not None:  # a run over several processes
             restarts = CounterMetricFamily(
@@ -117,3 +118,36 @@ class StatsCollector(Collector):
             for name in SourceProblem:
                 problem.add_metric([sid, name.value], float(info["problem"] == name))
         yield from (connected, state, problem, reconnects, decoded, processed, dropped, age, fps)
+
+    def _quality(self, health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        """Per source watched (`health:`): each condition's measure and whether it is
+        raised, each drift feature's score and whether it drifted."""
+        if not health:
+            return
+        value = GaugeMetricFamily(
+            "streamer_camera_health_value",
+            "The measure each camera-health condition is judged by (its unit is the "
+            "condition's: docs/operations.md)",
+            labels=["source", "condition"],
+        )
+        raised = GaugeMetricFamily(
+            "streamer_camera_health_raised",
+            "1 while the camera-health condition is raised",
+            labels=["source", "condition"],
+        )
+        score = GaugeMetricFamily(
+            "streamer_drift_score",
+            "Jensen-Shannon divergence of the last window from the reference (0..1)",
+            labels=["source", "feature"],
+        )
+        drifted = GaugeMetricFamily(
+            "streamer_drift_raised", "1 while the feature has drifted", labels=["source", "feature"]
+        )
+        for sid, q in health.items():
+            for condition, gauge in q["conditions"].items():
+                value.add_metric([sid, condition], gauge["value"])
+                raised.add_metric([sid, condition], float(gauge["raised"]))
+            for feature, gauge in q["drift"].items():
+                score.add_metric([sid, feature], gauge["value"])
+                drifted.add_metric([sid, feature], float(gauge["raised"]))
+        yield from (value, raised, score, drifted)

@@ -23,6 +23,8 @@ figure {{ margin: 0; background: #222; padding: 6px; border-radius: 4px; }}
 figure img {{ width: 100%; display: block; }}
 figcaption {{ padding: 4px 2px 0; }}
 .down {{ color: #f66; }}
+.raised {{ color: #fb3; }}
+figure.raised {{ outline: 3px solid #fb3; }}
 </style>
 </head>
 <body>
@@ -47,8 +49,10 @@ function refresh() {{
       if (!caption) continue;
       const fps = s.state === "connected" ? ", " + s.fps.toFixed(1) + " fps" : "";
       const why = s.detail && s.state !== "connected" ? " (" + s.detail + ")" : "";
-      caption.textContent = id + ": " + s.state + fps + why;
-      caption.className = s.healthy ? "" : "down";
+      const raised = s.raised.length ? ": " + s.raised.join(", ") : "";
+      caption.textContent = id + ": " + s.state + fps + why + raised;
+      caption.className = !s.healthy ? "down" : s.raised.length ? "raised" : "";
+      caption.parentElement.className = s.raised.length ? "raised" : "";
     }}
   }}).catch(() => {{ document.getElementById("health").textContent = "(no answer)"; }});
 }}
