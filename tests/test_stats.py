@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from streamer.events.event import SourceState
-from streamer.runtime.stats import LatencyHistogram, RateMeter, RunStats, SourceHealth
+from streamer.runtime.stats import (
+    Gauge,
+    LatencyHistogram,
+    RateMeter,
+    RunStats,
+    SourceHealth,
+    SourceQuality,
+    Totals,
+    render,
+)
 
 
 def test_percentiles_are_within_one_percent():
@@ -36,6 +45,8 @@ def test_snapshot_has_the_documented_shape():
     stats.object_event("zone_entered", "door", None)
     stats.object_event("line_crossed", "gate", "in")
     stats.objects_active("cam1", 1)
+    stats.camera_health("cam1", {"blur": Gauge(0.2, True)})
+    stats.drift("cam1", {"class_mix": Gauge(0.05, False)})
     s = stats.snapshot()
     assert s["frames"] == {
         "decoded": 1, "processed": 1, "late": 1, "dropped": {"infer:deadline": 1}}  # fmt: skip
@@ -57,8 +68,15 @@ def test_snapshot_has_the_documented_shape():
         "yard": {"entered": 0, "exited": 0, "inside": 0},
     }
     assert s["lines"] == {"gate": {"in": 1, "out": 0}}
+    assert s["health"] == {
+        "cam1": {
+            "raised": ["blur"],
+            "conditions": {"blur": {"value": 0.2, "raised": True}},
+            "drift": {"class_mix": {"value": 0.05, "raised": False}},
+        }
+    }
     assert set(s) == {"frames", "events", "latency_ms", "fps", "wall_s", "sources", "providers",
-                      "objects", "zones", "lines"}  # fmt: skip
+                      "objects", "zones", "lines", "health"}  # fmt: skip
 
 
 def test_a_source_rate_is_over_the_last_seconds_and_falls_to_zero_when_frames_stop():
@@ -88,3 +106,16 @@ def test_a_restarted_sources_health_is_the_newer_ones_with_both_counts():
     )
     assert both.processed == 103 and both.dropped == {"decode:decode_error": 1}
     assert (restarted + died).state == "disconnected"  # whichever order they are added in
+
+
+def test_a_sources_camera_health_is_the_latest_any_shard_reported():
+    old = SourceQuality({"blur": Gauge(0.1, True)}, {}, at=10.0)
+    new = SourceQuality({"blur": Gauge(0.9, False)}, {"confidence": Gauge(0.3, True)}, at=20.0)
+    for both in (Totals(quality={"cam": old}) + Totals(quality={"cam": new}),
+                 Totals(quality={"cam": new}) + Totals(quality={"cam": old})):  # fmt: skip
+        assert both.quality["cam"] == new
+        assert both.quality["cam"].raised == ["drift:confidence"]
+    doc = render(Totals(sources=("cam",), quality={"cam": new}), 1.0)["health"]
+    assert doc == {"cam": {"raised": ["drift:confidence"],
+                           "conditions": {"blur": {"value": 0.9, "raised": False}},
+                           "drift": {"confidence": {"value": 0.3, "raised": True}}}}  # fmt: skip

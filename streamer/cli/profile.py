@@ -13,8 +13,13 @@ from pathlib import Path
 
 import click
 
-from streamer.cli.exits import EXIT_INTERRUPTED, EXIT_OK, fail_usage, say_error
-from streamer.cli.run import parse_finite, parse_writable, run_until_done
+from streamer.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, fail_usage, say_error
+from streamer.cli.run import (
+    interrupted_while_starting,
+    parse_finite,
+    parse_writable,
+    run_until_done,
+)
 from streamer.config import load_config
 from streamer.config.loader import naming_file
 from streamer.config.schema import HealthConfig
@@ -91,6 +96,8 @@ def profile(
             )
     except StreamerError as exc:
         fail_usage(str(exc))
+    except KeyboardInterrupt:
+        interrupted_while_starting()
     code = run_until_done(pipeline)
     if code not in (EXIT_OK, EXIT_INTERRUPTED):
         sys.exit(code)  # a failed run learnt nothing to trust
@@ -99,7 +106,7 @@ def profile(
         save_profiles(out, config.name, pipeline.labels, profiles)
     except OSError as exc:
         say_error(f"{out}: cannot write the profile ({exc.strerror or exc})")
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
     for sid, p in profiles.items():
         frames = 0 if p.detections is None else p.detections.frames
         boxes = 0 if p.detections is None else p.detections.boxes

@@ -211,7 +211,7 @@ def run(
     except StreamerError as exc:
         fail_usage(str(exc))
     except KeyboardInterrupt:
-        _interrupted_while_starting()
+        interrupted_while_starting()
     server = publisher = None
     try:
         if metrics_port is not None:
@@ -230,7 +230,7 @@ def run(
                 log.warning("no status for `streamer status`: %s", exc)
     except KeyboardInterrupt:
         pipeline.stop(0.0)
-        _interrupted_while_starting()
+        interrupted_while_starting()
     code = run_until_done(pipeline)
     if publisher is not None:
         publisher.close()
@@ -249,7 +249,7 @@ def run(
     sys.exit(code)
 
 
-def _interrupted_while_starting() -> NoReturn:
+def interrupted_while_starting() -> NoReturn:
     """Ctrl-C before the run began: nothing ran, nothing to drain or report."""
     click.echo("streamer: interrupted while starting", err=True)
     sys.stderr.flush()

@@ -22,14 +22,16 @@ from streamer.runtime.stats import Gauge
 
 log = logging.getLogger(__name__)
 
-# Conditions judged without a reference: what a black or frozen picture is does not
-# depend on what the camera showed before.
-ABSOLUTE = (HealthCondition.BLACKOUT, HealthCondition.FROZEN)
+# The most pictures a reference is learnt from: a profile learnt over hours keeps every
+# other one each time this is reached, so they stay spread over the whole run.
+MAX_LEARNT = 512
 
 
 def values(m: Measures, ref: Reference | None, still: float | None) -> dict[HealthCondition, float]:
     """What each condition is judged by, for one thumbnail (those needing a reference
-    only when there is one; frozen only from the second thumbnail on)."""
+    only when there is one; frozen only from the second thumbnail on). Blackout and
+    frozen need none: what a black or frozen picture is does not depend on what the
+    camera showed before."""
     out = {HealthCondition.BLACKOUT: m.bright_level}
     if still is not None:
         out[HealthCondition.FROZEN] = still
@@ -62,6 +64,8 @@ class CameraWatch:
         self._baseline_s = baseline_s
         self.reference = reference
         self._learning: list[Measures] = []
+        self._learn_every = 1  # keep one measured picture in this many
+        self._measured = 0
         self._started_s: float | None = None
         self._next_s: float | None = None
         self._previous: np.ndarray | None = None
@@ -87,7 +91,12 @@ class CameraWatch:
             return
         if self._started_s is None:
             self._started_s = at_s
-        self._learning.append(m)
+        if self._measured % self._learn_every == 0:
+            self._learning.append(m)
+            if len(self._learning) >= MAX_LEARNT:
+                self._learning = self._learning[::2]
+                self._learn_every *= 2
+        self._measured += 1
         if at_s - self._started_s >= self._baseline_s:
             self.reference = Reference.learn(self._learning)
             self._learning = []
@@ -102,8 +111,6 @@ class CameraWatch:
     def _judge(
         self, measured: Mapping[HealthCondition, float], at_s: float, wall_s: float
     ) -> list[CameraHealth]:
-        # The wall clock of the moment a condition started: the frame's, less the source
-        # time since then.
         present = {c: self._alarms[c].present(v) for c, v in measured.items() if c in self._alarms}
         changes = []
         for condition, alarm in self._alarms.items():
@@ -117,6 +124,8 @@ class CameraWatch:
             self.gauges[str(condition)] = Gauge(value, alarm.raised)
             if change_ is None:
                 continue
+            # When it started (or ended), on the wall clock: the frame's time less the
+            # source time since then.
             since = wall_s - (at_s - change_.at_s)
             changes.append(
                 CameraHealth(

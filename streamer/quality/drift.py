@@ -25,7 +25,6 @@ CONFIDENCE_BINS = np.linspace(0.0, 1.0, 21)
 # Box size: log2 of the box's share of the frame, from 1/16384 (a few pixels) to all of it.
 SIZE_BINS = np.arange(-14.0, 0.5, 1.0)
 MAX_COUNT = 10  # detections per frame: 0..9, and 10 or more
-BOX_FEATURES = (DriftFeature.CONFIDENCE, DriftFeature.CLASS_MIX, DriftFeature.BOX_SIZE)
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -114,19 +113,13 @@ class DriftRules:
 def scores(
     window: Histograms, reference: Histograms, rules: DriftRules
 ) -> dict[DriftFeature, float]:
-    """The divergence of each feature that can be judged: enough frames for all, enough
-    boxes (in the window and the reference) for the box features."""
-    if window.frames < rules.min_frames or reference.frames < rules.min_frames:
-        return {}
-    boxes = window.boxes >= rules.min_boxes and reference.boxes >= rules.min_boxes
-    out = {}
-    for feature in rules.thresholds:
-        if feature in BOX_FEATURES and not boxes:
-            continue
-        if feature is DriftFeature.DETECTIONS_PER_FRAME and not boxes:
-            continue  # too few boxes to say the count moved, rather than the night came
-        out[feature] = js_divergence(window.of(feature), reference.of(feature))
-    return out
+    """The divergence of each feature, when the window and the reference both hold enough
+    frames and boxes to judge (none otherwise: with too few boxes not even the count per
+    frame is judged, since a quiet night is no drift)."""
+    for h in (window, reference):
+        if h.frames < rules.min_frames or h.boxes < rules.min_boxes:
+            return {}
+    return {f: js_divergence(window.of(f), reference.of(f)) for f in rules.thresholds}
 
 
 class DriftWatch:

@@ -18,6 +18,7 @@ Every measure is chosen to move for one fault and to stay still for the others:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import av
@@ -29,8 +30,8 @@ THUMB_WIDTH = 320
 GRID = (9, 16)  # rows x columns of cells the thumbnail is judged in
 STRUCTURE_SIZE = (80, 45)  # width, height of the edge map a moved camera is judged by
 TEXTURED_CV = 0.02  # a cell whose deviation is 2 % of the mean brightness has detail
-FLAT_SHARE = 0.25
-CHANGED_LEVELS = 3  # a textured cell that keeps less than this of its texture is covered
+FLAT_SHARE = 0.25  # a textured cell that keeps less than this of its texture is covered
+CHANGED_LEVELS = 3  # a pixel that moved this many grey levels changed (a coder's noise: 1-2)
 LUMA_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "nv12", "gray"})
 
 
@@ -115,7 +116,10 @@ class Reference:
     def learn(cls, samples: list[Measures]) -> Reference:
         if not samples:
             raise ValueError("a reference needs at least one picture")
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():
+            # A cell flat in every picture (a wall, the sky) has no sharpness: NaN, as
+            # in each measure, and `sharpness_ratio` leaves it out.
+            warnings.simplefilter("ignore", RuntimeWarning)
             sharpness = np.nanmedian(np.stack([m.sharpness for m in samples]), axis=0)
         return cls(
             brightness=float(np.median([m.brightness for m in samples])),
