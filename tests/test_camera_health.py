@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from streamer import Pipeline
+from streamer.config.loader import parse_config
 from streamer.config.schema import HealthConfig
 from streamer.errors import ConfigError
 from streamer.events.event import AlertState, DriftFeature, HealthCondition
@@ -223,7 +224,24 @@ def test_a_profile_of_another_version_or_model_is_refused(tmp_path, demo_model):
         load_profiles(profile_file, ("person", "car"))
 
 
-# Pure logic: the hysteresis, the divergence, the round trip of a profile.
+# Pure logic: the section, the hysteresis, the divergence, the round trip of a profile.
+
+
+def test_the_health_section_takes_true_false_and_changes_to_defaults():
+    base = {"name": "p", "sources": [{"id": "a", "uri": "a.mp4"}], "model": {"path": "m.onnx"}}
+    assert parse_config({**base, "health": True}, "p.yaml").health == HealthConfig()
+    assert parse_config({**base, "health": False}, "p.yaml").health is None
+    changed = {"conditions": {"frozen": {"hold_s": 10}, "blur": {"enabled": False}}}
+    health = parse_config({**base, "health": changed}, "p.yaml").health
+    assert health is not None
+    rules = camera_rules(health)
+    assert HealthCondition.BLUR not in rules
+    assert rules[HealthCondition.FROZEN][0].hold_s == 10
+    assert rules[HealthCondition.FROZEN][0].threshold == 0.005  # the rest as by default
+    with pytest.raises(ConfigError, match=r"health\.conditions\.smoke"):
+        parse_config({**base, "health": {"conditions": {"smoke": {}}}}, "p.yaml")
+    with pytest.raises(ConfigError, match="emitted by the `health:` section"):
+        parse_config({**base, "events": {"emit": ["drift"]}}, "p.yaml")
 
 
 def test_an_alarm_raises_after_its_hold_and_clears_after_its_own():

@@ -618,9 +618,11 @@ class PipelineConfig(_Model):
     a Redis sink when more than 1."""
     ray: RayConfig | None = None
     """Run the shards on a Ray cluster instead of this machine's processes (`--ray`)."""
-    health: HealthConfig | None = None
+    health: HealthConfig | None = Field(
+        default=None, json_schema_extra={"reference_type": "[mapping](#health), `true` or `false`"}
+    )
     """Watch each camera's picture and the detector's output: `camera_health` and
-    `drift` events (`health: {}` for the defaults)."""
+    `drift` events (`true` or `{}` for the defaults)."""
 
     @field_validator("sink", mode="before")
     @classmethod
@@ -628,6 +630,13 @@ class PipelineConfig(_Model):
         if sink is None:
             raise ValueError(f"empty: write `{NO_SINK}` for no Redis, or leave sink out")
         return None if sink == NO_SINK else sink
+
+    @field_validator("health", mode="before")
+    @classmethod
+    def _health_by_flag(cls, health: Any) -> Any:
+        if isinstance(health, bool):
+            return {} if health else None
+        return health
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:
