@@ -93,9 +93,12 @@ def demo_faults(tmp_path_factory) -> dict[str, Path]:
 def test_each_fault_raises_its_own_condition_offline(
     tmp_path, demo_faults, demo_model, redis_server, redis_client
 ):
+    """Decimated to 5 frames a second (`max_fps`), as a site saving compute would: the
+    4 pictures a second the watcher measures are among them."""
     pipeline = sources_pipeline(
         tmp_path, "faults", {k: str(v) for k, v in demo_faults.items()}, demo_model,
         extra=HEALTH + "  drift: {enabled: false}\n", emit="[object_appeared]",
+        source_extra=", max_fps: 5",
     )  # fmt: skip
     result, stats = run_with_stats(pipeline, redis_server.url)
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import jsonschema
 import numpy as np
 import pytest
 from hypothesis import given
@@ -25,7 +24,7 @@ from streamer.events.event import (
 from streamer.events.factory import EventFactory, new_ulid
 from streamer.runtime.clock import FakeClock
 from streamer.runtime.messages import Detections, Frame, HealthChange, SourceStatus
-from tests.conftest import SCHEMA
+from tests.conftest import EVENT_VALIDATOR, SCHEMA
 from tests.test_config_fuzz import fuzz
 
 pytestmark = pytest.mark.timeout(60)
@@ -101,7 +100,7 @@ def test_every_event_is_valid_json_of_the_contract_and_reads_back_the_same(data)
     factory = EventFactory("p", new_ulid(), LABELS, FakeClock())
     event = emitted_events(data.draw, factory)
     as_json = json.loads(json.dumps(event.to_dict()))
-    jsonschema.validate(as_json, SCHEMA)
+    EVENT_VALIDATOR.validate(as_json)
     assert Event.from_dict(as_json) == event
     assert Event.from_dict(as_json, entry_id="1-0").entry_id == "1-0"
 

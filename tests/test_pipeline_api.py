@@ -13,7 +13,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import numpy as np
 import pytest
 
@@ -31,7 +30,14 @@ from streamer.models import Model
 from streamer.pipeline.build import build
 from streamer.pipeline.lifecycle import DRAIN_TIMEOUT_S
 from streamer.runtime.clock import SYSTEM_CLOCK
-from tests.conftest import DEMO_FRAMES, REPO, SCHEMA, read_events, run_with_stats, write_pipeline
+from tests.conftest import (
+    DEMO_FRAMES,
+    EVENT_VALIDATOR,
+    REPO,
+    read_events,
+    run_with_stats,
+    write_pipeline,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -102,7 +108,7 @@ def test_without_redis_on_event_gets_every_event_in_order(tmp_path, demo_clip, d
     assert Counter(e.type for e in got if e.source == "north")[EventType.DETECTIONS] == DEMO_FRAMES
     assert {e.run for e in got} == {pipeline.run_id}
     for event in got:
-        jsonschema.validate(event.to_dict(), SCHEMA)
+        EVENT_VALIDATOR.validate(event.to_dict())
         assert Event.from_dict(event.to_dict()) == event
 
 

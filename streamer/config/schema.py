@@ -576,7 +576,8 @@ class HealthConfig(_Model):
     """A profile file written by `streamer profile` (relative to the pipeline file):
     the references of the sources it has."""
     sample_fps: Annotated[float, Field(gt=0, le=30)] = 4.0
-    """How many pictures a second of each source are measured (a small grey thumbnail)."""
+    """How many pictures a second of each source are measured (a small grey thumbnail),
+    at most: a source's `max_fps` keeps fewer frames."""
     conditions: dict[HealthCondition, ConditionConfig] = Field(default_factory=dict)
     """Per condition (`blackout`, `covered`, `frozen`, `moved`, `blur`, `brightness`),
     settings that differ from the defaults."""
