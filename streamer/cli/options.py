@@ -14,3 +14,18 @@ redis_url_option = click.option(
     show_default=True,
     show_envvar=True,
 )
+
+# What replaces a pipeline file's sources (`run`, `profile`).
+source_option = click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="URI|ID=URI",
+    help="Replace the sources with URI, or replace/add the source ID.",
+)
+
+realtime_option = click.option(
+    "--realtime/--no-realtime",
+    default=None,
+    help="Pace files like cameras, or process every frame as fast as possible.",
+)

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from streamer.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, fail_usage, say_error
+from streamer.cli.options import realtime_option, source_option
 from streamer.cli.run import (
     interrupted_while_starting,
     parse_finite,
@@ -48,24 +49,14 @@ def _ignore(_event: Event) -> None:
     callback=parse_writable,
     help="The profile file to write (give it to the pipeline as health.profile).",
 )
-@click.option(
-    "--source",
-    "sources",
-    multiple=True,
-    metavar="URI|ID=URI",
-    help="Replace the sources with URI, or replace/add the source ID.",
-)
+@source_option
 @click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
     callback=parse_finite,
     help="Learn for SECONDS [default: files to their end, cameras until Ctrl-C].",
 )
-@click.option(
-    "--realtime/--no-realtime",
-    default=None,
-    help="Pace files like cameras, or process every frame as fast as possible.",
-)
+@realtime_option
 def profile(
     pipeline_file: Path,
     out: Path,

@@ -27,6 +27,7 @@ from streamer.cli.exits import (
     fail_usage,
     say_error,
 )
+from streamer.cli.options import realtime_option, source_option
 from streamer.cli.progress import RunDisplay, summary
 from streamer.config import load_config
 from streamer.config.loader import naming_file
@@ -95,24 +96,14 @@ def print_event(event: Event) -> None:
 
 @click.command()
 @click.argument("pipeline_file", type=click.Path(path_type=Path))
-@click.option(
-    "--source",
-    "sources",
-    multiple=True,
-    metavar="URI|ID=URI",
-    help="Replace the sources with URI, or replace/add the source ID.",
-)
+@source_option
 @click.option("--model", type=click.Path(path_type=Path), help="Use this ONNX file instead.")
 @click.option(
     "--redis-url",
     help=f"Redis to write events to [default: ${REDIS_URL_VARIABLE}, else the pipeline's "
     f"sink.redis.url, else {DEFAULT_REDIS_URL}].",
 )
-@click.option(
-    "--realtime/--no-realtime",
-    default=None,
-    help="Pace files like cameras, or process every frame as fast as possible.",
-)
+@realtime_option
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop each source after N frames.")
 @click.option(
     "--duration",
