@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 # From clean footage: the largest divergence a clean window had from its baseline, plus a
 # margin (docs/operations.md, "Detection drift").
 DEFAULT_DRIFT_THRESHOLDS: dict[DriftFeature, float] = {
-    DriftFeature.CONFIDENCE: 0.25,  # clean <= 0.144
-    DriftFeature.CLASS_MIX: 0.2,  # clean <= 0.090
-    DriftFeature.BOX_SIZE: 0.15,  # clean <= 0.042
-    DriftFeature.DETECTIONS_PER_FRAME: 0.3,  # clean <= 0.180
+    DriftFeature.CONFIDENCE: 0.3,  # clean <= 0.211
+    DriftFeature.CLASS_MIX: 0.2,  # clean <= 0.097
+    DriftFeature.BOX_SIZE: 0.15,  # clean <= 0.043
+    DriftFeature.DETECTIONS_PER_FRAME: 0.35,  # clean <= 0.237
 }
 
 
