@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from streamer.cli.status import describe
 from streamer.events.event import SourceState
 from streamer.runtime.stats import (
     Gauge,
@@ -119,3 +120,13 @@ def test_a_sources_camera_health_is_the_latest_any_shard_reported():
     assert doc == {"cam": {"raised": ["drift:confidence"],
                            "conditions": {"blur": {"value": 0.9, "raised": False}},
                            "drift": {"confidence": {"value": 0.3, "raised": True}}}}  # fmt: skip
+
+
+def test_streamer_status_names_what_is_raised_on_each_camera():
+    stats = RunStats(["gate", "yard"])
+    stats.camera_health("gate", {"blur": Gauge(0.1, True), "moved": Gauge(0.9, False)})
+    stats.drift("yard", {"class_mix": Gauge(0.05, False)})
+    doc = {**stats.snapshot(), "pipeline": "site", "published_at": 0.0}
+    lines = describe(doc).splitlines()
+    assert "camera gate: blur" in lines
+    assert not any(line.startswith("camera yard") for line in lines)

@@ -65,4 +65,7 @@ def describe(doc: dict[str, Any]) -> str:
             )
     else:
         lines.append("sources: " + ", ".join(doc["sources"]))
+    for sid, quality in doc.get("health", {}).items():
+        if quality["raised"]:
+            lines.append(f"camera {sid}: {', '.join(quality['raised'])}")
     return "\n".join(lines)
