@@ -50,7 +50,8 @@ def test_snapshot_has_the_documented_shape():
     stats.drift("cam1", {"class_mix": Gauge(0.05, False)})
     s = stats.snapshot()
     assert s["frames"] == {
-        "decoded": 1, "processed": 1, "late": 1, "dropped": {"infer:deadline": 1}}  # fmt: skip
+        "decoded": 1, "processed": 1, "still": 0, "late": 1, "dropped": {"infer:deadline": 1},
+    }  # fmt: skip
     assert s["events"] == {"emitted": 2, "delivered": 2, "lost": 0}
     assert set(s["latency_ms"]) == {"p50", "p95", "p99", "max"}
     assert s["latency_ms"]["max"] == 12.0

@@ -44,6 +44,7 @@ class SceneObject:
     skin: _Colour = (120, 160, 210)  # BGR, person only
     view: str = "side"  # car only: "side" or "top"
     start_s: float = 0.0
+    pauses: tuple[float, ...] = ()  # seconds it stands at path[0], path[1], ... on its way
 
     @property
     def class_id(self) -> int:
@@ -62,7 +63,14 @@ class SceneObject:
             return None
         if len(self.path) == 1:
             return (*self.path[0], 1.0, 0.0)
-        left = dist = (t_s - self.start_s) * self.speed
+        travel_s = t_s - self.start_s  # time spent moving
+        reached = 0.0  # distance to the waypoint of each pause
+        for i, pause_s in enumerate(self.pauses):
+            reached += math.dist(self.path[i - 1], self.path[i]) if i else 0.0
+            if travel_s <= reached / self.speed:
+                break
+            travel_s = max(reached / self.speed, travel_s - pause_s)
+        left = dist = travel_s * self.speed
         for (x0, y0), (x1, y1) in zip(self.path, self.path[1:], strict=False):
             seg = math.hypot(x1 - x0, y1 - y0)
             if left <= seg and seg > 0:

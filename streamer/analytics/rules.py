@@ -149,6 +149,15 @@ class ObjectRules:
             out += found
         return out
 
+    def on_still(self, frame: Frame) -> None:
+        """A frame in which nothing moved: the objects stay where they were, with the
+        same boxes (`track_ids` stays that of the last frame the model saw)."""
+        self._last_frame = frame
+        for track in self._tracker.hold(frame.time_s):
+            state = self._objects.get(track.track_id)
+            if state is not None:
+                state.last_seen_at = frame.captured_at
+
     def on_end(self, reason: LeftReason) -> list[Occurrence]:
         """The source ended (or lost its connection): every object it had leaves."""
         frame = self._last_frame

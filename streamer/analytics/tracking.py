@@ -181,6 +181,22 @@ class Tracker:
         ended = [t for t in expired if t.confirmed]
         return TrackerUpdate(seen=seen, confirmed=confirmed, ended=ended, discarded=discarded)
 
+    def hold(self, t_s: float) -> list[Track]:
+        """A frame the model did not look at, because nothing moved: every track stays
+        where it was, and the time since each was last seen does not grow (what was not
+        looked for was not missed). The tracks in view at the last frame, which are still
+        in view at this one."""
+        previous_s = self._last_s
+        if previous_s is None or t_s <= previous_s:
+            return []
+        in_view = [t for t in self._tracks if t.last_seen_s == previous_s]
+        for track in self._tracks:
+            track.last_seen_s += t_s - previous_s
+        for track in in_view:
+            track.last_seen_s = t_s  # exactly: later frames compare times for equality
+        self._last_s = t_s
+        return in_view
+
     def end_all(self) -> list[Track]:
         """Every confirmed track, as ended; the tracker starts afresh."""
         ended = [t for t in self._tracks if t.confirmed]

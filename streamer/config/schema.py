@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from streamer.enums import StrEnum
 from streamer.events.event import (
@@ -131,6 +138,48 @@ def _check_url(uri: str) -> None:
         raise ValueError("has no host")
 
 
+Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+Point = tuple[Coordinate, Coordinate]
+
+
+def _has_area(polygon: list[Point]) -> list[Point]:
+    # Shoelace formula: a polygon whose corners are all on one line contains nothing.
+    twice_area = sum(
+        x0 * y1 - x1 * y0
+        for (x0, y0), (x1, y1) in zip(polygon, polygon[1:] + polygon[:1], strict=True)
+    )
+    if math.isclose(twice_area, 0.0, abs_tol=1e-9):
+        raise ValueError("the polygon has no area (its corners are on one line)")
+    return polygon
+
+
+Polygon = Annotated[
+    list[Point], Field(min_length=3, max_length=MAX_CORNERS), AfterValidator(_has_area)
+]
+
+
+class MotionConfig(_Model):
+    """Motion-gated inference: the model runs on a frame only when something moved in
+    it since the background was learnt, and at least every `detect_every_s`; on the
+    other frames the objects are held where they were (docs/performance.md, "Motion
+    gating", has the measurements behind the defaults)."""
+
+    threshold: Annotated[int, Field(ge=1, le=255)] = 20
+    """Grey levels (0-255) a pixel must differ from the background by to have moved."""
+    min_area: Annotated[float, Field(gt=0, le=1)] = 0.0005
+    """Share of the picture a moving region must cover (0.0005: 460 pixels of a 720p
+    frame, about a person 40 px tall)."""
+    background_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """How fast the background takes in a change (its time constant, on the source's
+    clock): an object that stopped becomes background after about twice this."""
+    detect_every_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """The model runs at least this often on a still picture, so that objects that do
+    not move (a parked car, a person standing) stay seen."""
+    masks: list[Polygon] = Field(default_factory=list, max_length=MAX_REGIONS)
+    """Polygons (corners in source pixels) where motion is ignored: a clock, trees in
+    the wind, the camera's timestamp overlay. The model still sees the whole frame."""
+
+
 class SourceConfig(_Model):
     id: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
     """Unique within the file; used in events and stream keys."""
@@ -165,6 +214,18 @@ class SourceConfig(_Model):
     ffmpeg_options: dict[str, str | int | float] = Field(default_factory=dict)
     """Extra FFmpeg demuxer/protocol options, e.g. {fflags: nobuffer, buffer_size: 1048576};
     a name FFmpeg does not know is warned about at start."""
+    motion: MotionConfig | Literal[False] | None = Field(
+        default=None,
+        json_schema_extra={"reference_type": "[mapping](#motion), `true` or `false`"},
+    )
+    """Motion gating for this source: `false` turns it off, `true` on (with the
+    pipeline's `motion:` settings, or the defaults); a mapping changes the pipeline's
+    settings for this source (its own `masks`, say). Default: as the pipeline."""
+
+    @field_validator("motion", mode="before")
+    @classmethod
+    def _motion_by_flag(cls, motion: Any) -> Any:
+        return {} if motion is True else motion
 
     @field_validator("uri")
     @classmethod
@@ -421,10 +482,6 @@ class TrackingConfig(_Model):
     so frames dropped under load do not end tracks."""
 
 
-Coordinate = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
-Point = tuple[Coordinate, Coordinate]
-
-
 class _Region(_Model):
     name: Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
     """Unique among the zones (or the lines); named in events and stats."""
@@ -443,20 +500,8 @@ class _Region(_Model):
 
 
 class ZoneConfig(_Region):
-    polygon: Annotated[list[Point], Field(min_length=3, max_length=MAX_CORNERS)]
+    polygon: Polygon
     """Corners in source pixels, in order."""
-
-    @field_validator("polygon")
-    @classmethod
-    def _has_area(cls, polygon: list[Point]) -> list[Point]:
-        # Shoelace formula: a polygon whose corners are all on one line contains nothing.
-        twice_area = sum(
-            x0 * y1 - x1 * y0
-            for (x0, y0), (x1, y1) in zip(polygon, polygon[1:] + polygon[:1], strict=True)
-        )
-        if math.isclose(twice_area, 0.0, abs_tol=1e-9):
-            raise ValueError("the polygon has no area (its corners are on one line)")
-        return polygon
 
 
 class LineConfig(_Region):
@@ -619,6 +664,12 @@ class PipelineConfig(_Model):
     a Redis sink when more than 1."""
     ray: RayConfig | None = None
     """Run the shards on a Ray cluster instead of this machine's processes (`--ray`)."""
+    motion: MotionConfig | None = Field(
+        default=None, json_schema_extra={"reference_type": "[mapping](#motion), `true` or `false`"}
+    )
+    """Run the model only on frames where something moved (and every `detect_every_s`):
+    `true` or `{}` for the defaults; off unless set. Each source may turn it off, on,
+    or change it (`sources[].motion`)."""
     health: HealthConfig | None = Field(
         default=None, json_schema_extra={"reference_type": "[mapping](#health), `true` or `false`"}
     )
@@ -632,12 +683,24 @@ class PipelineConfig(_Model):
             raise ValueError(f"empty: write `{NO_SINK}` for no Redis, or leave sink out")
         return None if sink == NO_SINK else sink
 
-    @field_validator("health", mode="before")
+    @field_validator("health", "motion", mode="before")
     @classmethod
-    def _health_by_flag(cls, health: Any) -> Any:
-        if isinstance(health, bool):
-            return {} if health else None
-        return health
+    def _section_by_flag(cls, section: Any) -> Any:
+        if isinstance(section, bool):
+            return {} if section else None
+        return section
+
+    def motion_of(self, source: SourceConfig) -> MotionConfig | None:
+        """The motion gating of `source` (None: every frame goes to the model): the
+        pipeline's, with what the source's own `motion:` changes."""
+        own, base = source.motion, self.motion
+        if own is False:
+            return None
+        if own is None:
+            return base
+        if base is None:
+            return own
+        return base.model_copy(update={name: getattr(own, name) for name in own.model_fields_set})
 
     @model_validator(mode="after")
     def _unique_names(self) -> PipelineConfig:

@@ -84,6 +84,11 @@ class StatsCollector(Collector):
         processed = CounterMetricFamily(
             "streamer_source_frames_processed", "Frames through postprocessing", labels=["source"]
         )
+        still = CounterMetricFamily(
+            "streamer_source_frames_still",
+            "Processed frames the model was not run on: nothing moved (motion gating)",
+            labels=["source"],
+        )
         dropped = CounterMetricFamily(
             "streamer_source_frames_dropped",
             "Frames dropped",
@@ -110,6 +115,7 @@ class StatsCollector(Collector):
             reconnects.add_metric([sid], info["reconnects"])
             decoded.add_metric([sid], info["frames"])
             processed.add_metric([sid], info["processed"])
+            still.add_metric([sid], info["still"])
             for key, n in info["dropped"].items():
                 dropped.add_metric([sid, *key.split(":", 1)], n)
             if info["last_frame_at"] is not None:
@@ -117,7 +123,9 @@ class StatsCollector(Collector):
             fps.add_metric([sid], info["fps"])
             for name in SourceProblem:
                 problem.add_metric([sid, name.value], float(info["problem"] == name))
-        yield from (connected, state, problem, reconnects, decoded, processed, dropped, age, fps)
+        yield from (
+            connected, state, problem, reconnects, decoded, processed, still, dropped, age, fps
+        )  # fmt: skip
 
     def _quality(self, health: dict[str, dict[str, Any]]) -> Iterator[Metric]:
         """Per source watched (`health:`): each condition's measure and whether it is

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamer.analytics.motion import MotionGate, MotionSettings
 from streamer.analytics.rules import LineRule, ZoneRule, rules_by_source
-from streamer.config.schema import PipelineConfig, RedisSinkConfig, SnapshotStore
+from streamer.config.schema import PipelineConfig, RedisSinkConfig, SnapshotStore, SourceConfig
 from streamer.errors import ConfigError
 from streamer.events.event import SourceState
 from streamer.events.factory import EmitLog, EventFactory, new_ulid
@@ -245,7 +246,13 @@ def build(
     parts = Parts(
         sources=[
             VideoSource(
-                p, frames["decoded"], stats, supervisor, clock, watching.cameras.get(p.config.id)
+                p,
+                frames["decoded"],
+                stats,
+                supervisor,
+                clock,
+                watching.cameras.get(p.config.id),
+                motion_gate(config, p.config),
             )
             for p in plans
         ],
@@ -273,6 +280,12 @@ def build(
             stats.source_state(sid, status.status, status.detail)
             frames["decoded"].put_control(status)
     return Built(run_id, parts, expected_frames(plans, checked.file_frames), last_seqs)
+
+
+def motion_gate(config: PipelineConfig, source: SourceConfig) -> MotionGate | None:
+    """The gate that spares `source`'s still frames the model, when it is motion-gated."""
+    motion = config.motion_of(source)
+    return None if motion is None else MotionGate(MotionSettings.from_config(motion))
 
 
 def event_snapshots(

@@ -1,6 +1,6 @@
 """Frozen messages that travel between the pipeline's threads.
 
-Data items (`Frame`, `Prepared`, `Inferred`, `Emitted`) can be dropped by a leaky queue;
+Data items (`Frame`, `Still`, `Prepared`, `Inferred`, `Emitted`) can be dropped by a leaky queue;
 control items (`SourceStatus`, `HealthChange`, `EndOfStream`) never are, and travel in
 order with the frames of their source so that per-source event order holds end to end.
 
@@ -60,6 +60,15 @@ def picture_hw(picture: av.VideoFrame | np.ndarray) -> tuple[int, int]:
     if isinstance(picture, av.VideoFrame):
         return int(picture.height), int(picture.width)
     return int(picture.shape[0]), int(picture.shape[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Still:
+    """A frame in which nothing moved since the model last ran on its source: it passes
+    every stage without being prepared or inferred, and its source's objects are held
+    where they were last seen."""
+
+    frame: Frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +189,11 @@ class EndOfStream:
 Control = SourceStatus | HealthChange | EndOfStream
 
 
-def source_of(item: Frame | Prepared | Inferred | object) -> str:
+def source_of(item: Frame | Still | Prepared | Inferred | object) -> str:
     """The source of a frame at any stage of the pipeline."""
     if isinstance(item, Inferred):
         return item.prepared.frame.source_id
-    if isinstance(item, Prepared):
+    if isinstance(item, Prepared | Still):
         return item.frame.source_id
     if isinstance(item, Frame):
         return item.source_id

@@ -96,6 +96,7 @@ class SourceHealth:
     fps: float = 0.0  # frames decoded a second, lately
     processed: int = 0
     dropped: Mapping[str, int] = field(default_factory=dict)  # "<stage>:<reason>"
+    still: int = 0  # processed frames the model was spared: nothing moved
 
     def __add__(self, other: SourceHealth) -> SourceHealth:
         """The counts of both; the state of the one that changed state last (a shard
@@ -112,6 +113,7 @@ class SourceHealth:
             fps=newer.fps,
             processed=self.processed + other.processed,
             dropped=_add(self.dropped, other.dropped),
+            still=self.still + other.still,
         )
 
     def ended(self) -> SourceHealth:
@@ -170,6 +172,7 @@ class Totals:
     sources: tuple[str, ...] = ()
     decoded: Mapping[str, int] = field(default_factory=dict)  # per source
     processed: int = 0
+    still: int = 0  # of the processed frames, those the motion gate spared the model
     late: int = 0
     dropped: Mapping[str, int] = field(default_factory=dict)  # "<stage>:<reason>"
     emitted: int = 0
@@ -193,6 +196,7 @@ class Totals:
             sources=tuple(dict.fromkeys(self.sources + other.sources)),
             decoded=_add(self.decoded, other.decoded),
             processed=self.processed + other.processed,
+            still=self.still + other.still,
             late=self.late + other.late,
             dropped=_add(self.dropped, other.dropped),
             emitted=self.emitted + other.emitted,
@@ -256,6 +260,7 @@ def render(totals: Totals, wall_s: float) -> dict[str, Any]:
         "frames": {
             "decoded": sum(t.decoded.values()),
             "processed": t.processed,
+            "still": t.still,
             "late": t.late,
             "dropped": dict(sorted(t.dropped.items())),
         },
@@ -297,6 +302,7 @@ def _source_doc(t: Totals, sid: str) -> dict[str, Any]:
         "reconnects": t.reconnects.get(sid, 0),
         "frames": t.decoded.get(sid, 0),
         "processed": h.processed,
+        "still": h.still,
         "dropped": dict(sorted(h.dropped.items())),
         "state": h.state.value if h.state is not None else STARTING,
         "detail": h.detail,
@@ -318,13 +324,14 @@ class _SourceCounts:
     last_frame_at: float | None = None
     rate: RateMeter = field(default_factory=RateMeter)
     processed: int = 0
+    still: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
 
     def health(self, now_ns: int) -> SourceHealth:
         return SourceHealth(
             self.state, self.detail, self.since, self.problem, self.down_since,
             self.last_frame_at, self.rate.rate(now_ns),
-            self.processed, dict(self.dropped),
+            self.processed, dict(self.dropped), self.still,
         )  # fmt: skip
 
 
@@ -335,6 +342,7 @@ class RunStats:
         self._started_ns = clock.monotonic_ns()
         self._decoded: Counter[str] = Counter()
         self._processed = 0
+        self._still = 0
         self._late = 0
         self._dropped: Counter[str] = Counter()
         self._emitted = 0
@@ -372,12 +380,18 @@ class RunStats:
             self._dropped[key] += n
             self._health[source_id].dropped[key] += n
 
-    def frame_processed(self, source_id: str, latency_ms: float | None, late: bool = False) -> None:
+    def frame_processed(
+        self, source_id: str, latency_ms: float | None, late: bool = False, still: bool = False
+    ) -> None:
         """A frame left postprocessing; with a latency when it caused no event. `late`:
-        its inference ended past its deadline."""
+        its inference ended past its deadline; `still`: nothing moved, the model was not
+        run on it."""
         with self._lock:
             self._processed += 1
-            self._health[source_id].processed += 1
+            self._still += still
+            counts = self._health[source_id]
+            counts.processed += 1
+            counts.still += still
             self._late += late
             if latency_ms is not None:
                 self._latency.add(latency_ms)
@@ -472,6 +486,7 @@ class RunStats:
                 sources=tuple(self._source_ids),
                 decoded=dict(self._decoded),
                 processed=self._processed,
+                still=self._still,
                 late=self._late,
                 dropped=dict(self._dropped),
                 emitted=self._emitted,

@@ -16,6 +16,7 @@ from typing import Any
 import av
 import av.error
 
+from streamer.analytics.motion import MotionGate
 from streamer.config.schema import PipelineConfig, SkipFrames, SourceConfig
 from streamer.errors import ConfigError
 from streamer.events.event import SourceProblem, SourceState
@@ -29,6 +30,7 @@ from streamer.runtime.messages import (
     Frame,
     HealthChange,
     SourceStatus,
+    Still,
 )
 from streamer.runtime.queues import POLL_S, StageQueue
 from streamer.runtime.stats import RunStats
@@ -99,13 +101,15 @@ class VideoSource:
     def __init__(
         self,
         plan: SourcePlan,
-        out: StageQueue[Frame],
+        out: StageQueue[Frame | Still],
         stats: RunStats,
         supervisor: Supervisor,
         clock: Clock = SYSTEM_CLOCK,
         watch: CameraWatch | None = None,
+        gate: MotionGate | None = None,
     ) -> None:
-        """`watch`: judges the picture's health, when the pipeline watches it."""
+        """`watch`: judges the picture's health, when the pipeline watches it; `gate`:
+        tells the frames the model need not see, when the source is motion-gated."""
         self.plan = plan
         self.id = plan.config.id
         self._out = out
@@ -117,6 +121,7 @@ class VideoSource:
         self.failure: Exception | None = None  # why the source failed for good
         self._hwaccel = choose_hwaccel(plan.config)
         self._watch = watch
+        self._gate = gate
 
     @property
     def failed(self) -> bool:
@@ -152,9 +157,15 @@ class VideoSource:
                 raise NoVideoTrack(f"{redact(self.plan.config.uri)}: no video track")
             self._announce_connected()
             for frame in self._frames(container):
-                self._out.put(frame, self._supervisor.halt)
+                self._out.put(self._gated(frame), self._supervisor.halt)
                 if self._watch is not None:
                     self._watch_picture(frame, self._watch)
+
+    def _gated(self, frame: Frame) -> Frame | Still:
+        gate = self._gate
+        if gate is None or gate.wants_model(frame.picture, frame.time_s):
+            return frame
+        return Still(frame)
 
     def _watch_picture(self, frame: Frame, watch: CameraWatch) -> None:
         # After the frame is handed on: the health change travels in band behind it.

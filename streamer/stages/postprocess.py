@@ -28,6 +28,7 @@ from streamer.runtime.messages import (
     HealthChange,
     Inferred,
     SourceStatus,
+    Still,
 )
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Stage
@@ -88,9 +89,15 @@ def left_reason(item: Control) -> LeftReason | None:
     }[end]
 
 
-class PostprocessStage(Stage[Inferred, Emitted]):
+NO_BOXES = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+class PostprocessStage(Stage[Inferred | Still, Emitted]):
     """Boxes from the model output, then events: every frame's boxes (`detections`) and,
-    through each source's tracker and rules, object, zone and line events."""
+    through each source's tracker and rules, object, zone and line events.
+
+    A still frame (nothing moved, the model did not run) shows the boxes of the last
+    frame the model saw, and its objects are held where they were."""
 
     name = "postprocess"
 
@@ -127,21 +134,31 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         self._clock = clock
         self._snapshots = snapshots
         self._drift = drift or {}
+        # Per source, the boxes (and their objects' ids) of the last frame the model saw.
+        self._last_shown: dict[str, tuple[Detections, tuple[int | None, ...]]] = {}
 
-    def process(self, item: Inferred) -> Iterable[Emitted]:
+    def process(self, item: Inferred | Still) -> Iterable[Emitted]:
         started = self._clock.monotonic_ns()
-        detections = detections_from_output(self._model, item, self._rules)
-        frame = item.prepared.frame
+        still = isinstance(item, Still)
+        frame = item.frame if isinstance(item, Still) else item.prepared.frame
         objects = self._objects.get(frame.source_id)
-        occurrences = objects.on_frame(frame, detections) if objects is not None else []
-        # Boxes below the model's confidence only fed the tracker; each box shown
-        # carries the id of the object it belongs to, once that object is confirmed.
-        shown = np.flatnonzero(detections.confidence >= self._shown_confidence)
-        track_ids = objects.track_ids if objects is not None else {}
-        boxes = Detections(
-            detections.xyxy[shown], detections.confidence[shown], detections.class_id[shown]
-        )
-        ids = tuple(track_ids.get(int(i)) for i in shown)
+        if isinstance(item, Still):
+            boxes, ids = self._last_shown.get(frame.source_id, (NO_BOXES, ()))
+            occurrences = []
+            if objects is not None:
+                objects.on_still(frame)
+        else:
+            detections = detections_from_output(self._model, item, self._rules)
+            occurrences = objects.on_frame(frame, detections) if objects is not None else []
+            # Boxes below the model's confidence only fed the tracker; each box shown
+            # carries the id of the object it belongs to, once that object is confirmed.
+            shown = np.flatnonzero(detections.confidence >= self._shown_confidence)
+            track_ids = objects.track_ids if objects is not None else {}
+            boxes = Detections(
+                detections.xyxy[shown], detections.confidence[shown], detections.class_id[shown]
+            )
+            ids = tuple(track_ids.get(int(i)) for i in shown)
+            self._last_shown[frame.source_id] = (boxes, ids)
         seen = Shown(frame, boxes, ids)
         self._board.show(seen)
         events = []
@@ -151,7 +168,7 @@ class PostprocessStage(Stage[Inferred, Emitted]):
             events += self._object_events(occurrences, timed=True, shown=seen)
             self._stats.objects_active(frame.source_id, objects.active_objects)
         drift = self._drift.get(frame.source_id)
-        if drift is not None:
+        if drift is not None and not still:  # a still frame's boxes are not new evidence
             events += self._judge_drift(drift, seen)
         self._stats.events_emitted(len(events))
         self._estimate.record_postprocess(self._clock.monotonic_ns() - started)
@@ -159,7 +176,8 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         no_event_latency = (
             None if events else (self._clock.monotonic_ns() - frame.captured_ns) / 1e6
         )
-        self._stats.frame_processed(frame.source_id, no_event_latency, late=item.late)
+        late = isinstance(item, Inferred) and item.late
+        self._stats.frame_processed(frame.source_id, no_event_latency, late, still)
         return events
 
     def control(self, item: Control) -> Iterable[Emitted | Control]:
@@ -167,6 +185,8 @@ class PostprocessStage(Stage[Inferred, Emitted]):
         objects = self._objects.get(item.source_id)
         # A source that ended or lost its connection no longer shows its objects: they left.
         reason = left_reason(item)
+        if reason is not None:
+            self._last_shown.pop(item.source_id, None)
         if objects is not None and reason is not None:
             out += self._object_events(objects.on_end(reason), timed=False)
             self._stats.objects_active(item.source_id, 0)

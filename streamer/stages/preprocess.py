@@ -13,7 +13,7 @@ from streamer.analytics.boxes import letterbox_geometry
 from streamer.models import Model, ModelSpec
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.deadlines import WorkEstimate, is_expired
-from streamer.runtime.messages import DropReason, Frame, Letterbox, Prepared
+from streamer.runtime.messages import DropReason, Frame, Letterbox, Prepared, Still
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Stage
 
@@ -99,8 +99,9 @@ def prepare(
     return Prepared(frame=frame, tensor=tensor, letterbox=lb)
 
 
-class PreprocessStage(Stage[Frame, Prepared]):
-    """Letterboxes each frame to the model input, unless it can no longer make its deadline."""
+class PreprocessStage(Stage[Frame | Still, Prepared | Still]):
+    """Letterboxes each frame to the model input, unless it can no longer make its deadline.
+    A still frame passes as it is: the model will not see it."""
 
     name = "preprocess"
 
@@ -114,7 +115,9 @@ class PreprocessStage(Stage[Frame, Prepared]):
         self._input_hw: dict[tuple[int, int], tuple[int, int]] = {}
         self._reformatter = VideoReformatter()  # keeps its scaler between frames
 
-    def process(self, item: Frame) -> Iterable[Prepared]:
+    def process(self, item: Frame | Still) -> Iterable[Prepared | Still]:
+        if isinstance(item, Still):
+            return (item,)
         if is_expired(item.deadline_ns, self._clock.monotonic_ns(), self._estimate.reserve_ns()):
             self._stats.frame_dropped(self.name, DropReason.DEADLINE.value, item.source_id)
             return ()
