@@ -65,11 +65,16 @@ class ModelFormat(StrEnum):
 
 
 class Provider(StrEnum):
-    """ONNX Runtime execution providers, by streamer's short names."""
+    """Execution providers, by streamer's short names: ONNX Runtime's, and OpenVINO's
+    runtime."""
 
     TENSORRT = "tensorrt"
     CUDA = "cuda"
+    OPENVINO = "openvino"
     CPU = "cpu"
+
+
+DEFAULT_PROVIDERS = (Provider.TENSORRT, Provider.CUDA, Provider.CPU)
 
 
 URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -319,8 +324,9 @@ class ModelConfig(_Model):
     input_size: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] | None = None
     """For models with a dynamic input: the long side frames are scaled to (default: the
     model's metadata, else 640)."""
-    providers: list[Provider] = Field(default_factory=lambda: list(Provider), min_length=1)
-    """Execution providers to try, in order; CPU is always the last resort."""
+    providers: list[Provider] = Field(default_factory=lambda: list(DEFAULT_PROVIDERS), min_length=1)
+    """Execution providers to try, in order; CPU is always the last resort. `openvino`
+    (Intel CPUs and iGPUs; `pip install 'streamer[openvino]'`) is tried only when listed."""
     workers: Annotated[int, Field(ge=1, le=64)] | None = None
     """How many batches run at once, each in its own ONNX Runtime session (default: 2 on
     the CPU when it has 2 cores or more, else 1)."""
@@ -337,6 +343,10 @@ class ModelConfig(_Model):
     """The folder where TensorRT keeps the engines it builds (minutes for a large model),
     relative to the pipeline file (default: ~/.cache/streamer/tensorrt). Empty it after
     changing TensorRT or the GPU."""
+    openvino_device: Annotated[str, Field(pattern=r"^(CPU|GPU(\.\d+)?|NPU|AUTO)$")] = "CPU"
+    """The device the openvino provider runs on: CPU, GPU (an Intel iGPU or Arc; GPU.1 for
+    the second), NPU, or AUTO (OpenVINO's choice). Compiled models are cached in
+    ~/.cache/streamer/openvino."""
     batch: BatchConfig = BatchConfig()
     """How frames of all sources are batched into one model call."""
 

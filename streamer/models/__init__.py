@@ -1,4 +1,5 @@
-"""Detector models: an ONNX Runtime session plus the family's pre- and post-processing rules."""
+"""Detector models: runtime sessions (ONNX Runtime's, or OpenVINO's) plus the family's pre-
+and post-processing rules."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import queue
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import onnxruntime as ort
@@ -15,10 +17,13 @@ from streamer.analytics.boxes import dynamic_input_hw
 from streamer.config.schema import ModelConfig
 from streamer.models.decoders import Candidates, decode_yolov8, decode_yolox
 from streamer.models.families import ModelSpec, recognise
+from streamer.models.openvino import OpenVinoSession, open_sessions
 from streamer.models.sessions import (
     GPU_PROVIDERS,
+    PROVIDERS,
     SHORT_NAMES,
     GpuSettings,
+    choose_providers,
     first_usable_provider,
     open_session,
     plan_workers,
@@ -28,6 +33,8 @@ from streamer.models.sessions import (
 log = logging.getLogger(__name__)
 
 __all__ = ["Model", "ModelSpec"]
+
+Session: TypeAlias = ort.InferenceSession | OpenVinoSession
 
 
 def warm_up_sizes(provider: str, fixed_batch: int | None, batch: int) -> list[int]:
@@ -44,20 +51,15 @@ def warm_up_sizes(provider: str, fixed_batch: int | None, batch: int) -> list[in
 
 
 class Model:
-    """A loaded detector with one ONNX Runtime session per worker. `run` may be called
-    from up to `workers` threads at once; each call takes a session no other call is using."""
+    """A loaded detector with one session per worker. `run` may be called from up to
+    `workers` threads at once; each call takes a session no other call is using."""
 
-    def __init__(
-        self,
-        path: Path,
-        sessions: Sequence[ort.InferenceSession],
-        spec: ModelSpec,
-    ) -> None:
+    def __init__(self, path: Path, sessions: Sequence[Session], spec: ModelSpec) -> None:
         self.path = path
         self.spec = spec
         self._sessions = list(sessions)
         self._output_names = [o.name for o in self._sessions[0].get_outputs()]
-        self._idle: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[Session] = queue.SimpleQueue()
         for session in self._sessions:
             self._idle.put(session)
 
@@ -75,16 +77,29 @@ class Model:
         device: int = 0,
         fp16: bool = False,
         engine_cache: Path | None = None,
+        openvino_device: str = "CPU",
     ) -> Model:
         """`threads` are each worker's; `workers` and `threads` default to `plan_workers`'s
-        choice. `device`, `fp16` and `engine_cache` are for the GPU providers (see ModelConfig)."""
-        gpu = GpuSettings(device=device, fp16=fp16, engine_cache=engine_cache)
-        plan = plan_workers(first_usable_provider(providers), workers, threads, usable_cores())
-        sessions = [open_session(path, list(providers), plan.threads, gpu)]
-        spec = recognise(sessions[0], path, format=format, labels=labels, imgsz=imgsz)
-        # The other workers ask for what the first one got: no second warning, one provider.
-        in_use = [SHORT_NAMES[name] for name in sessions[0].get_providers()]
-        sessions += [open_session(path, in_use, plan.threads, gpu) for _ in range(plan.workers - 1)]
+        choice. `device`, `fp16`, `engine_cache` and `openvino_device` are for the
+        accelerator providers (see ModelConfig)."""
+        gpu = GpuSettings(device, fp16, engine_cache, openvino_device)
+        first = first_usable_provider(providers, openvino_device)
+        plan = plan_workers(first, workers, threads, usable_cores())
+        sessions: list[Session]
+        if first == PROVIDERS["openvino"]:
+            choose_providers(providers, openvino_device)  # warns of those skipped before it
+            # ONNX Runtime reads the model's inputs, outputs and metadata, as for the others.
+            probe = open_session(path, ["cpu"], 1)
+            spec = recognise(probe, path, format=format, labels=labels, imgsz=imgsz)
+            sessions = list(open_sessions(path, plan.workers, plan.threads, openvino_device))
+        else:
+            first_session = open_session(path, list(providers), plan.threads, gpu)
+            spec = recognise(first_session, path, format=format, labels=labels, imgsz=imgsz)
+            # The other workers ask for what the first one got: no second warning.
+            in_use = [SHORT_NAMES[name] for name in first_session.get_providers()]
+            sessions = [first_session] + [
+                open_session(path, in_use, plan.threads, gpu) for _ in range(plan.workers - 1)
+            ]
         model = cls(path, sessions, spec)
         log.info(
             "model %s: %s, %d classes, input %s, provider %s, %d worker(s)%s",
@@ -113,6 +128,7 @@ class Model:
             device=config.device,
             fp16=config.fp16,
             engine_cache=config.engine_cache,
+            openvino_device=config.openvino_device,
         )
 
     @property
@@ -139,7 +155,7 @@ class Model:
         finally:
             self._idle.put(session)
 
-    def _run_on(self, session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
+    def _run_on(self, session: Session, batch: np.ndarray) -> np.ndarray:
         """Run the plain way: ONNX Runtime reads the numpy batch in place on the CPU, and on
         a GPU copies it in and the outputs out within the call. Binding a reused device
         buffer instead (IO binding) measured no faster with batches prepared on the CPU

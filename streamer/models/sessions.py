@@ -23,12 +23,14 @@ from pathlib import Path
 import onnxruntime as ort
 
 from streamer.errors import ModelError
+from streamer.models import openvino
 
 log = logging.getLogger(__name__)
 
 PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
+    "openvino": openvino.PROVIDER_NAME,  # OpenVINO's runtime, not an ONNX Runtime provider
     "cpu": "CPUExecutionProvider",
 }
 SHORT_NAMES = {name: short for short, name in PROVIDERS.items()}
@@ -50,12 +52,14 @@ ort.set_default_logger_severity(3)
 
 @dataclass(frozen=True)
 class GpuSettings:
-    """How the GPU providers run a model (the pipeline's model.device, fp16, engine_cache)."""
+    """How the accelerator providers run a model (the pipeline's model.device, fp16,
+    engine_cache, openvino_device)."""
 
     device: int = 0
     fp16: bool = False
     engine_cache: Path | None = None
     """TensorRT's engine cache folder; None: `default_engine_cache()`."""
+    openvino_device: str = "CPU"
 
 
 def default_engine_cache() -> Path:
@@ -69,9 +73,10 @@ def provider_options(
     requested: Sequence[str], settings: GpuSettings = GpuSettings()
 ) -> list[tuple[str, ProviderOptions]]:
     """ONNX Runtime's (provider name, options) for each requested provider, in order, each
-    once, with CPU last. Pure: it neither looks at the machine nor creates folders."""
+    once, with CPU last (`openvino` is not ONNX Runtime's: left out). Pure: it neither
+    looks at the machine nor creates folders."""
     cache = settings.engine_cache or default_engine_cache()
-    names = [name for name in dict.fromkeys(requested) if name != "cpu"] + ["cpu"]
+    names = [n for n in dict.fromkeys(requested) if n not in ("cpu", "openvino")] + ["cpu"]
     chosen: list[tuple[str, ProviderOptions]] = []
     for name in names:
         options: ProviderOptions = {}
@@ -115,9 +120,11 @@ def _preload_cuda_libraries() -> None:
 
 
 @functools.cache
-def _why_unusable(provider: str) -> str | None:
+def _why_unusable(provider: str, openvino_device: str = "CPU") -> str | None:
     """None when the provider can be used here, else the reason it cannot. Asked once per
     process: loading the provider's library is what tells, and the answer cannot change."""
+    if provider == "openvino":
+        return openvino.why_unusable(openvino_device)
     if PROVIDERS[provider] not in ort.get_available_providers():
         return "not in this onnxruntime build"
     library = _PROVIDER_LIBRARIES.get(provider)
@@ -165,17 +172,20 @@ def plan_workers(provider: str, workers: int | None, threads: int | None, cores:
     return WorkerPlan(workers, threads)
 
 
-def first_usable_provider(requested: Sequence[str]) -> str:
-    """The ONNX Runtime provider a session asked for `requested` will try first."""
-    return next((PROVIDERS[n] for n in requested if _why_unusable(n) is None), PROVIDERS["cpu"])
+def first_usable_provider(requested: Sequence[str], openvino_device: str = "CPU") -> str:
+    """The provider a model asked for `requested` will run on."""
+    return next(
+        (PROVIDERS[n] for n in requested if _why_unusable(n, openvino_device) is None),
+        PROVIDERS["cpu"],
+    )
 
 
-def choose_providers(requested: Sequence[str]) -> list[str]:
-    """ONNX Runtime provider names to try, in order, with CPU last; one warning for the skipped."""
+def choose_providers(requested: Sequence[str], openvino_device: str = "CPU") -> list[str]:
+    """Provider names to try, in order, with CPU last; one warning for the skipped."""
     chosen: list[str] = []
     skipped: list[str] = []
     for name in requested:
-        reason = _why_unusable(name)
+        reason = _why_unusable(name, openvino_device)
         if reason is None:
             chosen.append(PROVIDERS[name])
         elif name != "cpu":
@@ -223,7 +233,7 @@ def open_session(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
-    usable = set(choose_providers(providers))
+    usable = set(choose_providers(providers, gpu.openvino_device))
     entries = [entry for entry in provider_options(providers, gpu) if entry[0] in usable]
     _with_cache_folders(entries)
     try:
