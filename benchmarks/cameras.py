@@ -10,7 +10,10 @@ every 2 s. Each camera plays it from its own starting point (copies rotated by a
 the clip, cut at keyframes), so at any moment some cameras are busy and some still, as on
 a real site. Every variant is run in one process per trial (`streamer run --realtime`),
 side by side in one run: float, int8 (quantized on the clip, as `streamer quantize`
-does), each with `motion:` off and on.
+does), on each provider asked for (`--providers cpu,openvino`), each with `motion:` off
+and on. A camera's cost is the process's CPU time over the cameras and the trial's time
+(with the most cameras sustained, else with one), and what that CPU time costs a month
+at `--core-hour-usd`.
 
     python -m benchmarks.cameras --model ../shared/assets/models/yolov8n.onnx \\
         --clip ../shared/assets/videos/one-by-one-person-detection.mp4 --core-hour-usd 0.02
@@ -25,6 +28,7 @@ import itertools
 import json
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -126,16 +130,27 @@ def cameras(clip: Path, n: int, work: Path) -> Iterator[Path]:
         yield copy if copy.exists() else rotated(clip, i / n, copy)
 
 
-def trial(clip: Path, model: Path, motion: bool, n: int, seconds: float, server: RedisServer,
+@dataclass(frozen=True)
+class Variant:
+    provider: str  # cpu, openvino
+    precision: str  # float, int8
+    model: Path
+    motion: bool
+
+
+def trial(clip: Path, variant: Variant, n: int, seconds: float, server: RedisServer,
           work: Path) -> dict[str, Any]:  # fmt: skip
     sources = "".join(
         f"  - {{id: cam{i}, uri: '{c}'}}\n" for i, c in enumerate(cameras(clip, n, work))
     )
-    pipeline = work / f"cams-{model.stem}-{motion}-{n}.yaml"
+    v = variant
+    pipeline = work / f"cams-{v.provider}-{v.model.stem}-{v.motion}-{n}.yaml"
+    model = model_yaml(v.model, max(4, n), extra=f"  providers: [{v.provider}]\n")
+    motion = str(v.motion).lower()
     pipeline.write_text(
-        f"name: cams\nsources:\n{sources}{model_yaml(model, max(4, n))}"
+        f"name: cams\nsources:\n{sources}{model}"
         f"realtime: {{max_latency_ms: {BUDGET_MS}}}\n"
-        f"events: {{emit: [object_appeared, object_left]}}\nmotion: {str(motion).lower()}\n"
+        f"events: {{emit: [object_appeared, object_left]}}\nmotion: {motion}\n"
     )
     stats = run_pipeline(pipeline, server.url, "--realtime", "--duration", str(seconds))
     frames = stats["frames"]
@@ -154,15 +169,15 @@ def trial(clip: Path, model: Path, motion: bool, n: int, seconds: float, server:
 
 
 def most_sustained(
-    clip: Path, model: Path, motion: bool, start: int, most: int, seconds: float,
+    clip: Path, variant: Variant, start: int, most: int, seconds: float,
     server: RedisServer, work: Path,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Trials from `start` cameras up while they are sustained (down while not)."""
-    trials = [trial(clip, model, motion, start, seconds, server, work)]
+    trials = [trial(clip, variant, start, seconds, server, work)]
     step = 1 if trials[0]["sustained"] else -1
     n = start + step
     while 1 <= n <= most:
-        trials.append(trial(clip, model, motion, n, seconds, server, work))
+        trials.append(trial(clip, variant, n, seconds, server, work))
         if trials[-1]["sustained"] != trials[0]["sustained"]:
             break
         n += step
@@ -177,11 +192,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--clip", type=Path, required=True, help="the person clip")
-    parser.add_argument("--seconds", type=float, default=40, help="each trial")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60,
+        help="each trial: one camera sees a busy and a still stretch",
+    )
     parser.add_argument("--most", type=int, default=12, help="cameras tried at most")
     parser.add_argument("--core-hour-usd", type=float, default=0.02,
                         help="a CPU core's price an hour: the cost per camera-month")  # fmt: skip
     parser.add_argument("--no-int8", action="store_true")
+    parser.add_argument("--providers", default="cpu", help="comma-separated: cpu, openvino")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -197,26 +218,31 @@ def main() -> None:
             quantize_and_check(model, int8, [footage])
         models["int8"] = int8
     results: dict[str, Any] = {"footage": made or footage.name, "model": model.name, "rows": []}
+    variants = [
+        Variant(provider, precision, path, motion)
+        for provider in args.providers.split(",")
+        for precision, path in models.items()
+        for motion in (False, True)
+    ]
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
-        work = args.work_dir
         start = 1
-        for precision, path in models.items():
-            for motion in (False, True):
-                trials = most_sustained(footage, path, motion, start, args.most, args.seconds,
-                                        server, work)  # fmt: skip
-                best = sustained(trials)
-                at_best = next((t for t in trials if t["cameras"] == best), None)
-                cpu_ms = at_best["cpu_ms_per_camera_s"] if at_best else None
-                row = {
-                    "precision": precision, "motion": motion, "cameras": best,
-                    "cpu_ms_per_camera_s": cpu_ms,
-                    "usd_per_camera_month": None if cpu_ms is None else round(
-                        cpu_ms / 1000 * HOURS_PER_MONTH * args.core_hour_usd, 2),
-                    "trials": trials,
-                }  # fmt: skip
-                results["rows"].append(row)
-                print(json.dumps(row), flush=True)
-                start = max(best, 1)
+        for variant in variants:
+            trials = most_sustained(footage, variant, start, args.most, args.seconds, server,
+                                    args.work_dir)  # fmt: skip
+            best = sustained(trials)
+            # What a camera costs where the most were sustained (else with one camera).
+            at = next((t for t in trials if t["cameras"] == max(best, 1)), trials[0])
+            cpu_ms = at["cpu_ms_per_camera_s"]
+            row = {
+                "provider": variant.provider, "precision": variant.precision,
+                "motion": variant.motion, "cameras": best, "cpu_ms_per_camera_s": cpu_ms,
+                "usd_per_camera_month": round(
+                    cpu_ms / 1000 * HOURS_PER_MONTH * args.core_hour_usd, 2),
+                "trials": trials,
+            }  # fmt: skip
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            start = max(best, 1)
     report(results, args.core_hour_usd)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
@@ -224,12 +250,13 @@ def main() -> None:
 
 def report(results: dict[str, Any], core_hour_usd: float) -> None:
     print(f"\nlive 720p15 cameras, {results['model']}, p99 <= {BUDGET_MS} ms, no drops")
-    print(f"| model | motion gating | cameras | CPU ms per camera-second | "
+    print(f"| provider | model | motion gating | cameras | CPU ms per camera-second | "
           f"$ per camera-month at ${core_hour_usd}/core-hour |")  # fmt: skip
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in results["rows"]:
-        print(f"| {r['precision']} | {'on' if r['motion'] else 'off'} | {r['cameras']} | "
-              f"{r['cpu_ms_per_camera_s']} | {r['usd_per_camera_month']} |")  # fmt: skip
+        print(f"| {r['provider']} | {r['precision']} | {'on' if r['motion'] else 'off'} | "
+              f"{r['cameras']} | {r['cpu_ms_per_camera_s']} | "
+              f"{r['usd_per_camera_month']} |")  # fmt: skip
 
 
 if __name__ == "__main__":
