@@ -17,6 +17,7 @@ at `--core-hour-usd`.
 
     python -m benchmarks.cameras --model ../shared/assets/models/yolov8n.onnx \\
         --clip ../shared/assets/videos/one-by-one-person-detection.mp4 --core-hour-usd 0.02
+    (and again with --input-size 320 --start 3: the model at 320 on its long side)
 
 It needs redis-server (scripts/setup.sh test installs it).
 """
@@ -136,6 +137,7 @@ class Variant:
     precision: str  # float, int8
     model: Path
     motion: bool
+    input_size: int | None = None  # the model's long side (None: its own)
 
 
 def trial(clip: Path, variant: Variant, n: int, seconds: float, server: RedisServer,
@@ -144,8 +146,11 @@ def trial(clip: Path, variant: Variant, n: int, seconds: float, server: RedisSer
         f"  - {{id: cam{i}, uri: '{c}'}}\n" for i, c in enumerate(cameras(clip, n, work))
     )
     v = variant
-    pipeline = work / f"cams-{v.provider}-{v.model.stem}-{v.motion}-{n}.yaml"
-    model = model_yaml(v.model, max(4, n), extra=f"  providers: [{v.provider}]\n")
+    pipeline = work / f"cams-{v.provider}-{v.model.stem}-{v.input_size}-{v.motion}-{n}.yaml"
+    extra = f"  providers: [{v.provider}]\n" + (
+        f"  input_size: {v.input_size}\n" if v.input_size else ""
+    )
+    model = model_yaml(v.model, max(4, n), extra=extra)
     motion = str(v.motion).lower()
     pipeline.write_text(
         f"name: cams\nsources:\n{sources}{model}"
@@ -203,6 +208,8 @@ def main() -> None:
                         help="a CPU core's price an hour: the cost per camera-month")  # fmt: skip
     parser.add_argument("--no-int8", action="store_true")
     parser.add_argument("--providers", default="cpu", help="comma-separated: cpu, openvino")
+    parser.add_argument("--input-size", type=int, help="the model's input long side, e.g. 320")
+    parser.add_argument("--start", type=int, default=1, help="cameras of the first trial")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -217,15 +224,18 @@ def main() -> None:
         if not int8.exists():
             quantize_and_check(model, int8, [footage])
         models["int8"] = int8
-    results: dict[str, Any] = {"footage": made or footage.name, "model": model.name, "rows": []}
+    results: dict[str, Any] = {
+        "footage": made or footage.name, "model": model.name, "input_size": args.input_size,
+        "rows": [],
+    }  # fmt: skip
     variants = [
-        Variant(provider, precision, path, motion)
+        Variant(provider, precision, path, motion, args.input_size)
         for provider in args.providers.split(",")
         for precision, path in models.items()
         for motion in (False, True)
     ]
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
-        start = 1
+        start = args.start
         for variant in variants:
             trials = most_sustained(footage, variant, start, args.most, args.seconds, server,
                                     args.work_dir)  # fmt: skip
@@ -249,7 +259,8 @@ def main() -> None:
 
 
 def report(results: dict[str, Any], core_hour_usd: float) -> None:
-    print(f"\nlive 720p15 cameras, {results['model']}, p99 <= {BUDGET_MS} ms, no drops")
+    print(f"\nlive 720p15 cameras, {results['model']} (input long side "
+          f"{results['input_size'] or 'its own'}), p99 <= {BUDGET_MS} ms, no drops")  # fmt: skip
     print(f"| provider | model | motion gating | cameras | CPU ms per camera-second | "
           f"$ per camera-month at ${core_hour_usd}/core-hour |")  # fmt: skip
     print("|---|---|---|---|---|---|")

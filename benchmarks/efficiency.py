@@ -19,7 +19,8 @@ section 10):
   budget: frames processed and dropped, latency;
 - (e) how many live 15 fps sources of the clip one process sustains with no frame dropped:
   1, 2, 3... copies played in real time (`--realtime`, paced like cameras) until frames
-  are dropped;
+  are dropped (`benchmarks.cameras` measures the same on footage that is still half of
+  the time, with motion gating, and what a camera costs);
 - with `--int8`: the model quantized on the clip (as `streamer quantize` does), its
   inference alone beside the float model's, its agreement, and (e) again with it;
   `--int8-check MODEL` quantizes another model on the given clip and reports its speed-up

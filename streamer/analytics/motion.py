@@ -1,7 +1,7 @@
 """Motion detection on a small grey picture, and the gate that runs the model only where
 something moved.
 
-Frigate's detector is the model: a running average of the picture is the background,
+Modelled on Frigate's motion detector: a running average of the picture is the background,
 pixels that differ from it by more than a threshold moved, and a moving region must be
 large enough to count. Masked parts of the picture (a clock, a tree, the camera's
 timestamp overlay) are never motion. A change over most of the picture at once is light

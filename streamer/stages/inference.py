@@ -11,7 +11,7 @@ a batch: they only keep theirs among their source's frames, leaving with the bat
 the frame before them.
 
 Closed batches run on the model's workers, up to `model.workers` at once (each has its
-own ONNX Runtime session). Results leave in the order the batches were formed, so each
+own session). Results leave in the order the batches were formed, so each
 source's frames reach the tracker in order whichever batch finishes first.
 """
 
