@@ -28,14 +28,20 @@ def inference_alone(model: Model, batch: int, input_hw: tuple[int, int], seconds
     """Frames per second of the model on one ready batch, run back to back for `seconds`
     from as many threads as the model has workers, as the pipeline runs it."""
     tensor = np.random.rand(batch, 3, *input_hw).astype(np.float32)
-    for _ in range(model.workers):
-        model.run(tensor)  # the first call of each session allocates
+    return batches_per_s(model, [tensor], seconds) * batch
+
+
+def batches_per_s(model: Model, batches: list[np.ndarray], seconds: float) -> float:
+    """Calls a second of the model on `batches` in turn, back to back for `seconds` from
+    as many threads as the model has workers, as the pipeline runs it."""
+    for i in range(model.workers):
+        model.run(batches[i % len(batches)])  # the first call of each session allocates
     calls = [0] * model.workers
     started = time.perf_counter()
 
     def call_back_to_back(worker: int) -> None:
         while time.perf_counter() - started < seconds:
-            model.run(tensor)
+            model.run(batches[(calls[worker] * model.workers + worker) % len(batches)])
             calls[worker] += 1
 
     threads = [threading.Thread(target=call_back_to_back, args=(i,)) for i in range(model.workers)]
@@ -43,4 +49,4 @@ def inference_alone(model: Model, batch: int, input_hw: tuple[int, int], seconds
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(calls) * batch / (time.perf_counter() - started)
+    return sum(calls) / (time.perf_counter() - started)

@@ -20,38 +20,15 @@ import argparse
 import json
 import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from benchmarks.plain import batches_per_s
 from streamer.models import Model
 from streamer.models.quantize import quantize_and_check, sample_tensors
 from streamer.models.sessions import PROVIDERS
 
 VARIANTS = (("cpu", "float"), ("openvino", "float"), ("cpu", "int8"), ("openvino", "int8"))
-
-
-def frames_per_s(model: Model, tensors: list[np.ndarray], seconds: float) -> float:
-    """Frames a second of `model` on `tensors` in turn, one at a time from each worker."""
-    for tensor in tensors[: model.workers]:
-        model.run(tensor[None])  # the first call of each session allocates
-    calls = [0] * model.workers
-    started = time.perf_counter()
-
-    def back_to_back(worker: int) -> None:
-        while time.perf_counter() - started < seconds:
-            model.run(tensors[(calls[worker] * model.workers + worker) % len(tensors)][None])
-            calls[worker] += 1
-
-    threads = [threading.Thread(target=back_to_back, args=(i,)) for i in range(model.workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(calls) / (time.perf_counter() - started)
 
 
 def measure(
@@ -64,11 +41,11 @@ def measure(
     for (provider, _), model in models.items():
         if model.providers[0] != PROVIDERS[provider]:
             raise SystemExit(f"{provider} is not usable here (got {model.providers[0]})")
-    tensors = sample_tensors(models["cpu", "float"], [clip], 32)
+    batches = [t[None] for t in sample_tensors(models["cpu", "float"], [clip], 32)]
     runs: dict[str, list[float]] = {f"{p} {q}": [] for p, q in VARIANTS}
     for _ in range(rounds):
         for (provider, precision), model in models.items():
-            runs[f"{provider} {precision}"].append(frames_per_s(model, tensors, seconds))
+            runs[f"{provider} {precision}"].append(batches_per_s(model, batches, seconds))
     base = runs["cpu float"]
     return {
         "model": model_path.name,
