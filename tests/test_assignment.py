@@ -93,7 +93,7 @@ def test_shards_totals_add_up_to_the_run_and_percentiles_come_from_all_the_value
     a.count_regions(["door"], [])
     a.object_event("zone_entered", "door", None)
     whole = render(a.totals() + b.totals(), wall_s=10.0)
-    assert whole["frames"] == {"decoded": 2, "processed": 200, "late": 0,
+    assert whole["frames"] == {"decoded": 2, "processed": 200, "still": 0, "late": 0,
                                "dropped": {"infer:deadline": 2}}  # fmt: skip
     assert whole["events"]["emitted"] == 7
     assert whole["latency_ms"]["p50"] == pytest.approx(100, rel=0.02)

@@ -73,7 +73,9 @@ def test_a_stream_whose_frame_size_changes_midway(
     )
     result, stats = run_with_stats(pipeline, redis_server.url)
     assert result.returncode == 0, result.stderr
-    assert stats["frames"] == {"decoded": 60, "processed": 60, "late": 0, "dropped": {}}
+    assert stats["frames"] == {
+        "decoded": 60, "processed": 60, "still": 0, "late": 0, "dropped": {},
+    }  # fmt: skip
     detections = {
         e["frame"]["index"]: e
         for e in stream_events(redis_client, "resized")

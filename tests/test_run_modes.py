@@ -58,7 +58,9 @@ def test_two_sources_batched_through_a_dynamic_model(
     )
     result, stats = run_with_stats(pipeline, redis_server.url, "--max-frames", "12")
     assert result.returncode == 0, result.stderr
-    assert stats["frames"] == {"decoded": 24, "processed": 24, "late": 0, "dropped": {}}
+    assert stats["frames"] == {
+        "decoded": 24, "processed": 24, "still": 0, "late": 0, "dropped": {},
+    }  # fmt: skip
     for source in ("a", "b"):
         events = read_events(redis_client, f"cams:{source}")
         assert {e["source"] for e in events} == {source}
@@ -320,7 +322,9 @@ def test_max_fps_keeps_evenly_spaced_frames_and_counts_the_rest(
     assert result.returncode == 0, result.stderr
     # 5 of the clip's 15 frames a second: every third frame.
     assert stats["frames"] == {
-        "decoded": 40, "processed": 14, "late": 0, "dropped": {"decode:max_fps": 26}}  # fmt: skip
+        "decoded": 40, "processed": 14, "still": 0, "late": 0,
+        "dropped": {"decode:max_fps": 26},
+    }  # fmt: skip
     events = read_events(redis_client, "streamer:cap:events")
     indices = [e["frame"]["index"] for e in events if e["type"] == "detections"]
     assert indices == list(range(0, 40, 3))

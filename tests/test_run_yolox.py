@@ -47,7 +47,8 @@ def detections_by_frame(events: list[dict[str, Any]]) -> dict[int, list[dict[str
 def test_every_frame_of_the_file_is_processed_offline(yolox_run):
     stats = yolox_run["stats"]
     assert stats["frames"] == {
-        "decoded": CLIP_FRAMES, "processed": CLIP_FRAMES, "late": 0, "dropped": {}}  # fmt: skip
+        "decoded": CLIP_FRAMES, "processed": CLIP_FRAMES, "still": 0, "late": 0, "dropped": {},
+    }  # fmt: skip
     assert sorted(detections_by_frame(yolox_run["events"])) == list(range(CLIP_FRAMES))
 
 
