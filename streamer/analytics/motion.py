@@ -113,6 +113,7 @@ class MotionDetector:
         self._last_s = 0.0
         self._frame_hw: tuple[int, int] | None = None
         self._mask: np.ndarray | None = None  # None: nothing masked
+        self._visible = 0  # pixels of the small picture outside the masks
 
     def observe(self, grey: np.ndarray, t_s: float) -> Motion:
         """`grey`: the picture's luma at full size; `t_s`: its time on the source's clock."""
@@ -124,7 +125,7 @@ class MotionDetector:
         difference = cv2.absdiff(small, background.astype(np.uint8))
         if self._mask is not None:
             difference = cv2.bitwise_and(difference, self._mask)
-        visible = small.size if self._mask is None else int(np.count_nonzero(self._mask))
+        visible = self._visible
         share = int(np.count_nonzero(difference > self.settings.threshold)) / max(visible, 1)
         if share > LIGHT_SHARE:
             self._reset(grey.shape, small, t_s)
@@ -148,6 +149,7 @@ class MotionDetector:
             self._frame_hw = hw
             masks = self.settings.masks
             self._mask = mask_image(masks, hw, small.shape[:2]) if masks else None
+            self._visible = int(small.size if self._mask is None else np.count_nonzero(self._mask))
 
 
 class MotionGate:
