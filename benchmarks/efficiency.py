@@ -67,7 +67,7 @@ from streamer.analytics.boxes import nms
 from streamer.models import Model
 from streamer.models.quantize import quantize_and_check
 from streamer.runtime.messages import Frame
-from streamer.stages.preprocess import prepare
+from streamer.stages.preprocess import tensor_of
 from tools.local_redis import RedisServer
 from tools.rtsp import RtspServer, rtsp_server_available
 
@@ -287,8 +287,8 @@ def cpu_per_frame(clip: Path, model: Model, batch: int) -> dict[str, float]:
     hw = model.input_hw_for((SIZE[1], SIZE[0]))
     reformatter, started = VideoReformatter(), time.process_time()
     for i, decoded in enumerate(decoded_frames(clip)):
-        tensor = prepare(Frame("cpu", i, None, 0, 0.0, None, decoded, 0.0), model.spec, hw,
-                         reformatter).tensor  # fmt: skip
+        tensor = tensor_of(Frame("cpu", i, None, 0, 0.0, None, decoded, 0.0), model.spec, hw,
+                           reformatter)  # fmt: skip
         if len(kept) < 4 * batch:
             kept.append(tensor)
     prepare_s = time.process_time() - started - decode_s  # the second decoding taken off

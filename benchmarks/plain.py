@@ -11,15 +11,14 @@ import numpy as np
 from streamer.analytics.boxes import nms
 from streamer.models import Model
 from streamer.runtime.messages import Frame
-from streamer.stages.preprocess import prepare
+from streamer.stages.preprocess import tensor_of
 
 
 def detect(model: Model, image: np.ndarray, confidence: float) -> np.ndarray:
     """The kept boxes' indices for one BGR image, one frame at a time."""
     frame = Frame("plain", 0, None, 0, 0.0, None, image, 0.0)
-    prepared = prepare(frame, model.spec, model.input_hw_for(image.shape[:2]))
-    output = model.run(prepared.tensor[None])[0]
-    hw = (prepared.tensor.shape[1], prepared.tensor.shape[2])
+    hw = model.input_hw_for(image.shape[:2])
+    output = model.run(tensor_of(frame, model.spec, hw)[None])[0]
     xyxy, scores, classes = model.candidates(output, hw, confidence)
     return nms(xyxy, scores, classes, 0.45, 300)
 

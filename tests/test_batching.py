@@ -20,6 +20,8 @@ from streamer.stages.inference import InferenceStage
 class CountingModel:
     """Records the batch sizes it was called with; returns one row per frame."""
 
+    array_device = None  # batches prepared on the CPU
+
     def __init__(self, sleep_s: float = 0.0, workers: int = 1) -> None:
         self.calls: list[tuple[int, ...]] = []
         self.sleep_s = sleep_s

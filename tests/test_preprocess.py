@@ -12,8 +12,9 @@ import pytest
 
 from streamer.analytics.boxes import letterbox_geometry
 from streamer.models import ModelSpec
+from streamer.models.families import PAD_VALUE
 from streamer.runtime.messages import Frame
-from streamer.stages.preprocess import PAD_VALUE, prepare
+from streamer.stages.preprocess import prepare
 from tests.conftest import DEMO_CLIP
 
 pytestmark = pytest.mark.timeout(60)

@@ -77,6 +77,14 @@ class Provider(StrEnum):
 DEFAULT_PROVIDERS = (Provider.TENSORRT, Provider.CUDA, Provider.CPU)
 
 
+class PrepareOn(StrEnum):
+    """Where frames are letterboxed into the model's input."""
+
+    AUTO = "auto"  # the GPU when the model runs on one and CuPy can, else the CPU
+    CPU = "cpu"
+    GPU = "gpu"
+
+
 URI_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 # What a source URL may be: FFmpeg's network protocols that carry live video.
 NETWORK_SCHEMES = frozenset(
@@ -347,6 +355,12 @@ class ModelConfig(_Model):
     """The device the openvino provider runs on: CPU, GPU (an Intel iGPU or Arc; GPU.1 for
     the second), NPU, or AUTO (OpenVINO's choice). Compiled models are cached in
     ~/.cache/streamer/openvino."""
+    prepare_on: PrepareOn = PrepareOn.AUTO
+    """Where frames are letterboxed, converted and scaled for the model. gpu: on the GPU
+    the model runs on (cuda or tensorrt), a batch at a time, straight into the buffer the
+    model reads, and frames decoded with `hwaccel: cuda` never leave it; needs CuPy
+    (`pip install 'streamer[gpu]'`). auto: gpu where that works, else cpu. Asking for gpu
+    where it cannot run gives one warning and the CPU."""
     batch: BatchConfig = BatchConfig()
     """How frames of all sources are batched into one model call."""
 

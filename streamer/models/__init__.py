@@ -13,8 +13,11 @@ from typing import TypeAlias
 import numpy as np
 import onnxruntime as ort
 
-from streamer.analytics.boxes import dynamic_input_hw
+from streamer.analytics.boxes import dynamic_input_hw, letterbox_geometry
 from streamer.config.schema import ModelConfig
+from streamer.device.arrays import ArrayDevice, choose_array_device
+from streamer.device.binding import BoundSession
+from streamer.device.prepare import Planes, blank_planes
 from streamer.models.decoders import Candidates, decode_yolov8, decode_yolox
 from streamer.models.families import ModelSpec, recognise
 from streamer.models.openvino import OpenVinoSession, open_sessions
@@ -29,6 +32,7 @@ from streamer.models.sessions import (
     plan_workers,
     usable_cores,
 )
+from streamer.runtime.messages import Letterbox
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +58,19 @@ class Model:
     """A loaded detector with one session per worker. `run` may be called from up to
     `workers` threads at once; each call takes a session no other call is using."""
 
-    def __init__(self, path: Path, sessions: Sequence[Session], spec: ModelSpec) -> None:
+    def __init__(
+        self,
+        path: Path,
+        sessions: Sequence[Session],
+        spec: ModelSpec,
+        array_device: ArrayDevice | None = None,
+    ) -> None:
+        """`array_device`: where `run_prepared` prepares batches (None: only `run`)."""
         self.path = path
         self.spec = spec
+        self.array_device = array_device
         self._sessions = list(sessions)
+        self._bound: dict[int, BoundSession] = {}  # by id(session), made at first use
         self._output_names = [o.name for o in self._sessions[0].get_outputs()]
         self._idle: queue.SimpleQueue[Session] = queue.SimpleQueue()
         for session in self._sessions:
@@ -78,10 +91,12 @@ class Model:
         fp16: bool = False,
         engine_cache: Path | None = None,
         openvino_device: str = "CPU",
+        prepare_on: str = "auto",
     ) -> Model:
         """`threads` are each worker's; `workers` and `threads` default to `plan_workers`'s
         choice. `device`, `fp16`, `engine_cache` and `openvino_device` are for the
-        accelerator providers (see ModelConfig)."""
+        accelerator providers, `prepare_on` says where batches are prepared (see
+        ModelConfig)."""
         gpu = GpuSettings(device, fp16, engine_cache, openvino_device)
         first = first_usable_provider(providers, openvino_device)
         plan = plan_workers(first, workers, threads, usable_cores())
@@ -100,9 +115,10 @@ class Model:
             sessions = [first_session] + [
                 open_session(path, in_use, plan.threads, gpu) for _ in range(plan.workers - 1)
             ]
-        model = cls(path, sessions, spec)
+        on_gpu = sessions[0].get_providers()[0] in GPU_PROVIDERS
+        model = cls(path, sessions, spec, choose_array_device(prepare_on, on_gpu, device))
         log.info(
-            "model %s: %s, %d classes, input %s, provider %s, %d worker(s)%s",
+            "model %s: %s, %d classes, input %s, provider %s, %d worker(s)%s%s",
             path.name,
             spec.family,
             spec.num_classes,
@@ -110,6 +126,7 @@ class Model:
             model.providers[0],
             model.workers,
             f" of {plan.threads} thread(s)" if plan.threads else "",
+            ", frames prepared on the GPU" if model.array_device is not None else "",
         )
         return model
 
@@ -129,6 +146,7 @@ class Model:
             fp16=config.fp16,
             engine_cache=config.engine_cache,
             openvino_device=config.openvino_device,
+            prepare_on=str(config.prepare_on),
         )
 
     @property
@@ -171,22 +189,56 @@ class Model:
         (output,) = session.run(self._output_names, {self.spec.input_name: batch})
         return np.asarray(output[:n], np.float32)
 
+    def run_prepared(
+        self,
+        pictures: Sequence[Planes | np.ndarray],
+        letterboxes: Sequence[Letterbox],
+        input_hw: tuple[int, int],
+    ) -> np.ndarray:
+        """Raw output for pictures prepared on `array_device` straight into the batch
+        buffer of the session that runs them (tensors prepared on the CPU are copied in)."""
+        session = self._idle.get()
+        try:
+            return self._bound_to(session).run(pictures, letterboxes, input_hw)
+        finally:
+            self._idle.put(session)
+
+    def _bound_to(self, session: Session) -> BoundSession:
+        if self.array_device is None or not isinstance(session, ort.InferenceSession):
+            raise RuntimeError("this model prepares batches on the CPU: call run")
+        bound = self._bound.get(id(session))
+        if bound is None:
+            bound = self._bound[id(session)] = BoundSession(session, self.spec, self.array_device)
+        return bound
+
     def warm_up(self, batch: int) -> int:
         """Run blank batches on every session (see `warm_up_sizes`), then once more at
         `batch`; nanoseconds that last call took. Call it before anything else runs the model.
 
         A dynamic-input model is warmed up at the shape of a 16:9 frame, the usual camera.
+        Where batches are prepared on the GPU, a batch of blank 720p pictures is also
+        prepared and run on each session: CuPy compiles its kernels at their first use,
+        and the session's input buffer is made at its largest.
         """
-        hw = self.input_hw_for((720, 1280))
+        frame_hw = (720, 1280)
+        hw = self.input_hw_for(frame_hw)
         sizes = warm_up_sizes(self.providers[0], self.spec.batch, batch)
         blank = np.zeros((batch, 3, *hw), np.float32)
         sessions = [self._idle.get() for _ in range(self.workers)]
+        device = self.array_device
+        pictures = [] if device is None else [blank_planes(device.xp, frame_hw)] * batch
+        letterboxes = [letterbox_geometry(frame_hw, hw, self.spec.centered)] * batch
         try:
             for session in sessions:
                 for size in sizes:
                     self._run_on(session, blank[:size])
+                if pictures:
+                    self._bound_to(session).run(pictures, letterboxes, hw)
             started = time.monotonic_ns()
-            self._run_on(sessions[0], blank)
+            if pictures:
+                self._bound_to(sessions[0]).run(pictures, letterboxes, hw)
+            else:
+                self._run_on(sessions[0], blank)
             return time.monotonic_ns() - started
         finally:
             for session in sessions:

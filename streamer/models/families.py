@@ -26,6 +26,7 @@ from streamer.models.labels import COCO_LABELS
 FAMILIES = ("yolov8", "yolox")
 INPUT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 DEFAULT_IMGSZ = 640
+PAD_VALUE = 114  # the grey both Ultralytics and YOLOX pad with
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from streamer.analytics.boxes import match_by_iou, nms
 from streamer.errors import ModelError, SourceError
 from streamer.models import Model
 from streamer.runtime.messages import Frame
-from streamer.stages.preprocess import prepare
+from streamer.stages.preprocess import tensor_of
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def sample_tensors(model: Model, clips: list[Path], count: int) -> list[np.ndarr
         for picture in _spread_frames(clip, wanted):
             frame = Frame("calibration", 0, None, 0, 0.0, None, picture, 0.0)
             hw = model.input_hw_for((frame.height, frame.width))
-            tensors.append(prepare(frame, model.spec, hw).tensor)
+            tensors.append(tensor_of(frame, model.spec, hw))
     return tensors
 
 

@@ -253,6 +253,7 @@ def build(
                 clock,
                 watching.cameras.get(p.config.id),
                 motion_gate(config, p.config),
+                gpu_of(model),
             )
             for p in plans
         ],
@@ -280,6 +281,13 @@ def build(
             stats.source_state(sid, status.status, status.detail)
             frames["decoded"].put_control(status)
     return Built(run_id, parts, expected_frames(plans, checked.file_frames), last_seqs)
+
+
+def gpu_of(model: Model) -> int | None:
+    """The CUDA device where the model's batches are prepared, if they are on one: frames
+    that NVDEC decodes stay there."""
+    device = model.array_device
+    return device.device_id if device is not None and device.ort_device == "cuda" else None
 
 
 def motion_gate(config: PipelineConfig, source: SourceConfig) -> MotionGate | None:

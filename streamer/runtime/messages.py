@@ -11,6 +11,7 @@ latency; `*_at` fields are its wall-clock seconds since the epoch, used only in 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -18,6 +19,9 @@ import orjson
 
 from streamer.enums import StrEnum
 from streamer.events.event import CameraHealth, Event, SourceProblem, SourceState
+
+if TYPE_CHECKING:
+    from streamer.device.prepare import Planes
 
 
 class DropReason(StrEnum):
@@ -82,11 +86,20 @@ class Letterbox:
 
 
 @dataclass(frozen=True, slots=True)
+class OnDevice:
+    """A frame left as its planes on the GPU, for the model's worker to letterbox straight
+    into the batch buffer the model reads (`model.prepare_on`)."""
+
+    planes: Planes
+    shape: tuple[int, int, int]  # of the tensor it becomes: 3 x H x W
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
-    """A frame made ready for the model: one CHW float32 tensor."""
+    """A frame made ready for the model: one CHW float32 tensor, or its planes on the GPU."""
 
     frame: Frame
-    tensor: np.ndarray  # 3 x H x W float32, the model's layout and scale
+    tensor: np.ndarray | OnDevice  # 3 x H x W float32, the model's layout and scale
     letterbox: Letterbox
 
 

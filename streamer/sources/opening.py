@@ -92,11 +92,25 @@ def choose_hwaccel(config: SourceConfig) -> str | None:
     return None
 
 
-def open_container(config: SourceConfig, device_type: str | None = None) -> Any:
-    # Packets the hardware decoder cannot take (a profile it lacks) are decoded in software,
-    # and frames are downloaded to system memory (is_hw_owned=False), where preprocessing
-    # reformats them.
-    hwaccel = HWAccel(device_type, allow_software_fallback=True) if device_type else None
+def hardware_decoding(device_type: str | None, keep_on_gpu: int | None) -> HWAccel | None:
+    """PyAV's settings for decoding on `device_type`. Packets the hardware decoder cannot
+    take (a profile it lacks) are decoded in software. Frames are downloaded to system
+    memory, where preprocessing reformats them, unless NVDEC decodes them and batches are
+    prepared on CUDA device `keep_on_gpu`: then they stay there (FFmpeg's CUDA frames,
+    read through DLPack), decoded on that same device."""
+    if device_type is None:
+        return None
+    if device_type == "cuda" and keep_on_gpu is not None:
+        return HWAccel(
+            device_type, device=str(keep_on_gpu), allow_software_fallback=True, is_hw_owned=True
+        )
+    return HWAccel(device_type, allow_software_fallback=True)
+
+
+def open_container(
+    config: SourceConfig, device_type: str | None = None, keep_on_gpu: int | None = None
+) -> Any:
+    hwaccel = hardware_decoding(device_type, keep_on_gpu)
     if config.is_file:
         return av.open(
             config.uri, options=file_options(config), metadata_errors=METADATA_ERRORS,

@@ -107,9 +107,12 @@ class VideoSource:
         clock: Clock = SYSTEM_CLOCK,
         watch: CameraWatch | None = None,
         gate: MotionGate | None = None,
+        keep_on_gpu: int | None = None,
     ) -> None:
         """`watch`: judges the picture's health, when the pipeline watches it; `gate`:
-        tells the frames the model need not see, when the source is motion-gated."""
+        tells the frames the model need not see, when the source is motion-gated;
+        `keep_on_gpu`: the CUDA device where frames decoded by NVDEC stay, when batches
+        are prepared there."""
         self.plan = plan
         self.id = plan.config.id
         self._out = out
@@ -122,6 +125,7 @@ class VideoSource:
         self._hwaccel = choose_hwaccel(plan.config)
         self._watch = watch
         self._gate = gate
+        self._keep_on_gpu = keep_on_gpu
 
     @property
     def failed(self) -> bool:
@@ -152,7 +156,7 @@ class VideoSource:
         return self.plan.max_frames is not None and self._index >= self.plan.max_frames
 
     def _decode_once(self) -> None:
-        with open_container(self.plan.config, self._hwaccel) as container:
+        with open_container(self.plan.config, self._hwaccel, self._keep_on_gpu) as container:
             if not container.streams.video:
                 raise NoVideoTrack(f"{redact(self.plan.config.uri)}: no video track")
             self._announce_connected()

@@ -27,7 +27,14 @@ import numpy as np
 from streamer.models import Model
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.deadlines import WorkEstimate, is_expired
-from streamer.runtime.messages import DropReason, Inferred, Prepared, Still, source_of
+from streamer.runtime.messages import (
+    DropReason,
+    Inferred,
+    OnDevice,
+    Prepared,
+    Still,
+    source_of,
+)
 from streamer.runtime.queues import POLL_S
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Stage, name_os_thread
@@ -189,7 +196,14 @@ class InferenceStage(Stage[Item, Result]):
         """Runs on a worker thread."""
         work = [p for p in batch if isinstance(p, Prepared)]
         started = self._clock.monotonic_ns()
-        outputs = self._model.run(stacked(work))
+        if self._model.array_device is None:
+            outputs = self._model.run(stacked(work))
+        else:
+            outputs = self._model.run_prepared(
+                [p.tensor.planes if isinstance(p.tensor, OnDevice) else p.tensor for p in work],
+                [p.letterbox for p in work],
+                input_hw=(work[0].tensor.shape[1], work[0].tensor.shape[2]),
+            )
         finished = self._clock.monotonic_ns()
         self._estimate.record_inference(finished - started, len(work))
         inferred = {}
@@ -238,7 +252,11 @@ def _finished(batch: list[Item]) -> Future[list[Result]]:
 
 
 def stacked(batch: list[Prepared]) -> np.ndarray:
-    """The batch's tensors as one `[B, 3, H, W]` array; a batch of one is a view, no copy."""
-    if len(batch) == 1:
-        return batch[0].tensor[None]
-    return np.stack([p.tensor for p in batch])
+    """The batch's tensors (prepared on the CPU) as one `[B, 3, H, W]` array; a batch of
+    one is a view, no copy."""
+    tensors = [p.tensor for p in batch if isinstance(p.tensor, np.ndarray)]
+    if len(tensors) != len(batch):
+        raise TypeError("frames left on the GPU are prepared by Model.run_prepared")
+    if len(tensors) == 1:
+        return tensors[0][None]
+    return np.stack(tensors)

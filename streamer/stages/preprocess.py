@@ -10,14 +10,15 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from streamer.analytics.boxes import letterbox_geometry
+from streamer.device.arrays import ArrayDevice
+from streamer.device.prepare import planes_of
 from streamer.models import Model, ModelSpec
+from streamer.models.families import PAD_VALUE
 from streamer.runtime.clock import SYSTEM_CLOCK, Clock
 from streamer.runtime.deadlines import WorkEstimate, is_expired
-from streamer.runtime.messages import DropReason, Frame, Letterbox, Prepared, Still
+from streamer.runtime.messages import DropReason, Frame, Letterbox, OnDevice, Prepared, Still
 from streamer.runtime.stats import RunStats
 from streamer.runtime.threads import Stage
-
-PAD_VALUE = 114  # the grey both Ultralytics and YOLOX pad with
 
 
 def letterbox_image(
@@ -88,15 +89,32 @@ def prepare(
     spec: ModelSpec,
     input_hw: tuple[int, int],
     reformatter: VideoReformatter | None = None,
+    device: ArrayDevice | None = None,
 ) -> Prepared:
+    """`frame` fitted into the model input. With a `device` (batches prepared on the GPU),
+    a decoded picture in a layout the GPU path reads is only described: its planes, to be
+    letterboxed with its batch."""
+    lb = letterbox_geometry((frame.height, frame.width), input_hw, spec.centered)
+    if device is not None and isinstance(frame.picture, av.VideoFrame):
+        planes = planes_of(frame.picture, device.xp)
+        if planes is not None:
+            return Prepared(frame=frame, tensor=OnDevice(planes, (3, *input_hw)), letterbox=lb)
+    return Prepared(frame=frame, tensor=tensor_of(frame, spec, input_hw, reformatter), letterbox=lb)
+
+
+def tensor_of(
+    frame: Frame,
+    spec: ModelSpec,
+    input_hw: tuple[int, int],
+    reformatter: VideoReformatter | None = None,
+) -> np.ndarray:
+    """`frame` as the model's 3 x H x W input, prepared on the CPU."""
     lb = letterbox_geometry((frame.height, frame.width), input_hw, spec.centered)
     if isinstance(frame.picture, av.VideoFrame):
-        tensor = decoded_to_tensor(
+        return decoded_to_tensor(
             frame.picture, input_hw, lb, spec, reformatter or VideoReformatter()
         )
-    else:
-        tensor = to_tensor(letterbox_image(frame.picture, input_hw, lb), spec.rgb, spec.scale)
-    return Prepared(frame=frame, tensor=tensor, letterbox=lb)
+    return to_tensor(letterbox_image(frame.picture, input_hw, lb), spec.rgb, spec.scale)
 
 
 class PreprocessStage(Stage[Frame | Still, Prepared | Still]):
@@ -125,4 +143,6 @@ class PreprocessStage(Stage[Frame | Still, Prepared | Still]):
         input_hw = self._input_hw.get(frame_hw)
         if input_hw is None:
             input_hw = self._input_hw[frame_hw] = self._model.input_hw_for(frame_hw)
-        return (prepare(item, self._model.spec, input_hw, self._reformatter),)
+        return (
+            prepare(item, self._model.spec, input_hw, self._reformatter, self._model.array_device),
+        )
