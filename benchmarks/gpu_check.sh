@@ -8,11 +8,15 @@
 #                          tensors kept on the GPU), TensorRT fp32 and fp16, batch 1
 #                          and 8; decoding with and without hwaccel: cuda
 #                          (benchmarks/gpu_infer.py)
-#   efficiency-*.json      benchmarks.efficiency on CUDA, and on TensorRT fp16 when usable
-#   gpu_limits.json        what limits the pipeline there (benchmarks/gpu_limits.py)
-# Stays well inside a 10-minute call: on an H200 with 16 cores it took 130-136 s in all
-# (4 s to unpack and install, 40 s for gpu_infer, about 90 s for the CUDA efficiency
-# run), before gpu_limits was added (about a minute more, estimated). Exit 3: a part is missing (carry it again).
+#   gpu_path.json          frames kept on the GPU (benchmarks/gpu_path.py): the GPU path
+#                          checked against the CPU path, the decoders' ceiling, inference
+#                          alone, the offline pipeline, the most live 1080p30 cameras in
+#                          one process and in two shards
+#   efficiency-*.json, gpu_limits.json   with GPU_CHECK_ALL=1 only: the CPU-prepared path
+#                          of the earlier runs (benchmarks.efficiency, gpu_limits)
+# Planned to stay inside one 10-minute call: about 5 s to unpack and install, 40 s for
+# gpu_infer, and gpu_path bounded at 420 s (its live search stops early when it runs out).
+# Exit 3: a part is missing (carry it again); exit 1: the GPU path's check failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -22,6 +26,7 @@ export PYTHONUNBUFFERED=1
 GPU=.gpu
 MODEL=/tmp/bundle/assets/yolov8n.onnx
 CLIP=/tmp/bundle/assets/one-by-one-person-detection.mp4
+CLIP_1080=/tmp/bundle/assets/person-1080p30.mp4  # made by gpu_wheels.sh (gpu_path clip)
 section() { echo; echo "== $* ($(date +%T))"; }
 
 section "parts"
@@ -51,6 +56,7 @@ export XDG_CACHE_HOME=/tmp/cache  # TensorRT engines: a fresh cache, shared by t
 section "machine"
 nvidia-smi | tee "$OUT/nvidia-smi.txt"
 python3 -c 'import onnxruntime as o, av; print("onnxruntime", o.__version__, o.get_available_providers()); print("av", av.__version__, av.codec.hwaccel.hwdevices_available())'
+python3 -c 'from streamer.device.arrays import why_no_cuda; print("CuPy on GPU 0:", why_no_cuda(0) or "usable")'
 redis-server --version
 
 section "inference alone and decoding"
@@ -58,29 +64,19 @@ timeout 300 python3 -m benchmarks.gpu_infer --model "$MODEL" --clip "$CLIP" \
     --batches 1 8 --seconds 3 --json "$OUT/gpu_infer.json"
 echo "gpu_infer exit $?"
 
-section "efficiency benchmark"
-trt_usable=$(python3 -c '
-import json, sys
-rows = json.load(open(sys.argv[1]))["inference"]
-print(any(r["run"] == "tensorrt fp16" and r.get("providers_in_use", ["?"])[0].startswith("Tensorrt") for r in rows))' \
-    "$OUT/gpu_infer.json" 2>/dev/null)
-runs=("cuda:--providers cuda")
-if [[ $trt_usable == True ]]; then
-    runs+=("tensorrt-fp16:--providers tensorrt --fp16")
-else
-    echo "TensorRT provider not usable here (see gpu_infer above): its efficiency run is skipped"
-fi
-for run in "${runs[@]}"; do
-    name=${run%%:*}
-    read -ra flags <<<"${run#*:}"
-    section "efficiency: $name"
+section "frames kept on the GPU"
+timeout 420 python3 -m benchmarks.gpu_path run --model "$MODEL" --clip "$CLIP_1080" \
+    --work-dir /tmp/gpu-path --live-seconds 15 --live-start 32 --json "$OUT/gpu_path.json"
+path_exit=$?
+echo "gpu_path exit $path_exit"
+
+if [[ ${GPU_CHECK_ALL:-0} == 1 ]]; then
+    section "efficiency: cuda"
     timeout 300 python3 -m benchmarks.efficiency --model "$MODEL" --clip "$CLIP" \
         --frames 300 --batch 8 --most-sources 8 --work-dir /tmp/efficiency \
-        --live-seconds 8 --overload-seconds 15 "${flags[@]}" --json "$OUT/efficiency-$name.json"
-    echo "efficiency $name exit $?"
-done
-
-section "what limits the pipeline"
-timeout 240 python3 -m benchmarks.gpu_limits --model "$MODEL" --clip "$CLIP" --providers cuda \
-    --work-dir /tmp/efficiency --json "$OUT/gpu_limits.json"
-echo "gpu_limits exit $?"
+        --live-seconds 8 --overload-seconds 15 --providers cuda --json "$OUT/efficiency-cuda.json"
+    section "what limits the pipeline"
+    timeout 240 python3 -m benchmarks.gpu_limits --model "$MODEL" --clip "$CLIP" \
+        --providers cuda --work-dir /tmp/efficiency --json "$OUT/gpu_limits.json"
+fi
+exit $((path_exit == 1 ? 1 : 0))

@@ -5,10 +5,14 @@
 #
 # The GPU machine (one H200) runs Python 3.12 with CUDA 13, cuDNN 9, numpy, OpenCV, SciPy,
 # PyYAML, click and rich already installed, so it needs: onnxruntime-gpu 1.31.1 (built for
-# CUDA 13 and cuDNN 9; 256 MB), and streamer's own dependencies that the image lacks.
+# CUDA 13 and cuDNN 9; 256 MB), CuPy for CUDA 13 with its NVRTC (frames prepared on the
+# GPU; 160 MB), and streamer's own dependencies that the image lacks.
 # TensorRT is not among them: onnxruntime-gpu 1.31's TensorRT provider links
-# libnvinfer.so.10 (TensorRT 10), whose wheels are over a gigabyte; without it, the
-# TensorRT runs fall back, with one warning naming the missing library.
+# libnvinfer.so.10 (TensorRT 10 for CUDA 13, tensorrt-cu13-libs 10.x), and PyPI holds only
+# placeholders of it that download the real wheel from pypi.nvidia.com, which a machine
+# reaching only the package registries cannot. Wheels obtained elsewhere go in with
+# TENSORRT_WHEELS=folder; without them, the TensorRT runs fall back, with one warning
+# naming the missing library.
 #
 # A device call carries at most 64 MiB, the working tree (3 MiB) included, so the wheels,
 # the model and the clip travel as one tar cut into equal parts of at most PART_MIB
@@ -36,7 +40,11 @@ mkdir -p "$GPU/bundle/wheels" "$GPU/bundle/debs" "$GPU/bundle/assets" "$GPU/part
     -d "$GPU/bundle/wheels" \
     onnxruntime-gpu==1.31.1 \
     av==18.1.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 \
-    typing-inspection==0.4.5 typing-extensions==4.16.0 orjson==3.13.0 redis==8.1.0
+    typing-inspection==0.4.5 typing-extensions==4.16.0 orjson==3.13.0 redis==8.1.0 \
+    cupy-cuda13x==14.2.0 cuda-pathfinder==1.9.1 nvidia-cuda-nvrtc==13.0.88
+if [[ -n ${TENSORRT_WHEELS:-} ]]; then
+    cp "$TENSORRT_WHEELS"/*.whl "$GPU/bundle/wheels/"
+fi
 
 # redis-server and the libraries it needs beyond a base Ubuntu, for the pipeline runs of
 # benchmarks.efficiency (Debian 12 packages; run `apt-get update` first if this fails).
@@ -45,6 +53,9 @@ mkdir -p "$GPU/bundle/wheels" "$GPU/bundle/debs" "$GPU/bundle/assets" "$GPU/part
 
 cp "$ASSETS/models/yolov8n.onnx" "$ASSETS/videos/one-by-one-person-detection.mp4" \
     "$GPU/bundle/assets/"
+# The 1080p30 camera clip of benchmarks/gpu_path.py, made here (a minute or two of CPU).
+"$PY" -m benchmarks.gpu_path clip --src "$ASSETS/videos/one-by-one-person-detection.mp4" \
+    --dst "$GPU/bundle/assets/person-1080p30.mp4"
 
 tar -C "$GPU" -cf "$GPU/bundle.tar" bundle
 bytes=$(stat -c %s "$GPU/bundle.tar")

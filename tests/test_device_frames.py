@@ -231,3 +231,24 @@ def test_sources_keep_frames_on_the_gpu_of_the_model_that_prepares_there(model, 
     session = open_session(host_model.path, ["cpu"], None)
     on_gpu = Model(host_model.path, [session], host_model.spec, ArrayDevice(np, "cuda", 2))
     assert gpu_of(on_gpu) == 2
+
+
+@pytest.mark.parametrize("providers", ["[cpu]", "[cuda, cpu]"])
+def test_prepare_on_gpu_without_a_gpu_warns_once_and_runs_on_the_cpu(
+    tmp_path, demo_model, caplog, providers
+):
+    """This machine has no GPU (and no CuPy): `prepare_on: gpu` with hardware decoding
+    asked for too runs the CPU path, saying so once, and the run is whole."""
+    path = one_source_pipeline(
+        tmp_path, "fallback", DEMO_CLIP, demo_model, source_extra=", hwaccel: cuda",
+        extra=f"  providers: {providers}\n  prepare_on: gpu\n{DEMO_CONFIDENCE}sink: none\n",
+    )  # fmt: skip
+    events: list[Event] = []
+    with caplog.at_level(logging.WARNING):
+        pipeline = Pipeline.from_file(path, max_frames=30, on_event=events.append)
+        pipeline.run()
+    prepared = [r.getMessage() for r in caplog.records if "prepare_on: gpu" in r.getMessage()]
+    assert len(prepared) == 1
+    assert "frames are prepared on the CPU" in prepared[0]
+    assert pipeline.stats()["frames"]["processed"] == 30
+    assert len([e for e in events if e.type is EventType.DETECTIONS]) == 30

@@ -63,8 +63,13 @@ def planes_of(picture: av.VideoFrame, xp: ModuleType) -> Planes | None:
     name = pixel_format(picture)
     if name not in DEVICE_FORMATS or picture.width % 2 or picture.height % 2:
         return None
-    module = xp if picture.sw_format is not None else np
-    exported = [module.from_dlpack(plane) for plane in picture.planes]
+    if picture.sw_format is None:  # in system memory
+        exported = [np.from_dlpack(plane) for plane in picture.planes]
+    else:
+        # The capsule itself: CuPy's from_dlpack hands PyAV its CUDA stream to synchronise
+        # with, which PyAV refuses. FFmpeg copies the decoded picture into the frame on the
+        # device's legacy default stream, which CuPy's default stream is ordered after.
+        exported = [xp.from_dlpack(plane.__dlpack__()) for plane in picture.planes]
     if name == "nv12":
         y, uv = exported
         u, v = uv[..., 0], uv[..., 1]
