@@ -66,3 +66,15 @@ def test_the_warm_ups_timing_counts_from_the_first_frame():
     assert estimate.reserve_ns(2) == 2 * int(HEADROOM * 2 * MS)  # the first frame asks
     clock.advance(deadlines.MEMORY_S + 0.01)
     assert estimate.reserve_ns(1) == 0  # aged out since the first frame
+
+
+def test_the_longest_recent_wait_for_postprocessing_is_reserved_once_per_batch():
+    """A finished frame that waited for the postprocessing thread (or for an earlier
+    batch) shows the time after the model call that the call's timing does not."""
+    estimate = WorkEstimate(FakeClock())
+    estimate.record_inference(100 * MS, 1)
+    estimate.record_wait(30 * MS)
+    estimate.record_wait(10 * MS)
+    estimate.record_wait(-1)  # clocks never run back; a negative wait counts as none
+    assert estimate.reserve_ns(1) == int(HEADROOM * 100 * MS) + 30 * MS
+    assert estimate.reserve_ns(4) == 4 * int(HEADROOM * 100 * MS) + 30 * MS

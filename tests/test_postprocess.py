@@ -84,7 +84,7 @@ class Camera:
         self.index += 1
         tensor = np.zeros((3, *INPUT_HW), np.float32)
         return Inferred(
-            Prepared(frame, tensor, Letterbox(0.5, 0.5, 0, 6)), output(person_at), False
+            Prepared(frame, tensor, Letterbox(0.5, 0.5, 0, 6)), output(person_at), False, now
         )
 
 

@@ -30,17 +30,20 @@ class WorkEstimate:
     """How long the work left after batch formation takes: the reserve a frame needs.
 
     The inference workers record how long each model call took per frame of its batch,
-    the postprocessing thread how long each frame took there. The reserve of a frame
-    entering a batch of k frames is k times the slowest recent inference per frame, plus
-    k times the slowest recent postprocessing: a frame is only let through when even a
-    slow batch would still end before its deadline, so latency stays within the budget
-    rather than around it. Per frame, because batches come in every size: one slow batch
-    of four must not make a frame that will run alone look hopeless. Timings are
-    forgotten after MEMORY_S, or after MEMORY_CALLS times the newest call for a slow
-    model: if an overestimate made every frame look hopeless, no new timing would
-    correct it, and every frame would be dropped until then. The warm-up's timing
-    (`seed_inference`) counts from the first frame on, however long that frame takes to
-    come (connecting to a camera takes seconds), and ages like any other from then.
+    the postprocessing thread how long each frame took there, and how long a frame waited
+    between its model call's end and its postprocessing (for that thread, busy with other
+    frames, or for a batch formed before its own to finish: results leave in order). The
+    reserve of a frame entering a batch of k frames is k times the slowest recent
+    inference per frame, plus k times the slowest recent postprocessing, plus the longest
+    recent wait: a frame is only let through when even a slow batch would still end
+    before its deadline, so latency stays within the budget rather than around it. Per
+    frame, because batches come in every size: one slow batch of four must not make a
+    frame that will run alone look hopeless. Timings are forgotten after MEMORY_S, or
+    after MEMORY_CALLS times the newest call for a slow model: if an overestimate made
+    every frame look hopeless, no new timing would correct it, and every frame would be
+    dropped until then. The warm-up's timing (`seed_inference`) counts from the first
+    frame on, however long that frame takes to come (connecting to a camera takes
+    seconds), and ages like any other from then.
     """
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -49,6 +52,7 @@ class WorkEstimate:
         # (when, took per frame) in ns
         self._inference: deque[tuple[int, int]] = deque(maxlen=WINDOW)
         self._postprocess: deque[tuple[int, int]] = deque(maxlen=WINDOW)
+        self._waits: deque[tuple[int, int]] = deque(maxlen=WINDOW)
         self._last_call_ns = 0
         self._seed_ns = 0  # per frame, from the warm-up, until the first frame asks
 
@@ -63,7 +67,8 @@ class WorkEstimate:
             oldest = now - memory_ns
             infer = max((took for when, took in self._inference if when >= oldest), default=0)
             post = max((took for when, took in self._postprocess if when >= oldest), default=0)
-        return batch_size * (int(HEADROOM * infer) + post)
+            wait = max((took for when, took in self._waits if when >= oldest), default=0)
+        return batch_size * (int(HEADROOM * infer) + post) + wait
 
     def seed_inference(self, elapsed_ns: int, frames: int) -> None:
         """The warm-up's call on `frames` frames took `elapsed_ns`: recorded as a timing
@@ -81,3 +86,8 @@ class WorkEstimate:
     def record_postprocess(self, elapsed_ns: int) -> None:
         with self._lock:
             self._postprocess.append((self._clock.monotonic_ns(), elapsed_ns))
+
+    def record_wait(self, elapsed_ns: int) -> None:
+        """A frame's model call ended `elapsed_ns` before its postprocessing began."""
+        with self._lock:
+            self._waits.append((self._clock.monotonic_ns(), max(0, elapsed_ns)))

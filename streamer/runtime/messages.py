@@ -132,6 +132,7 @@ class Inferred:
     prepared: Prepared
     output: np.ndarray
     late: bool  # finished after its deadline; kept, since the compute is spent
+    finished_ns: int  # when its model call ended (the pipeline clock's monotonic_ns)
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,7 +210,7 @@ class InferenceStage(Stage[Item, Result]):
         for item, output in zip(work, outputs, strict=True):
             deadline = item.frame.deadline_ns
             late = deadline is not None and finished > deadline
-            inferred[id(item)] = Inferred(item, output, late=late)
+            inferred[id(item)] = Inferred(item, output, late=late, finished_ns=finished)
         return [item if isinstance(item, Still) else inferred[id(item)] for item in batch]
 
     def _still_in_time(self, group: list[Item]) -> list[Item]:

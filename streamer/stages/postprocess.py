@@ -148,6 +148,7 @@ class PostprocessStage(Stage[Inferred | Still, Emitted]):
             if objects is not None:
                 objects.on_still(frame)
         else:
+            self._estimate.record_wait(started - item.finished_ns)
             detections = detections_from_output(self._model, item, self._rules)
             occurrences = objects.on_frame(frame, detections) if objects is not None else []
             # Boxes below the model's confidence only fed the tracker; each box shown
