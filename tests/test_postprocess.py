@@ -97,7 +97,7 @@ def stage(model: Model, clock: FakeClock, emit: Iterable[EventType]):
         EventFactory("p", "RUN", model.spec.labels, clock),
         frozenset(cfg.events.emit),
         cfg.model.confidence,
-        rules_by_source(cfg, [], []),
+        rules_by_source(cfg, [], [], model.spec.labels),
         WorkEstimate(clock),
         stats,
         FrameBoard(model.spec.labels, regions_by_source(cfg)),
@@ -118,13 +118,15 @@ def test_a_frame_without_events_ends_its_latency_in_postprocessing(model):
     assert snapshot["latency_ms"]["max"] == pytest.approx(250.0)
 
 
-def test_an_object_appears_after_its_confirmation_time_and_leaves_after_its_lost_time(model):
-    """tracking.confirm_s 0.5 and lost_after_s 1.0 (the defaults) on the fake clock."""
+def test_an_object_appears_after_its_confirmation_time_and_leaves_after_its_hidden_time(model):
+    """tracking.confirm_hits 3, confirm_s 0.1 and max_hidden_s 5.0 (the defaults, for an
+    object last seen inside the picture, which may be behind something) on the fake
+    clock."""
     clock = FakeClock()
     post, stats = stage(model, clock, emit=[EventType.OBJECT_APPEARED, EventType.OBJECT_LEFT])
     camera = Camera(clock)
     seen: list[tuple[int, EventType]] = []
-    for i in range(3 * FPS):
+    for i in range(7 * FPS):
         person = (100.0 + i, 100.0) if i < FPS else None  # seen for 1 s, then gone
         for out in post.process(camera.frame(person)):
             seen.append((i, out.event))
@@ -132,9 +134,9 @@ def test_an_object_appears_after_its_confirmation_time_and_leaves_after_its_lost
     (appeared, first), (left, last) = seen
     assert (first.type, last.type) == (EventType.OBJECT_APPEARED, EventType.OBJECT_LEFT)
     assert last.reason is LeftReason.LOST
-    assert appeared == 8  # 0.5 s after its first frame (3 hits long before)
+    assert appeared == 2  # at its third frame, 0.13 s after its first
     last_seen = FPS - 1
-    assert 1.0 <= (left - last_seen) / FPS <= 1.0 + 1.5 / FPS  # 1 s after its last frame
+    assert 5.0 <= (left - last_seen) / FPS <= 5.0 + 1.5 / FPS  # 5 s after its last frame
     assert stats.snapshot()["objects"] == {"appeared": 1, "left": 1, "active": 0}
 
 

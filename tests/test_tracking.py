@@ -14,10 +14,13 @@ import pytest
 
 from streamer.analytics.geometry import polygon_contour
 from streamer.analytics.rules import LineRule, ObjectRules, Occurrence, ZoneRule, rules_by_source
-from streamer.analytics.tracking import Tracker, TrackerSettings
-from streamer.config import parse_config
+from streamer.analytics.tracking import Tracker, TrackerSettings, class_kinds
+from streamer.config import load_config, parse_config
+from streamer.errors import ConfigError
 from streamer.events.event import Anchor, LeftReason
+from streamer.pipeline.build import check
 from streamer.runtime.messages import Detections, Frame
+from tests.conftest import DEMO_CLIP, one_source_pipeline
 from tools.scenes import SceneObject
 
 FPS = 15.0
@@ -201,8 +204,9 @@ def test_memory_stays_bounded_over_many_objects():
             np.array([0], np.int64),
         )
         rules.on_frame(frame_at(i), d)
-    assert len(rules._tracker.tracks) <= 2
-    assert len(rules._objects) <= 2
+    # A box not seen again is dropped once unseen for TENTATIVE_GAP_S (0.25 s, 4 frames).
+    assert len(rules._tracker.tracks) <= 5
+    assert len(rules._objects) <= 5
 
 
 def test_fifty_objects_keep_fifty_tracks():
@@ -233,6 +237,105 @@ def test_a_zone_and_a_line_of_the_same_name_keep_their_own_sources():
 
     zones = [ZoneRule.from_config(z, None) for z in config.zones]
     lines = [LineRule.from_config(ln, None) for ln in config.lines]
-    rules = rules_by_source(config, zones, lines)
+    rules = rules_by_source(config, zones, lines, ["person"])
     assert [z.name for z in rules["a"]._zones] == ["gate"] and rules["a"]._lines == []
     assert rules["b"]._zones == [] and [ln.name for ln in rules["b"]._lines] == ["gate"]
+
+
+PICTURE = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+
+
+def picture_frame(index: int) -> Frame:
+    """A frame of the scene's real size: the tracker tells its edge from its inside."""
+    t = index / FPS
+    return Frame("cam1", index, t, 0, 1_764_000_000.0 + t, None, PICTURE, t)
+
+
+def one_box(box: tuple[float, float, float, float] | None, class_id: int = 0) -> Detections:
+    if box is None:
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                          np.zeros(0, np.int64))  # fmt: skip
+    return Detections(np.array([box], np.float32), np.array([0.8], np.float32),
+                      np.array([class_id], np.int64))  # fmt: skip
+
+
+def test_an_object_hidden_inside_the_picture_comes_back_as_itself():
+    """Unseen for 2.5 s in the middle of the picture (behind a pillar), a walker is the
+    same object when it comes out, though it reappears 100 px on and its box has shrunk
+    to the part that shows; its dwell covers the time it was hidden."""
+    walker = person([(60, 200), (600, 200)], speed=40)
+    rules = ObjectRules(Tracker(SETTINGS), [], [])
+    out: list[Occurrence] = []
+    for i in range(int(13 * FPS)):
+        box = box_of(walker, i / FPS)
+        t = i / FPS
+        if 5.0 <= t < 7.5:
+            box = None  # behind the pillar
+        elif 4.6 <= t < 5.0 and box is not None:
+            box = (box[0], box[1], box[2] - (t - 4.6) * 60, box[3])  # going in: it narrows
+        out += rules.on_frame(picture_frame(i), one_box(box))
+    out += rules.on_end(LeftReason.END_OF_STREAM)
+    assert [o.type for o in out] == ["object_appeared", "object_left"]
+    assert out[1].object.dwell_s == pytest.approx(13 - 1 / FPS, abs=0.1)
+
+
+def test_an_object_that_left_through_the_edge_is_gone_after_lost_after_s():
+    """Out through the right edge, back 1.5 s later: two objects (max_hidden_s is for
+    objects hidden inside the picture, not for those that left it)."""
+    walker = person([(500, 200), (660, 200)], speed=80)
+    back = person([(660, 200), (500, 200)], speed=80, start_s=3.5)
+    rules = ObjectRules(Tracker(SETTINGS), [], [])
+    out: list[Occurrence] = []
+    for i in range(int(6 * FPS)):
+        t = i / FPS
+        box = box_of(walker, t) or box_of(back, t)
+        if box is not None and box[2] > WIDTH:  # the part in the picture
+            box = (box[0], box[1], WIDTH, box[3]) if box[0] < WIDTH - 10 else None
+        out += rules.on_frame(picture_frame(i), one_box(box))
+    assert [o.type for o in out] == ["object_appeared", "object_left", "object_appeared"]
+
+
+@pytest.mark.parametrize("groups", [None, []])
+def test_a_label_that_flickers_between_kinds_of_car_is_one_object_with_the_majority_label(groups):
+    """A car the detector calls a truck in a third of its frames, last of all in its final
+    one: with the default groups one object, reported as a car all along; with no groups
+    (class_groups: []) it is counted twice, as a car and as a truck."""
+    labels = ["person", "car", "truck"]
+    config = parse_config({"name": "p", "sources": [{"id": "a", "uri": "a.mp4"}],
+                           "model": {"path": "m.onnx"},
+                           "tracking": {} if groups is None else {"class_groups": groups}},
+                          "p.yaml")  # fmt: skip
+    settings = TrackerSettings.from_config(config.tracking, 0.5, labels)
+    car = SceneObject("car", ((40, 200), (600, 200)), speed=60, size=120)
+    rules = ObjectRules(Tracker(settings), [], [])
+    out: list[Occurrence] = []
+    frames = int(8 * FPS)
+    for i in range(frames):
+        called = 2 if i % 3 == 0 or i == frames - 1 else 1
+        out += rules.on_frame(picture_frame(i), one_box(box_of(car, i / FPS), called))
+    out += rules.on_end(LeftReason.END_OF_STREAM)
+    appeared = [o for o in out if o.type == "object_appeared"]
+    if groups is None:
+        assert [o.type for o in out] == ["object_appeared", "object_left"]
+        assert [o.object.class_id for o in out] == [1, 1]  # car, not its last box's truck
+    else:
+        assert sorted(o.object.class_id for o in appeared) == [1, 2]
+
+
+def test_class_kinds_join_the_groups_the_model_has():
+    labels = ["person", "bus", "car", "bicycle", "motorcycle"]
+    assert class_kinds([["car", "truck", "bus"]], labels) == (0, 1, 1, 3, 4)
+    assert class_kinds([["bicycle", "motorcycle"], ["car", "bus"]], labels) == (0, 1, 1, 3, 3)
+    assert class_kinds([], labels) == (0, 1, 2, 3, 4)
+
+
+def test_class_groups_name_labels_the_model_has(tmp_path, demo_model):
+    path = one_source_pipeline(
+        tmp_path,
+        "groups",
+        DEMO_CLIP,
+        demo_model,
+        extra="tracking: {class_groups: [[car, lorry]]}\n",
+    )
+    with pytest.raises(ConfigError, match=r"tracking.class_groups\[0\]: unknown label 'lorry'"):
+        check(load_config(path))

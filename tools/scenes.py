@@ -89,6 +89,15 @@ class GroundTruthBox:
 
 
 @dataclass(frozen=True)
+class Occluder:
+    """Something in front of everything that moves (a pillar, a parked van, a sign): a
+    filled rectangle, in pixels, that hides what passes behind it."""
+
+    xyxy: tuple[int, int, int, int]
+    colour: _Colour = (150, 150, 155)
+
+
+@dataclass(frozen=True)
 class Scene:
     width: int
     height: int
@@ -97,6 +106,7 @@ class Scene:
     objects: tuple[SceneObject, ...]
     seed: int = 0  # background texture and clutter
     kerb_y: float = 0.25  # kerb line, as a fraction of the height; sidewalk above it
+    occluders: tuple[Occluder, ...] = ()
 
     @staticmethod
     def random(
@@ -299,6 +309,10 @@ def render_frame(scene: Scene, t_s: float) -> tuple[np.ndarray, list[GroundTruth
         box = [x0 + cols.min(), y0 + rows.min(), x0 + cols.max() + 1, y0 + rows.max() + 1]
         x_min, y_min, x_max, y_max = (float(v) for v in np.clip(box, 0, [*scene_size, *scene_size]))
         drawn.append((i, obj, (x_min, y_min, x_max, y_max), rows.size))
+    for occluder in scene.occluders:
+        x0, y0, x1, y1 = occluder.xyxy
+        frame[y0:y1, x0:x1] = occluder.colour
+        owner[y0:y1, x0:x1] = -1
     counts = np.bincount(owner.ravel() + 1, minlength=len(scene.objects) + 1)[1:]
     return frame, [
         GroundTruthBox(i, o.label, o.class_id, xyxy)

@@ -14,6 +14,7 @@ False
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -23,14 +24,15 @@ from streamer.events.event import Anchor
 Point = tuple[float, float]
 
 
-def anchor_point(box: np.ndarray, anchor: Anchor) -> Point:
+def anchor_point(box: Sequence[float], anchor: Anchor) -> Point:
     """The point of box (x1, y1, x2, y2) that zones and lines judge an object by."""
-    x = (float(box[0]) + float(box[2])) / 2
-    if anchor == Anchor.BOTTOM_CENTER:
-        return x, float(box[3])
-    if anchor == Anchor.TOP_CENTER:
-        return x, float(box[1])
-    return x, (float(box[1]) + float(box[3])) / 2
+    x1, y1, x2, y2 = box
+    x = (float(x1) + float(x2)) / 2
+    if anchor is Anchor.BOTTOM_CENTER:
+        return x, float(y2)
+    if anchor is Anchor.TOP_CENTER:
+        return x, float(y1)
+    return x, (float(y1) + float(y2)) / 2
 
 
 def _cross(o: Point, a: Point, b: Point) -> float:

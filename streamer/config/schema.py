@@ -498,12 +498,25 @@ class TrackingConfig(_Model):
     """Least overlap between a track's predicted box and a detection to match them."""
     confirm_hits: Annotated[int, Field(ge=1, le=1000)] = 3
     """Detections a new track needs before it is an object (object_appeared)."""
-    confirm_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    confirm_s: Annotated[float, Field(ge=0, le=3600)] = 0.1
     """And seconds it must have been seen for: a box that flickers for a moment (a
     misclassified sliver at the frame's edge) is no object."""
     lost_after_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
-    """An object unseen this long has left (object_left). Measured on the source's clock,
-    so frames dropped under load do not end tracks."""
+    """An object last seen at the edge of the picture and unseen this long has left
+    (object_left). Measured on the source's clock, so frames dropped under load do not
+    end tracks."""
+    max_hidden_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    """An object last seen inside the picture may be hidden this long (behind a pillar, a
+    van, another person) and come back as itself; only then has it left. Never shorter
+    than lost_after_s."""
+    class_groups: Annotated[list[Labels], Field(max_length=MAX_LABELS)] | None = Field(
+        default=None, json_schema_extra={"reference_type": "list of label lists"}
+    )
+    """Labels that are one kind of object to the tracker: a box of any of them may
+    continue an object of another (a detector that calls one van a car, then a truck).
+    An object's label is the one with the most confidence summed over its boxes, not its
+    latest box's. Default: [[car, truck, bus]], for the labels the model has; [] for
+    none."""
 
 
 class _Region(_Model):

@@ -74,6 +74,8 @@ def check(config: PipelineConfig, model: Model | None = None) -> Checked:
         LineRule.from_config(ln, spec.class_ids(ln.labels, f"lines[{i}].labels"))
         for i, ln in enumerate(config.lines)
     ]
+    for i, group in enumerate(config.tracking.class_groups or []):
+        spec.class_ids(group, f"tracking.class_groups[{i}]")
     plan_sources(config, None)
     for i, source in enumerate(config.sources):
         for name in unknown_options(source.ffmpeg_options):
@@ -235,7 +237,7 @@ def build(
         factory,
         frozenset(config.events.emit),
         config.model.confidence,
-        rules_by_source(config, checked.zones, checked.lines, last_track_ids),
+        rules_by_source(config, checked.zones, checked.lines, model.spec.labels, last_track_ids),
         estimate,
         stats,
         board,
