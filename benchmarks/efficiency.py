@@ -75,23 +75,30 @@ SIZE = (1280, 720)
 LIVE_FPS = 15
 
 
-def make_clip(src: Path, dst: Path, frames: int) -> Path:
-    """The first `frames` frames of `src`, scaled to 720p, as 15 fps H.264 with a keyframe
-    every 2 s, as a camera sends."""
+def make_clip(
+    src: Path,
+    dst: Path,
+    frames: int | None,
+    size: tuple[int, int] = SIZE,
+    fps: int = LIVE_FPS,
+) -> Path:
+    """The first `frames` frames of `src` (None: all), scaled to `size` and retimed to
+    `fps` (every frame kept and distinct: decoding costs what such a camera costs), as
+    H.264 with a keyframe every 2 s, as a camera sends."""
     if dst.is_file():
         return dst
     part = dst.with_suffix(".part.mp4")
     with av.open(str(src)) as inp, av.open(str(part), "w") as out:
-        rate = Fraction(LIVE_FPS)
+        rate = Fraction(fps)
         stream = out.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
         stream.time_base = 1 / rate
-        stream.options = {"crf": "23", "preset": "fast", "g": str(2 * round(float(rate)))}
+        stream.options = {"crf": "23", "preset": "fast", "g": str(2 * fps)}
         for i, frame in enumerate(inp.decode(video=0)):
-            if i >= frames:
+            if frames is not None and i >= frames:
                 break
-            scaled = frame.reformat(width=SIZE[0], height=SIZE[1], format="yuv420p")
-            # Retimed to 15 fps: PyAV rescales pts from the frame's own time base.
+            scaled = frame.reformat(width=size[0], height=size[1], format="yuv420p")
+            # Retimed: PyAV rescales pts from the frame's own time base.
             scaled.pts, scaled.time_base = i, 1 / rate
             out.mux(stream.encode(scaled))
         out.mux(stream.encode(None))

@@ -28,14 +28,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 
-from benchmarks.efficiency import run_pipeline
+from benchmarks.efficiency import make_clip, run_pipeline
 from streamer.analytics.boxes import letterbox_geometry, match_by_iou
 from streamer.device.arrays import why_no_cuda
 from streamer.device.prepare import BatchPreparer, blank_planes, planes_of
@@ -48,25 +47,6 @@ FPS = 30
 SIZE = (1920, 1080)
 BUDGET_MS = 300
 BATCH = 16
-
-
-def make_clip(src: Path, dst: Path) -> Path:
-    """`src` scaled to 1080p and retimed to 30 fps (every frame distinct, so decoding costs
-    what a real 30 fps camera costs), H.264 with a keyframe every 2 s, as a camera sends."""
-    part = dst.with_suffix(".part.mp4")
-    with av.open(str(src)) as inp, av.open(str(part), "w") as out:
-        rate = Fraction(FPS)
-        stream = out.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
-        stream.time_base = 1 / rate
-        stream.options = {"crf": "23", "preset": "fast", "g": str(2 * FPS)}
-        for i, frame in enumerate(inp.decode(video=0)):
-            scaled = frame.reformat(width=SIZE[0], height=SIZE[1], format="yuv420p")
-            scaled.pts, scaled.time_base = i, 1 / rate
-            out.mux(stream.encode(scaled))
-        out.mux(stream.encode(None))
-    part.rename(dst)
-    return dst
 
 
 def pipeline_yaml(
@@ -277,7 +257,8 @@ def main() -> None:
     run.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.command == "clip":
-        print(make_clip(args.src, args.dst))
+        # The person clip at 1080p30: every frame distinct, as a real 30 fps camera.
+        print(make_clip(args.src, args.dst, None, SIZE, FPS))
         return
     args.model, args.clip = args.model.resolve(), args.clip.resolve()  # pipeline files elsewhere
     work: Path = args.work_dir
