@@ -37,6 +37,26 @@ def test_drop_oldest_keeps_the_freshest_and_reports_the_evicted():
     ]
 
 
+def test_a_shared_drop_oldest_queue_evicts_from_the_source_with_the_most_waiting():
+    """Frames named (source, n): camera a floods the queue, b puts one now and then; each
+    overflow takes a's oldest, never b's one frame, so b is not starved."""
+    dropped: list[tuple[str, int]] = []
+    q: StageQueue[tuple[str, int]] = StageQueue(
+        "q", 4, Overflow.DROP_OLDEST, lambda item, _: dropped.append(item),
+        share_by=lambda item: item[0],
+    )  # fmt: skip
+    stop = threading.Event()
+    q.put(("b", 0), stop)
+    for n in range(6):
+        q.put(("a", n), stop)
+    assert drain(q) == [("b", 0), ("a", 3), ("a", 4), ("a", 5)]
+    assert dropped == [("a", 0), ("a", 1), ("a", 2)]
+    for item in [("a", 6), ("a", 7), ("b", 1), ("b", 2), ("a", 8)]:
+        q.put(item, stop)
+    # Full when a's third frame comes: a, with it, would hold 3 of 5: a's oldest goes.
+    assert drain(q) == [("a", 7), ("b", 1), ("b", 2), ("a", 8)]
+
+
 def test_drop_newest_refuses_the_incoming_item():
     q, dropped = make(Overflow.DROP_NEWEST)
     stop = threading.Event()

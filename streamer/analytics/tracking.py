@@ -418,23 +418,20 @@ class Tracker:
         high = assign(established, last_seen, high, s.match_iou)
         # Round 1c: an object hidden for a while (behind a pillar, another person) comes
         # back where its motion was taking it, though no box overlaps its prediction any
-        # more (its size and speed were misjudged as it went out of sight).
+        # more (its size and speed were misjudged as it went out of sight). Only after a
+        # frame unseen: a track that missed just now may be passing behind another object,
+        # whose box must not be taken for it.
         before = t_s if previous_s is None else previous_s
-        hidden = [
+        missed = [
             i for i in established if i not in matches and self._tracks[i].last_seen_s < before
         ]
-        kinds = s.kind_of(np.array([self._tracks[i].class_id for i in hidden], dtype=np.int64))
-        unseen_s = np.array([t_s - self._tracks[i].last_seen_s for i in hidden])
-        expected = np.array([self._expected(i, t_s) for i in hidden]).reshape(-1, 4)
+        kinds = s.kind_of(np.array([self._tracks[i].class_id for i in missed], dtype=np.int64))
+        unseen_s = np.array([t_s - self._tracks[i].last_seen_s for i in missed])
+        expected = np.array([self._expected(i, t_s) for i in missed]).reshape(-1, 4)
         for row, d in recoveries(
-            expected,
-            unseen_s,
-            kinds,
-            detections,
-            s.kind_of(detections.class_id),
-            high,
+            expected, unseen_s, kinds, detections, s.kind_of(detections.class_id), high
         ):
-            matches[hidden[row]] = d
+            matches[missed[row]] = d
             high.remove(d)
         # Round 2: weak boxes keep confirmed tracks that were seen last frame alive.
         recent = [i for i in established if self._tracks[i].last_seen_s == previous_s]

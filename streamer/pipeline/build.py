@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streamer.analytics.motion import MotionGate, MotionSettings
 from streamer.analytics.rules import LineRule, ZoneRule, rules_by_source
@@ -170,9 +171,15 @@ def build(
             name, plan.size, plan.overflow, functools.partial(_dropped, stats, name, counts_events)
         )
 
-    frames = {
-        name: make_queue(name, queue_plans[name]) for name in ("decoded", "prepared", "inferred")
-    }
+    # Frame queues share their room out by source: an overloaded live pipeline drops from
+    # the sources that have the most frames waiting, and starves none.
+    frames: dict[str, StageQueue[Any]] = {
+        name: StageQueue(
+            name, queue_plans[name].size, queue_plans[name].overflow,
+            functools.partial(_dropped, stats, name, True), share_by=source_of,
+        )
+        for name in ("decoded", "prepared", "inferred")
+    }  # fmt: skip
     # Each sink has its own inbox, so each goes at its own pace.
     sinks: list[Sink] = []
     inboxes: list[StageQueue[Emitted]] = []

@@ -11,7 +11,7 @@ the end of a stream.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar
 
@@ -44,13 +44,18 @@ class StageQueue(Generic[T]):
         maxsize: int,
         overflow: Overflow,
         on_drop: Callable[[T, DropReason], None],
+        share_by: Callable[[T], str] | None = None,
     ) -> None:
+        """`share_by`: what a data item belongs to (its source); a DROP_OLDEST queue then
+        evicts the oldest item of whichever holds the most, so that under overload each
+        keeps its share of the queue and none is starved for seconds."""
         if maxsize < 1:
             raise ValueError(f"queue {name!r}: maxsize must be >= 1, got {maxsize}")
         self.name = name
         self.maxsize = maxsize
         self.overflow = overflow
         self._on_drop = on_drop
+        self._share_by = share_by
         self._items: deque[T | Control] = deque()
         self._data_count = 0
         self._cond = threading.Condition()
@@ -65,7 +70,7 @@ class StageQueue(Generic[T]):
                 if self.overflow is Overflow.DROP_NEWEST:
                     break
                 if self.overflow is Overflow.DROP_OLDEST:
-                    evicted = self._evict_oldest_data()
+                    evicted = self._evict_oldest_data(item)
                     break
                 if stop.is_set():
                     reason = DropReason.SHUTDOWN
@@ -135,13 +140,26 @@ class StageQueue(Generic[T]):
         self._data_count += 1
         self._cond.notify_all()
 
-    def _evict_oldest_data(self) -> T:
-        for i, queued in enumerate(self._items):
-            if not is_control(queued):
-                del self._items[i]
-                self._data_count -= 1
-                return queued  # type: ignore[return-value]
-        raise AssertionError("a full queue holds at least one data item")
+    def _evict_oldest_data(self, incoming: T) -> T:
+        """Take out the oldest data item, or, with `share_by`, the oldest of the owner that
+        holds the most (counting `incoming`)."""
+        data = [(i, queued) for i, queued in enumerate(self._items) if not is_control(queued)]
+        if not data:
+            raise AssertionError("a full queue holds at least one data item")
+        index, victim = data[0]
+        share_by = self._share_by
+        if share_by is not None:
+            owners = Counter(share_by(queued) for _, queued in data)  # type: ignore[arg-type]
+            owners[share_by(incoming)] += 1
+            most = max(owners.values())
+            index, victim = next(
+                (i, queued)
+                for i, queued in data
+                if owners[share_by(queued)] == most  # type: ignore[arg-type]
+            )
+        del self._items[index]
+        self._data_count -= 1
+        return victim  # type: ignore[return-value]
 
 
 class Outbox(Protocol[T_contra]):
