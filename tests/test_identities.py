@@ -71,10 +71,15 @@ def assert_each_keeps_its_id(ids: dict[int, list[int]], objects: int) -> None:
         assert seen.count(first_and_last[obj]) >= 0.85 * len(seen), (obj, Counter(seen))
 
 
-def test_people_behind_a_pillar_keep_their_ids(model):
+@pytest.fixture(scope="module")
+def pillar_scene(model: Model) -> Annotated:
+    return annotate("pillar", pillar(), model)
+
+
+def test_people_behind_a_pillar_keep_their_ids(pillar_scene):
     """Hidden 1.2, 1.7 and 2.9 s (under 30 % visible: no true box, and the detector sees
     none), each comes out the other side as itself."""
-    scene = annotate("pillar", pillar(), model)
+    scene = pillar_scene
     hidden = []
     for obj in range(3):
         seen = [i for i, truth in enumerate(scene.truth) if any(o == obj for o, *_ in truth)]
@@ -87,6 +92,38 @@ def test_people_whose_paths_cross_keep_their_ids(model):
     """Two walk into each other and pass, one in front of the other; two cross on
     diagonals."""
     assert_each_keeps_its_id(ids_per_object(annotate("crossing", crossing(), model)), 4)
+
+
+# Steps between the frames a camera's tracker saw, in frames of 15 fps, and how often
+# each came, measured on the most starved cameras of the live overload run below.
+STEPS_UNDER_OVERLOAD = {1: 100, 2: 32, 3: 16, 4: 8, 5: 6, 6: 2, 7: 1, 8: 1, 11: 1}
+
+
+def objects_counted(scene: Annotated, looked_at: list[int]) -> int:
+    settings = TrackerSettings.from_config(TrackingConfig(), CONFIDENCE, ["person", "car"])
+    tracker = Tracker(settings)
+    return sum(
+        len(tracker.update(scene.times_s[i], scene.detections[i], (HEIGHT, WIDTH)).confirmed)
+        for i in looked_at
+    )
+
+
+def test_frames_dropped_in_bursts_split_no_track(pillar_scene):
+    """The tracker on the first 20 s of the pillar scene (two people, one hidden, then the
+    two passing each other at the picture's edge) seeing only some frames, in the bursty
+    pattern measured under overload: 60 drawings, each counts the two people. A box seen
+    last as someone came out from behind the pillar, followed by a long step, or a track
+    not yet an object whose next frame came late, used to split a track in about one
+    drawing in 40 (3 of these 60)."""
+    frames = 300
+    assert objects_counted(pillar_scene, list(range(frames))) == 2
+    rng = np.random.default_rng(0)
+    steps = np.repeat(list(STEPS_UNDER_OVERLOAD), list(STEPS_UNDER_OVERLOAD.values()))
+    counts = []
+    for _ in range(60):
+        looked_at = np.cumsum(rng.choice(steps, size=frames)) - 1
+        counts.append(objects_counted(pillar_scene, looked_at[looked_at < frames].tolist()))
+    assert counts == [2] * 60
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +160,10 @@ def test_frames_dropped_under_live_overload_split_no_more_tracks_than_offline(
     """Twelve cameras of the pillar clip, paced live at once, one model worker of one
     thread, for the first 20 s (the first two people): the machine cannot look at every
     frame (a fifth to a third are dropped), yet the cameras count the people an offline
-    run of the same frames counts. One camera in twelve may be one off: where two people
-    pass each other while frames are being dropped, about one run in eight splits or joins
-    a track there (measured; what limits it is in docs/performance.md)."""
+    run of the same frames counts. One camera in twelve may be one off: the test above
+    gives its tracker the dropping pattern measured here and found no split in 60
+    drawings, but a camera starved longer than those (steps over 0.7 s) while two people
+    pass each other at the picture's edge can still split or join a track there."""
     offline = sources_pipeline(
         tmp_path, "offline", {"cam1": str(pillar_clip)}, demo_model,
         DEMO_CONFIDENCE + "sink: none\n", emit="[object_appeared, object_left]",

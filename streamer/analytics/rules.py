@@ -220,7 +220,9 @@ class ObjectRules:
             if abs(distance) < max(MIN_BAND_PX, line.hysteresis * height):
                 continue
             side = 1 if distance > 0 else -1
-            memory = state.lines.setdefault(line.name, _LineState())
+            memory = state.lines.get(line.name)
+            if memory is None:  # not setdefault: that would make one for every check
+                memory = state.lines[line.name] = _LineState()
             if memory.side == -side and segments_intersect(memory.at, p, line.a, line.b):
                 direction = Direction.IN if side > 0 else Direction.OUT
                 found.append(

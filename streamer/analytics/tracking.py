@@ -45,6 +45,10 @@ RECOVER_HEIGHTS = (0.6, 1.6)
 SIZE_MEMORY_S = 1.0  # the time constant of a track's running box size
 WHOLE_SHARE = 0.85  # a box this share of its running width and height shows it whole
 TENTATIVE_GAP_S = 0.25  # a track not yet an object, unseen longer, was noise
+# A track unseen this long may be taken back by where it was going even if the frame
+# before this one saw it: frames were dropped in between, and a box seen last as the
+# object came out from behind something misleads the filter over a long step.
+RECOVER_AFTER_S = 0.2
 EDGE_SHARE = 0.02  # a box this close to the picture's edge (of its larger side) touches it
 # Labels that are one kind of object unless the pipeline says otherwise (COCO's vehicles,
 # which detectors confuse with each other).
@@ -322,7 +326,7 @@ class Tracker:
         if previous_s is not None:
             self._filters.predict(t_s - previous_s)
         self._last_s = t_s
-        expired = self._expire(t_s)
+        expired = self._expire(t_s, previous_s)
         matches, unclaimed = self._associate(detections, t_s, previous_s)
         unseen = [i for i in range(len(self._tracks)) if i not in matches]
         self._filters.hold_size(np.array(unseen, dtype=np.int64))
@@ -363,10 +367,16 @@ class Tracker:
         self._tracks = [self._tracks[i] for i in rows]
         self._filters.keep(np.array(rows, dtype=np.int64))
 
-    def _expire(self, t_s: float) -> list[Track]:
+    def _expire(self, t_s: float, previous_s: float | None) -> list[Track]:
         """Remove the tracks unseen for longer than they may be, whatever this frame shows:
-        the outcome does not depend on whether the frames in between were dropped."""
-        expired = [t for t in self._tracks if t_s - t.last_seen_s > self._may_be_unseen_s(t)]
+        the outcome does not depend on whether the frames in between were dropped. A
+        tentative track is given at least one frame after its last: when frames are
+        dropped, the next one looked at may come later than its gap allows."""
+        expired = [
+            t for t in self._tracks
+            if t_s - t.last_seen_s > self._may_be_unseen_s(t)
+            and (t.confirmed or previous_s is None or t.last_seen_s < previous_s)
+        ]  # fmt: skip
         if expired:
             gone = {id(t) for t in expired}
             self._keep([i for i, t in enumerate(self._tracks) if id(t) not in gone])
@@ -419,12 +429,15 @@ class Tracker:
         # Round 1c: an object hidden for a while (behind a pillar, another person) comes
         # back where its motion was taking it, though no box overlaps its prediction any
         # more (its size and speed were misjudged as it went out of sight). Only after a
-        # frame unseen: a track that missed just now may be passing behind another object,
-        # whose box must not be taken for it.
+        # frame unseen, or RECOVER_AFTER_S: a track that missed just now may be passing
+        # behind another object, whose box must not be taken for it.
         before = t_s if previous_s is None else previous_s
         missed = [
-            i for i in established if i not in matches and self._tracks[i].last_seen_s < before
-        ]
+            i for i in established
+            if i not in matches
+            and (self._tracks[i].last_seen_s < before
+                 or t_s - self._tracks[i].last_seen_s >= RECOVER_AFTER_S)
+        ]  # fmt: skip
         kinds = s.kind_of(np.array([self._tracks[i].class_id for i in missed], dtype=np.int64))
         unseen_s = np.array([t_s - self._tracks[i].last_seen_s for i in missed])
         expected = np.array([self._expected(i, t_s) for i in missed]).reshape(-1, 4)
