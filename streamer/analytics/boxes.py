@@ -96,19 +96,28 @@ def match_by_iou(
     a_classes: np.ndarray,
     b_xyxy: np.ndarray,
     b_classes: np.ndarray,
-    min_iou: float,
+    min_iou: float | np.ndarray,
 ) -> list[tuple[int, int, float]]:
     """Optimal one-to-one pairs (row of `a`, row of `b`, their IoU) of the same class with
-    IoU >= `min_iou`, chosen to maximise the total IoU."""
+    IoU >= `min_iou` (one number, or one per pair: (N, M), inf where a pair may not be),
+    chosen to maximise the total IoU of the pairs that may be.
+
+    >>> a = np.array([[0, 0, 10, 10], [20, 0, 30, 10]])
+    >>> b = np.array([[1, 0, 11, 10], [20, 0, 30, 10]])
+    >>> same = np.zeros(2, int)
+    >>> match_by_iou(a, same, b, same, 0.5)
+    [(0, 0, 0.8181818181818182), (1, 1, 1.0)]
+    >>> match_by_iou(a, same, b, same, np.array([[0.5, 0.5], [0.5, np.inf]]))
+    [(0, 0, 0.8181818181818182)]
+    """
     if not len(a_xyxy) or not len(b_xyxy):
         return []
     iou = iou_matrix(a_xyxy, b_xyxy)
     iou[a_classes[:, None] != b_classes[None, :]] = 0.0
-    rows, cols = linear_sum_assignment(-iou)
+    allowed = iou >= min_iou
+    rows, cols = linear_sum_assignment(-np.where(allowed, iou, 0.0))
     return [
-        (int(r), int(c), float(iou[r, c]))
-        for r, c in zip(rows, cols, strict=True)
-        if iou[r, c] >= min_iou
+        (int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols, strict=True) if allowed[r, c]
     ]
 
 

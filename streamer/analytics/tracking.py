@@ -2,7 +2,8 @@
 
 ByteTrack (Zhang et al., 2022) matches confident boxes to every live track first, then the
 remaining tracks to low-confidence boxes, which keeps a track alive through a partial
-occlusion. Motion is a constant-velocity Kalman filter over box centre and size.
+occlusion; here both are one assignment, the weak boxes with a higher bar. Motion is a
+constant-velocity Kalman filter over box centre and size.
 
 Unlike the reference implementation, everything here is measured in seconds of the
 source's own clock: prediction steps by the time between frames and a track is lost after
@@ -76,7 +77,7 @@ class TrackerSettings:
     high_confidence: float = 0.5  # boxes that may start tracks and are matched first
     low_confidence: float = 0.1  # weaker boxes, only used to keep existing tracks alive
     match_iou: float = 0.2  # least IoU between a predicted track and a box, first round
-    low_match_iou: float = 0.5  # the same for the second, low-confidence round
+    low_match_iou: float = 0.5  # the same for a low-confidence box
     confirm_hits: int = 3  # boxes a new track needs before it counts as an object
     confirm_s: float = 0.1  # and seconds it must have been seen for
     lost_after_s: float = 1.0  # unseen this long, last seen at the picture's edge: it has left
@@ -408,24 +409,35 @@ class Tracker:
         matches: dict[int, int] = {}
 
         def assign(
-            rows: list[int], boxes: np.ndarray, free: list[int], min_iou: float
-        ) -> list[int]:
+            rows: list[int], boxes: np.ndarray, free: list[int], min_iou: float | np.ndarray
+        ) -> set[int]:
+            """Match `rows` to the detections `free`; the detections taken."""
             rows = [r for r in rows if r not in matches]
             classes = np.array([self._tracks[r].class_id for r in rows], dtype=np.int64)
             pairs = match_by_iou(boxes[rows], s.kind_of(classes), detections.xyxy[free],
                                  s.kind_of(detections.class_id[free]), min_iou)  # fmt: skip
             for r, c, _ in pairs:
                 matches[rows[r]] = free[c]
-            taken = {free[c] for _, c, _ in pairs}
-            return [d for d in free if d not in taken]
+            return {free[c] for _, c, _ in pairs}
 
-        # Round 1: confident boxes against the predicted boxes of confirmed tracks (seen
-        # or lost), then of tentative ones.
-        high = assign(established, predicted, high, s.match_iou)
-        high = assign(tentative, predicted, high, s.match_iou)
+        # Round 1 (ByteTrack's two rounds in one): the predicted boxes of confirmed tracks
+        # (seen or lost) against confident boxes, and those of the tracks seen in the last
+        # frame against weak boxes too, which must overlap them more. One assignment, so
+        # that a track whose own box came out weak this frame does not take a confident
+        # box beside it, of someone else coming into view, leaving its own unused.
+        recent = [i for i in established if self._tracks[i].last_seen_s == previous_s]
+        # The least IoU per pair, a row per established track (none is matched yet).
+        bars = np.full((len(established), len(high) + len(low)), s.match_iou)
+        bars[:, len(high) :] = np.where(
+            np.isin(established, recent)[:, None], s.low_match_iou, np.inf
+        )
+        taken = assign(established, predicted, high + low, bars)
+        high = [d for d in high if d not in taken]
+        # Then the tentative tracks, against the confident boxes left.
+        high = [d for d in high if d not in assign(tentative, predicted, high, s.match_iou)]
         # Round 1b (OC-SORT's recovery): a track whose prediction missed, because the
         # object turned or stopped during a gap, by the box it was last seen with.
-        high = assign(established, last_seen, high, s.match_iou)
+        high = [d for d in high if d not in assign(established, last_seen, high, s.match_iou)]
         # Round 1c: an object hidden for a while (behind a pillar, another person) comes
         # back where its motion was taking it, though no box overlaps its prediction any
         # more (its size and speed were misjudged as it went out of sight). Only after a
@@ -446,9 +458,6 @@ class Tracker:
         ):
             matches[missed[row]] = d
             high.remove(d)
-        # Round 2: weak boxes keep confirmed tracks that were seen last frame alive.
-        recent = [i for i in established if self._tracks[i].last_seen_s == previous_s]
-        assign(recent, predicted, low, s.low_match_iou)
         return matches, high
 
     def _apply(
