@@ -295,6 +295,24 @@ def test_an_object_that_left_through_the_edge_is_gone_after_lost_after_s():
     assert [o.type for o in out] == ["object_appeared", "object_left", "object_appeared"]
 
 
+def test_an_object_coming_in_from_the_edge_and_hidden_at_once_comes_back_as_itself():
+    """Walking in through the left edge, a person is seen for 0.7 s, still touching the
+    edge, then unseen for 1.5 s (frames dropped, or someone in front): longer than
+    lost_after_s, yet one object, since it was coming in, not leaving."""
+    walker = person([(-20, 200), (600, 200)], speed=60)
+    rules = ObjectRules(Tracker(SETTINGS), [], [])
+    out: list[Occurrence] = []
+    for i in range(int(5 * FPS)):
+        t = i / FPS
+        box = box_of(walker, t)
+        if box is not None:
+            box = (max(box[0], 0.0), box[1], box[2], box[3])  # the part in the picture
+        if 0.7 <= t < 2.2:
+            box = None
+        out += rules.on_frame(picture_frame(i), one_box(box))
+    assert [o.type for o in out] == ["object_appeared"]
+
+
 @pytest.mark.parametrize("groups", [None, []])
 def test_a_label_that_flickers_between_kinds_of_car_is_one_object_with_the_majority_label(groups):
     """A car the detector calls a truck in a third of its frames, last of all in its final

@@ -51,6 +51,7 @@ TENTATIVE_GAP_S = 0.25  # a track not yet an object, unseen longer, was noise
 # object came out from behind something misleads the filter over a long step.
 RECOVER_AFTER_S = 0.2
 EDGE_SHARE = 0.02  # a box this close to the picture's edge (of its larger side) touches it
+INWARD_HEIGHTS_S = 0.2  # moving in from the edge this fast (box heights a second): arriving
 # Labels that are one kind of object unless the pipeline says otherwise (COCO's vehicles,
 # which detectors confuse with each other).
 DEFAULT_CLASS_GROUPS = (("car", "truck", "bus"),)
@@ -164,12 +165,19 @@ class TrackerUpdate:
     discarded: list[Track]  # tentative tracks that were not seen again: never objects
 
 
-def touches_edge(boxes: np.ndarray, frame_hw: tuple[int, int] | None) -> np.ndarray:
+def touches_edge(
+    boxes: np.ndarray, frame_hw: tuple[int, int] | None, velocities: np.ndarray | None = None
+) -> np.ndarray:
     """For each of `boxes` (N, 4), whether it reaches (nearly) the edge of a picture of
-    `frame_hw`, through which an object leaves; all True when the size is not known.
+    `frame_hw`, through which an object leaves; all True when the size is not known. With
+    `velocities` (N, 2, px/s): an edge the box is moving in from, at INWARD_HEIGHTS_S of
+    its height a second or more, does not count (the object is coming into view).
 
-    >>> touches_edge(np.array([[300, 100, 340, 200], [630, 100, 640, 200]]), (360, 640))
+    >>> boxes = np.array([[300, 100, 340, 200], [630, 100, 640, 200]])
+    >>> touches_edge(boxes, (360, 640))
     array([False,  True])
+    >>> touches_edge(boxes, (360, 640), np.array([[0, 0], [-50, 0]]))
+    array([False, False])
     >>> touches_edge(np.zeros((1, 4)), None)
     array([ True])
     """
@@ -177,13 +185,16 @@ def touches_edge(boxes: np.ndarray, frame_hw: tuple[int, int] | None) -> np.ndar
         return np.ones(len(boxes), dtype=bool)
     h, w = frame_hw
     margin = EDGE_SHARE * max(h, w)
-    at_edge: np.ndarray = (
-        (boxes[:, 0] <= margin)
-        | (boxes[:, 1] <= margin)
-        | (boxes[:, 2] >= w - margin)
-        | (boxes[:, 3] >= h - margin)
-    )
-    return at_edge
+    near = np.stack(
+        [boxes[:, 0] <= margin, boxes[:, 1] <= margin,
+         boxes[:, 2] >= w - margin, boxes[:, 3] >= h - margin], axis=1,
+    )  # fmt: skip
+    if velocities is not None:
+        speed = INWARD_HEIGHTS_S * (boxes[:, 3] - boxes[:, 1])
+        vx, vy = velocities[:, 0], velocities[:, 1]
+        inward = np.stack([vx > speed, vy > speed, vx < -speed, vy < -speed], axis=1)
+        near &= ~inward
+    return np.asarray(near.any(axis=1))
 
 
 def recoveries(
@@ -469,7 +480,12 @@ class Tracker:
     ) -> tuple[list[Track], list[Track]]:
         """Update the matched tracks; (seen, newly confirmed)."""
         seen, confirmed = [], []
-        at_edge = touches_edge(detections.xyxy, frame_hw)
+        rows = sorted(matches)
+        columns = [matches[r] for r in rows]
+        self._filters.update(np.array(rows, dtype=np.int64), detections.xyxy[columns])
+        # An object coming in from the edge, once moving, counts as inside the picture.
+        edge = touches_edge(detections.xyxy[columns], frame_hw, self._filters.mean[rows, 4:6])
+        at_edge = dict(zip(rows, edge.tolist(), strict=True))
         gaps = {}  # row -> seconds since the track was seen before
         for row, d in matches.items():
             track = self._tracks[row]
@@ -479,17 +495,13 @@ class Tracker:
             track.confidence = float(detections.confidence[d])
             track.best_confidence = max(track.best_confidence, track.confidence)
             track.vote(int(detections.class_id[d]), track.confidence)
-            track.at_edge = bool(at_edge[d])
+            track.at_edge = at_edge[row]
             track.last_seen_s = t_s
             track.hits += 1
             if not track.confirmed and self._is_confirmed(track):
                 track.confirmed = True
                 confirmed.append(track)
             seen.append(track)
-        rows = sorted(matches)
-        self._filters.update(
-            np.array(rows, dtype=np.int64), detections.xyxy[[matches[r] for r in rows]]
-        )
         for row in rows:
             self._sight(self._tracks[row], self._filters.mean[row], t_s, gaps[row])
         return seen, confirmed

@@ -502,9 +502,9 @@ class TrackingConfig(_Model):
     """And seconds it must have been seen for: a box that flickers for a moment (a
     misclassified sliver at the frame's edge) is no object."""
     lost_after_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
-    """An object last seen at the edge of the picture and unseen this long has left
-    (object_left). Measured on the source's clock, so frames dropped under load do not
-    end tracks."""
+    """An object last seen at the edge of the picture (not moving in from it) and unseen
+    this long has left (object_left). Measured on the source's clock, so frames dropped
+    under load do not end tracks."""
     max_hidden_s: Annotated[float, Field(ge=0, le=3600)] = 5.0
     """An object last seen inside the picture may be hidden this long (behind a pillar, a
     van, another person) and come back as itself; only then has it left. Never shorter
