@@ -8,7 +8,10 @@ environment (benchmarks/requirements-trackers.txt); it does not import streamer.
 WORK_DIR holds `sequences.json` ({sequence: {"fps": ..., "frames": ...}}), `det/<seq>.txt`
 (MOT detections: frame, -1, left, top, width, height, confidence), `gt/<seq>/gt/gt.txt`
 and `trackers/<name>/<seq>.txt` for trackers already run. Writes each peer's tracks
-beside them and prints one JSON object: {tracker: {sequence or "all": metrics}}.
+beside them and prints one JSON object: {tracker: {sequence or "all": metrics}}. If it
+holds `counted.json` (the same, with each sequence's "confidence"), the peers also run
+on `counted/det/<seq>.txt` and write `counted/<peer>/<seq>.txt`, to be counted, not
+scored (there is no ground truth for them).
 """
 
 from __future__ import annotations
@@ -90,6 +93,13 @@ def main() -> None:
             folder.mkdir(parents=True, exist_ok=True)
             lines = run_peer(tracker, detections, info["fps"])
             (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    counted = work / "counted.json"
+    for name, info in (json.loads(counted.read_text()) if counted.is_file() else {}).items():
+        detections = read_detections(work / "counted" / "det" / f"{name}.txt", info["frames"])
+        for peer, tracker in peers(info["fps"], info["confidence"]).items():
+            lines = run_peer(tracker, detections, info["fps"])
+            (work / "counted" / peer).mkdir(parents=True, exist_ok=True)
+            (work / "counted" / peer / f"{name}.txt").write_text("\n".join(lines) + "\n")
     results = {}
     for folder in sorted((work / "trackers").iterdir()):
         evaluated = evaluate_mot_sequences(
