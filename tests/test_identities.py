@@ -95,7 +95,9 @@ def test_people_whose_paths_cross_keep_their_ids(model):
 
 
 # Steps between the frames a camera's tracker saw, in frames of 15 fps, and how often
-# each came, measured on the most starved cameras of the live overload run below.
+# each came, measured on the most starved cameras of twelve in the live overload run
+# below when a shared queue served first come first (harsher than now that cameras
+# take turns).
 STEPS_UNDER_OVERLOAD = {1: 100, 2: 32, 3: 16, 4: 8, 5: 6, 6: 2, 7: 1, 8: 1, 11: 1}
 
 
@@ -157,13 +159,14 @@ def test_the_pillar_clip_gives_one_object_per_person(tmp_path, pillar_clip, demo
 def test_frames_dropped_under_live_overload_split_no_more_tracks_than_offline(
     tmp_path, pillar_clip, demo_model
 ):
-    """Twelve cameras of the pillar clip, paced live at once, one model worker of one
+    """Sixteen cameras of the pillar clip, paced live at once, one model worker of one
     thread, for the first 20 s (the first two people): the machine cannot look at every
-    frame (a fifth to a third are dropped), yet the cameras count the people an offline
-    run of the same frames counts. One camera in twelve may be one off: the test above
-    gives its tracker the dropping pattern measured here and found no split in 60
-    drawings, but a camera starved longer than those (steps over 0.7 s) while two people
-    pass each other at the picture's edge can still split or join a track there."""
+    frame (about two in five are dropped; the cameras take turns, so each is looked at
+    every 0.2-0.3 s at worst), yet each counts the people an offline run of the same
+    frames counts. One camera may be one off: the test above gives the tracker harsher
+    dropping (steps up to 0.73 s) and found no split in 60 drawings, but one camera
+    starved longer while two people pass each other at the picture's edge could still
+    split or join a track there."""
     offline = sources_pipeline(
         tmp_path, "offline", {"cam1": str(pillar_clip)}, demo_model,
         DEMO_CONFIDENCE + "sink: none\n", emit="[object_appeared, object_left]",
@@ -171,7 +174,7 @@ def test_frames_dropped_under_live_overload_split_no_more_tracks_than_offline(
     events, _ = object_events(offline, max_frames=300)
     people = Counter(e.type for e in events)["object_appeared"]
     assert people == 2
-    cameras = {f"cam{i}": str(pillar_clip) for i in range(12)}
+    cameras = {f"cam{i}": str(pillar_clip) for i in range(16)}
     live = sources_pipeline(
         tmp_path, "live", cameras, demo_model,
         DEMO_CONFIDENCE + "  workers: 1\n  threads: 1\nsink: none\n",
@@ -180,7 +183,7 @@ def test_frames_dropped_under_live_overload_split_no_more_tracks_than_offline(
     events, stats = object_events(live, realtime=True, max_frames=300)
     frames = stats["frames"]
     assert isinstance(frames, dict)
-    assert sum(frames["dropped"].values()) >= 0.1 * frames["decoded"], frames
+    assert sum(frames["dropped"].values()) >= 0.2 * frames["decoded"], frames
     appeared = Counter(e.source for e in events if e.type is EventType.OBJECT_APPEARED)
     off = {camera: appeared[camera] - people for camera in cameras if appeared[camera] != people}
     assert len(off) <= 1 and all(abs(d) == 1 for d in off.values()), appeared

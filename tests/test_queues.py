@@ -51,10 +51,51 @@ def test_a_shared_drop_oldest_queue_evicts_from_the_source_with_the_most_waiting
         q.put(("a", n), stop)
     assert drain(q) == [("b", 0), ("a", 3), ("a", 4), ("a", 5)]
     assert dropped == [("a", 0), ("a", 1), ("a", 2)]
-    for item in [("a", 6), ("a", 7), ("b", 1), ("b", 2), ("a", 8)]:
+
+
+def test_cameras_faster_than_a_shared_queue_take_turns():
+    """Six cameras each put a frame every tick, always in the same order, into a queue
+    of four served twice a tick (a third of what comes): each is served a third of its
+    frames, in order. Served first come first, with the oldest frame dropped when full,
+    the two cameras that come last in each tick would have been served every time and
+    the other four never."""
+    q: StageQueue[tuple[str, int]] = StageQueue(
+        "q", 4, Overflow.DROP_OLDEST, lambda item, _: None, share_by=lambda item: item[0]
+    )
+    stop = threading.Event()
+    served: dict[str, list[int]] = {camera: [] for camera in "abcdef"}
+    for tick in range(300):
+        for camera in served:
+            q.put((camera, tick), stop)
+        for _ in range(2):
+            item = q.get_nowait()
+            assert isinstance(item, tuple)
+            served[item[0]].append(item[1])
+    assert {camera: len(ticks) for camera, ticks in served.items()} == dict.fromkeys(served, 100)
+    assert all(ticks == sorted(ticks) for ticks in served.values())
+
+
+def test_a_source_is_served_in_its_order_with_its_control_items():
+    """Taking turns between sources never changes the order of one source's items: its
+    status and end of stream come where it put them among its frames."""
+    q: StageQueue[tuple[str, int]] = StageQueue(
+        "q", 8, Overflow.DROP_OLDEST, lambda item, _: None, share_by=lambda item: item[0]
+    )
+    stop = threading.Event()
+    status, end = SourceStatus("b", "connected", 0.0), EndOfStream("b", "eof")
+    for item in [("b", 0), ("a", 0), ("a", 1), ("b", 1), ("a", 2)]:
         q.put(item, stop)
-    # Full when a's third frame comes: a, with it, would hold 3 of 5: a's oldest goes.
-    assert drain(q) == [("a", 7), ("b", 1), ("b", 2), ("a", 8)]
+    q.put_control(status)
+    q.put(("b", 2), stop)
+    q.put_control(end)
+    q.put(("a", 3), stop)
+    items = drain(q)
+    b_items = [i for i in items if i in (status, end) or (isinstance(i, tuple) and i[0] == "b")]
+    assert b_items == [("b", 0), ("b", 1), status, ("b", 2), end]
+    assert [i for i in items if isinstance(i, tuple) and i[0] == "a"] == [
+        ("a", n) for n in range(4)
+    ]
+    assert items[:4] == [("b", 0), ("a", 0), ("b", 1), ("a", 1)]  # turns
 
 
 def test_drop_newest_refuses_the_incoming_item():

@@ -171,8 +171,8 @@ def build(
             name, plan.size, plan.overflow, functools.partial(_dropped, stats, name, counts_events)
         )
 
-    # Frame queues share their room out by source: an overloaded live pipeline drops from
-    # the sources that have the most frames waiting, and starves none.
+    # Frame queues share out by source: sources take turns, and an overloaded live
+    # pipeline drops from the sources that have the most frames waiting, starving none.
     frames: dict[str, StageQueue[Any]] = {
         name: StageQueue(
             name, queue_plans[name].size, queue_plans[name].overflow,

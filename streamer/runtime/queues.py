@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 from streamer.enums import StrEnum
 from streamer.runtime.messages import Control, DropReason, EndOfStream, HealthChange, SourceStatus
@@ -46,9 +46,10 @@ class StageQueue(Generic[T]):
         on_drop: Callable[[T, DropReason], None],
         share_by: Callable[[T], str] | None = None,
     ) -> None:
-        """`share_by`: what a data item belongs to (its source); a DROP_OLDEST queue then
-        evicts the oldest item of whichever holds the most, so that under overload each
-        keeps its share of the queue and none is starved for seconds."""
+        """`share_by`: what a data item belongs to (its source). The owners then take
+        turns at `get` (each its oldest item, so one owner's items keep their order), and a
+        full DROP_OLDEST queue evicts from whichever holds the most: under overload each is
+        served alike, whatever the order its items come in, and none is starved."""
         if maxsize < 1:
             raise ValueError(f"queue {name!r}: maxsize must be >= 1, got {maxsize}")
         self.name = name
@@ -56,6 +57,8 @@ class StageQueue(Generic[T]):
         self.overflow = overflow
         self._on_drop = on_drop
         self._share_by = share_by
+        self._turns: dict[str, int] = {}  # owner -> the turn it was last served at
+        self._turn = 0
         self._items: deque[T | Control] = deque()
         self._data_count = 0
         self._cond = threading.Condition()
@@ -70,7 +73,7 @@ class StageQueue(Generic[T]):
                 if self.overflow is Overflow.DROP_NEWEST:
                     break
                 if self.overflow is Overflow.DROP_OLDEST:
-                    evicted = self._evict_oldest_data(item)
+                    evicted = self._make_room(item)
                     break
                 if stop.is_set():
                     reason = DropReason.SHUTDOWN
@@ -79,10 +82,8 @@ class StageQueue(Generic[T]):
             else:
                 self._append(item)
                 return True
-            if evicted is not None:
-                self._append(item)
         # Report outside the lock: the callback takes the stats lock.
-        if evicted is None:
+        if evicted is None or evicted is item:
             self._on_drop(item, reason)
             return False
         self._on_drop(evicted, reason)
@@ -103,7 +104,7 @@ class StageQueue(Generic[T]):
             self._woken = False
             if not self._items:
                 return None
-            item = self._items.popleft()
+            item = self._take_next()
             if not is_control(item):
                 self._data_count -= 1
             self._cond.notify_all()
@@ -140,26 +141,48 @@ class StageQueue(Generic[T]):
         self._data_count += 1
         self._cond.notify_all()
 
-    def _evict_oldest_data(self, incoming: T) -> T:
-        """Take out the oldest data item, or, with `share_by`, the oldest of the owner that
-        holds the most (counting `incoming`)."""
-        data = [(i, queued) for i, queued in enumerate(self._items) if not is_control(queued)]
+    def _make_room(self, incoming: T) -> T:
+        """Put `incoming` in a full queue instead of the oldest data item, or, with
+        `share_by`, instead of the oldest item of the owner that holds the most (counting
+        `incoming`), of those the one served last. What was taken out: `incoming` itself
+        when its owner is that one and has nothing waiting (it waits for its turn)."""
+        data = [(i, cast(T, q)) for i, q in enumerate(self._items) if not is_control(q)]
         if not data:
             raise AssertionError("a full queue holds at least one data item")
-        index, victim = data[0]
         share_by = self._share_by
+        index, victim = data[0]
         if share_by is not None:
-            owners = Counter(share_by(queued) for _, queued in data)  # type: ignore[arg-type]
-            owners[share_by(incoming)] += 1
+            mine = share_by(incoming)
+            owners = Counter(share_by(q) for _, q in data)
+            owners[mine] += 1
             most = max(owners.values())
-            index, victim = next(
-                (i, queued)
-                for i, queued in data
-                if owners[share_by(queued)] == most  # type: ignore[arg-type]
+            # Of those never served, the newcomer.
+            owner = max(
+                (o for o, n in owners.items() if n == most),
+                key=lambda o: (self._turns.get(o, -1), o == mine),
             )
+            if owner == mine and owners[mine] == 1:
+                return incoming
+            index, victim = next((i, q) for i, q in data if share_by(q) == owner)
         del self._items[index]
-        self._data_count -= 1
-        return victim  # type: ignore[return-value]
+        self._items.append(incoming)
+        return victim
+
+    def _take_next(self) -> T | Control:
+        """The oldest item, or, with `share_by`, the oldest item of the owner served
+        longest ago: owners take turns, whatever the order their items come in."""
+        share_by = self._share_by
+        if share_by is None:
+            return self._items.popleft()
+        earliest: dict[str, int] = {}
+        for i, q in enumerate(self._items):
+            earliest.setdefault(q.source_id if isinstance(q, Control) else share_by(q), i)
+        owner = min(earliest, key=lambda o: (self._turns.get(o, -1), earliest[o]))
+        self._turn += 1
+        self._turns[owner] = self._turn
+        item = self._items[earliest[owner]]
+        del self._items[earliest[owner]]
+        return item
 
 
 class Outbox(Protocol[T_contra]):
