@@ -12,10 +12,10 @@ object is a class-1 "pedestrian" to the evaluator): what is measured is identity
 
 Real footage has no ground truth boxes here, but the shared assets' person clip has a
 known count: six people walk through a room one at a time. With `--real-clip` (default:
-that clip, where the assets are) every tracker also runs on YOLOX-nano's person boxes of
-it, and the table counts the objects each makes (6 is right; more are identities split
-or false objects) and the frames in which it shows more than one (only one person is
-ever in view).
+that clip, under $STREAMER_ASSETS or ../shared/assets) every tracker also runs on
+YOLOX-nano's person boxes of it, and the table counts the objects each makes (6 is
+right; more are identities split or false objects) and the frames in which it shows
+more than one (only one person is ever in view).
 
     python -m venv .venv-trackers
     .venv-trackers/bin/pip install -r benchmarks/requirements-trackers.txt
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -56,7 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "demo-detector.onnx"
 CONFIDENCE = 0.35  # the demo pipeline's detection threshold
 METRICS = ("MOTA", "IDF1", "HOTA", "IDSW")
-ASSETS = REPO.parent / "shared" / "assets"
+ASSETS = Path(os.environ.get("STREAMER_ASSETS", REPO.parent / "shared" / "assets"))
 REAL_CLIP = ASSETS / "videos" / "one-by-one-person-detection.mp4"
 REAL_MODEL = ASSETS / "models" / "yolox_nano.onnx"
 REAL_PEOPLE = 6  # counted by eye, as tests/test_objects.py does
