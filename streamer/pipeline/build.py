@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,20 +166,21 @@ def build(
     live = any(p.realtime for p in plans)
     queue_plans = plan_queues(config, live, max_batch)
 
-    def make_queue(name: str, plan: QueuePlan, counts_events: bool = True) -> StageQueue:  # type: ignore[type-arg]
-        return StageQueue(
-            name, plan.size, plan.overflow, functools.partial(_dropped, stats, name, counts_events)
-        )
+    def make_queue(
+        name: str,
+        plan: QueuePlan,
+        counts_events: bool = True,
+        share_by: Callable[[Any], str] | None = None,
+    ) -> StageQueue:  # type: ignore[type-arg]
+        on_drop = functools.partial(_dropped, stats, name, counts_events)
+        return StageQueue(name, plan.size, plan.overflow, on_drop, share_by=share_by)
 
     # Frame queues share out by source: sources take turns, and an overloaded live
     # pipeline drops from the sources that have the most frames waiting, starving none.
     frames: dict[str, StageQueue[Any]] = {
-        name: StageQueue(
-            name, queue_plans[name].size, queue_plans[name].overflow,
-            functools.partial(_dropped, stats, name, True), share_by=source_of,
-        )
+        name: make_queue(name, queue_plans[name], share_by=source_of)
         for name in ("decoded", "prepared", "inferred")
-    }  # fmt: skip
+    }
     # Each sink has its own inbox, so each goes at its own pace.
     sinks: list[Sink] = []
     inboxes: list[StageQueue[Emitted]] = []

@@ -156,7 +156,7 @@ class StageQueue(Generic[T]):
             owners = Counter(share_by(q) for _, q in data)
             owners[mine] += 1
             most = max(owners.values())
-            # Of those never served, the newcomer.
+            # The one served last; of owners never served, the newcomer's own.
             owner = max(
                 (o for o, n in owners.items() if n == most),
                 key=lambda o: (self._turns.get(o, -1), o == mine),
